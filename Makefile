@@ -1,0 +1,29 @@
+# One virtual environment in .venv, created on first use; every target below uses it.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The torch/torchvision pair that installs offline here; pyproject.toml itself accepts any recent one.
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+## demo: caption the bundled sample photos with the bundled default model
+demo: $(STAMP)
+	$(BIN)/rnncap gradcheck
+
+## test: the whole test suite (CPU; GPU tests skip without CUDA)
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
