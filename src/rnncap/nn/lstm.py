@@ -1,0 +1,155 @@
+"""An LSTM layer written from scratch: one autograd Function with a hand-written backward.
+
+Parameters follow the NumPy reference: `Wx` (D, 4H), `Wh` (H, 4H), `b` (4H,), gate order i, f, o, g.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+
+class _LSTMFunction(torch.autograd.Function):
+    """The whole sequence as one autograd node.
+
+    Forward does one big input projection for all timesteps, then a loop of one matmul and the
+    gate maths per step, keeping the activated gates and cells. Backward walks time in reverse
+    doing only the recurrent matmul per step; the weight and input gradients are then one matmul
+    each over all N*T positions.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, h0: Tensor, c0: Tensor, Wx: Tensor, Wh: Tensor, b: Tensor):
+        N, T, D = x.shape
+        H = Wh.shape[0]
+        xa = torch.addmm(b, x.reshape(N * T, D), Wx).view(N, T, 4 * H)  # (N, T, 4H)
+        gates = x.new_empty(T, N, 4 * H)  # activated i, f, o, g per step
+        cells = x.new_empty(T, N, H)  # c_t
+        hs = x.new_empty(N, T, H)  # h_t, the output
+        h, c = h0, c0
+        for t in range(T):
+            a = torch.addmm(xa[:, t], h, Wh)  # (N, 4H)
+            g = gates[t]
+            torch.sigmoid(a[:, : 3 * H], out=g[:, : 3 * H])
+            torch.tanh(a[:, 3 * H :], out=g[:, 3 * H :])
+            i, f, o, gg = g[:, :H], g[:, H : 2 * H], g[:, 2 * H : 3 * H], g[:, 3 * H :]
+            c = torch.addcmul(i * gg, f, c, out=cells[t])  # f*c + i*g
+            h = torch.mul(o, torch.tanh(c), out=hs[:, t])
+        ctx.save_for_backward(x, h0, c0, Wx, Wh, gates, cells, hs)
+        return hs
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dhs: Tensor):
+        x, h0, c0, Wx, Wh, gates, cells, hs = ctx.saved_tensors
+        N, T, D = x.shape
+        H = Wh.shape[0]
+        dA = x.new_empty(N, T, 4 * H)  # gradient of the pre-activations
+        dh = dhs.new_zeros(N, H)
+        dc = dhs.new_zeros(N, H)
+        WhT = Wh.t()
+        for t in range(T - 1, -1, -1):
+            g = gates[t]
+            i, f, o, gg = g[:, :H], g[:, H : 2 * H], g[:, 2 * H : 3 * H], g[:, 3 * H :]
+            c_prev = cells[t - 1] if t > 0 else c0
+            dh = dh + dhs[:, t]
+            tc = torch.tanh(cells[t])
+            da = dA[:, t]
+            # dc += dh * o * (1 - tanh(c)^2)
+            dc = dc + dh * o * (1 - tc * tc)
+            # sigmoid' = s (1 - s), tanh' = 1 - y^2
+            torch.mul(dc * gg, i * (1 - i), out=da[:, :H])
+            torch.mul(dc * c_prev, f * (1 - f), out=da[:, H : 2 * H])
+            torch.mul(dh * tc, o * (1 - o), out=da[:, 2 * H : 3 * H])
+            torch.mul(dc * i, 1 - gg * gg, out=da[:, 3 * H :])
+            dc = dc * f
+            dh = torch.mm(da, WhT)
+        dA2 = dA.view(N * T, 4 * H)
+        needs = ctx.needs_input_grad
+        dx = torch.mm(dA2, Wx.t()).view(N, T, D) if needs[0] else None
+        dWx = torch.mm(x.reshape(N * T, D).t(), dA2) if needs[3] else None
+        dWh = None
+        if needs[4]:
+            # h_{t-1} for every position: h0 then the outputs shifted by one step
+            h_prev = torch.cat([h0.unsqueeze(1), hs[:, :-1]], dim=1).view(N * T, H)
+            dWh = torch.mm(h_prev.t(), dA2)
+        db = dA2.sum(0) if needs[5] else None
+        return dx, dh, dc, dWx, dWh, db
+
+
+class LSTM(nn.Module):
+    """Single-layer, batch-first LSTM: `forward(x (N, T, D)) -> h (N, T, H)`."""
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.Wx = nn.Parameter(torch.empty(input_size, 4 * hidden_size))
+        self.Wh = nn.Parameter(torch.empty(hidden_size, 4 * hidden_size))
+        self.b = nn.Parameter(torch.empty(4 * hidden_size))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Uniform(-1/sqrt(H), 1/sqrt(H)) like torch.nn.LSTM."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for p in (self.Wx, self.Wh, self.b):
+            nn.init.uniform_(p, -bound, bound)
+
+    def forward(self, x: Tensor, h0: Tensor | None = None, c0: Tensor | None = None) -> Tensor:
+        """All hidden states (N, T, H) for inputs x (N, T, D); h0, c0 (N, H) default to zeros."""
+        N = x.shape[0]
+        if h0 is None:
+            h0 = self.Wh.new_zeros(N, self.hidden_size)
+        if c0 is None:
+            c0 = self.Wh.new_zeros(N, self.hidden_size)
+        return _LSTMFunction.apply(x, h0, c0, self.Wx, self.Wh, self.b)
+
+    def step(self, x: Tensor, prev_h: Tensor, prev_c: Tensor) -> tuple[Tensor, Tensor]:
+        """One timestep: x (N, D), prev_h/prev_c (N, H) -> (next_h, next_c), each (N, H)."""
+        H = self.hidden_size
+        a = torch.addmm(self.b, x, self.Wx) + prev_h @ self.Wh  # (N, 4H)
+        ifo = torch.sigmoid(a[:, : 3 * H])
+        i, f, o = ifo[:, :H], ifo[:, H : 2 * H], ifo[:, 2 * H :]
+        g = torch.tanh(a[:, 3 * H :])
+        next_c = f * prev_c + i * g
+        next_h = o * torch.tanh(next_c)
+        return next_h, next_c
+
+    @classmethod
+    def from_torch(cls, m: nn.Module) -> LSTM:
+        """An equivalent LSTM from a single-layer, batch-first `torch.nn.LSTM` with bias.
+
+        torch stores gates i, f, g, o in `weight_ih` (4H, D); here they are i, f, o, g in
+        Wx (D, 4H), and the two torch biases are summed.
+        """
+        if m.num_layers != 1 or not m.batch_first or not m.bias or m.bidirectional:
+            raise ValueError("from_torch needs a single-layer, batch_first, biased, 1-way LSTM")
+        if getattr(m, "proj_size", 0):
+            raise ValueError("from_torch does not support proj_size")
+        H = m.hidden_size
+        order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H),
+                           torch.arange(2 * H, 3 * H)])  # i, f, o, g from i, f, g, o
+        w_ih, w_hh = m.weight_ih_l0.detach(), m.weight_hh_l0.detach()
+        bias = (m.bias_ih_l0 + m.bias_hh_l0).detach()
+        out = cls(m.input_size, H).to(device=w_ih.device, dtype=w_ih.dtype)
+        with torch.no_grad():
+            out.Wx.copy_(w_ih[order].t())
+            out.Wh.copy_(w_hh[order].t())
+            out.b.copy_(bias[order])
+        return out
+
+    @classmethod
+    def from_numpy(cls, Wx, Wh, b) -> LSTM:
+        """An LSTM holding copies of NumPy Wx (D, 4H), Wh (H, 4H), b (4H,) (dtype kept)."""
+        D, H4 = Wx.shape
+        out = cls(D, H4 // 4)
+        out.Wx = nn.Parameter(torch.tensor(Wx))
+        out.Wh = nn.Parameter(torch.tensor(Wh))
+        out.b = nn.Parameter(torch.tensor(b))
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}"

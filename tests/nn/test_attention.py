@@ -1,0 +1,81 @@
+"""Attention and the attention LSTM against loops written out, numerical gradients and NumPy."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rnncap.nn import AttentionLSTM, dot_product_attention
+
+
+def test_dot_product_attention_matches_loops():
+    torch.manual_seed(0)
+    N, H, P = 2, 3, 4
+    prev_h, A = torch.randn(N, H), torch.randn(N, H, P)
+    context, weights = dot_product_attention(prev_h, A)
+    for n in range(N):
+        scores = [sum(prev_h[n, k] * A[n, k, p] for k in range(H)) / math.sqrt(H) for p in range(P)]
+        exp = [math.exp(s) for s in scores]
+        w = [e / sum(exp) for e in exp]
+        torch.testing.assert_close(weights[n], torch.tensor(w))
+        ctx = [sum(A[n, k, p] * w[p] for p in range(P)) for k in range(H)]
+        torch.testing.assert_close(context[n], torch.tensor(ctx))
+
+
+def _reference_forward(m: AttentionLSTM, x, A):
+    """The attention LSTM spelled out with einsum, one line per equation of docs/design.md."""
+    H = m.hidden_size
+    h = c = A.mean(dim=2)
+    hs, ws = [], []
+    for t in range(x.shape[1]):
+        w = torch.softmax(torch.einsum("nh,nhp->np", h, A) / H**0.5, dim=1)
+        context = torch.einsum("nhp,np->nh", A, w)
+        a = x[:, t] @ m.Wx + h @ m.Wh + context @ m.Wattn + m.b
+        i, f, o = (torch.sigmoid(a[:, k * H : (k + 1) * H]) for k in range(3))
+        g = torch.tanh(a[:, 3 * H :])
+        c = f * c + i * g
+        h = o * torch.tanh(c)
+        hs.append(h)
+        ws.append(w)
+    return torch.stack(hs, 1), torch.stack(ws, 1)
+
+
+def _check_forward_and_step(device: str) -> None:
+    torch.manual_seed(1)
+    N, T, D, H, P = 2, 3, 4, 5, 6
+    m = AttentionLSTM(D, H).to(device)
+    x, A = torch.randn(N, T, D, device=device), torch.randn(N, H, P, device=device)
+    h, w = m(x, A)
+    h_ref, w_ref = _reference_forward(m, x, A)
+    torch.testing.assert_close(h, h_ref)
+    torch.testing.assert_close(w, w_ref)
+    prev_h = prev_c = A.mean(dim=2)
+    for t in range(T):
+        prev_h, prev_c, w_t = m.step(x[:, t], prev_h, prev_c, A)
+        torch.testing.assert_close(prev_h, h_ref[:, t])
+        torch.testing.assert_close(w_t, w_ref[:, t])
+
+
+def test_forward_and_step_cpu():
+    _check_forward_and_step("cpu")
+
+
+@pytest.mark.gpu
+def test_forward_and_step_cuda():
+    _check_forward_and_step("cuda")
+
+
+def test_gradcheck_float64():
+    torch.manual_seed(2)
+    m = AttentionLSTM(3, 4).double()
+    x = torch.randn(2, 3, 3, dtype=torch.double, requires_grad=True)
+    A = torch.randn(2, 4, 5, dtype=torch.double, requires_grad=True)
+    names = ["Wx", "Wh", "Wattn", "b"]
+    params = [getattr(m, k).detach().clone().requires_grad_() for k in names]
+
+    def f(x, A, *ps):
+        return torch.func.functional_call(m, dict(zip(names, ps, strict=True)), (x, A))
+
+    assert torch.autograd.gradcheck(f, (x, A, *params))
