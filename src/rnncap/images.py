@@ -1,0 +1,141 @@
+"""Opening user images safely: one clear error per bad file, every PIL mode converted to RGB.
+
+Shared by the encoders, the `caption` command and the web server.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+)
+
+
+class ImageError(ValueError):
+    """A file that cannot be used as an image; the message is one line naming the file."""
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """Open, fully decode and convert an image file to an RGB PIL image.
+
+    Raises ImageError for a missing, empty, truncated or unreadable file, for a file that is not
+    an image, and for a decompression bomb (more pixels than `PIL.Image.MAX_IMAGE_PIXELS`).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: no such file")
+    if not path.is_file():
+        raise ImageError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: empty file (0 bytes)")
+    try:
+        # PIL only warns between MAX_IMAGE_PIXELS and twice that; refuse the whole range.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                _check_pixels(image)
+                image.load()  # decode now so that truncated data fails here, not later
+                image = ImageOps.exif_transpose(image)
+                return to_rgb(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageError(
+            f"{path}: too many pixels, refused as a decompression bomb ({error})"
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image (unknown or unsupported format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if "truncated" in reason or isinstance(error, EOFError):
+            reason = f"truncated or corrupt image data ({reason})"
+        raise ImageError(f"{path}: cannot read image: {reason}") from None
+
+
+def _check_pixels(image: Image.Image) -> None:
+    """Refuse images above MAX_IMAGE_PIXELS before decoding them (PIL itself only warns)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and image.width * image.height > limit:
+        raise Image.DecompressionBombError(
+            f"{image.width}x{image.height} = {image.width * image.height} pixels, limit {limit}"
+        )
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB.
+
+    Transparent images are composited on white; 16- and 32-bit grey levels are scaled to 8 bits
+    (PIL's own conversion would clip them at 255); float images are taken as 0..1 when they fit
+    that range, as 0..255 otherwise.
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        image.mode == "P" and "transparency" in image.info
+    ):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode.startswith("I;16") or image.mode == "I":
+        grey = np.asarray(image, dtype=np.float64)  # (H, W)
+        grey = np.clip(grey, 0, 65535) / 65535.0 * 255.0
+        return _grey_to_rgb(grey)
+    if image.mode == "F":
+        grey = np.asarray(image, dtype=np.float64)
+        grey = np.nan_to_num(grey, nan=0.0, posinf=0.0, neginf=0.0)
+        if grey.size and grey.min() >= 0.0 and grey.max() <= 1.0:
+            grey = grey * 255.0
+        return _grey_to_rgb(np.clip(grey, 0, 255))
+    return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+
+
+def _grey_to_rgb(grey: np.ndarray) -> Image.Image:
+    """(H, W) grey levels in 0..255 (float) -> RGB image."""
+    grey8 = np.round(grey).astype(np.uint8)
+    return Image.fromarray(np.stack([grey8] * 3, axis=-1), mode="RGB")
+
+
+def find_images(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[str]]:
+    """Expand files and folders into a list of image files, plus one message per problem.
+
+    A file named explicitly is kept whatever its extension (`open_image` judges it later); a
+    folder is searched recursively for files with an image extension (hidden entries skipped),
+    sorted by path. Missing paths and folders without images become error messages; duplicates
+    are dropped.
+    """
+    found: list[Path] = []
+    errors: list[str] = []
+    seen: set[Path] = set()
+
+    def add(path: Path) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            found.append(path)
+
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            images = sorted(
+                p
+                for p in path.rglob("*")
+                if p.suffix.lower() in IMAGE_EXTENSIONS
+                and p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+            if not images:
+                errors.append(f"{path}: folder holds no image files")
+            for image in images:
+                add(image)
+        elif path.is_file():
+            add(path)
+        elif path.exists():
+            errors.append(f"{path}: not a file or folder")
+        else:
+            errors.append(f"{path}: no such file or folder")
+    return found, errors
