@@ -1,0 +1,117 @@
+"""Greedy and beam-search decoding, batched over images, one implementation each.
+
+Both only use the model's `init_state(features)` and `step(tokens, state)`, so they serve every
+cell type (rnn, lstm, attn) alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Decoded:
+    tokens: list[list[int]]  # word ids per image, without <start>/<end>
+    scores: list[float]  # sum of log-probabilities (length-normalised when length_penalty > 0)
+    attention: list[torch.Tensor] | None  # per image (L, P): weights behind each emitted word
+
+
+def _banned(model) -> list[int]:
+    # Tokens a caption never contains: padding, <start> and <unk>.
+    cfg = model.config
+    return [cfg.pad_id, cfg.start_id, cfg.unk_id]
+
+
+def _normalise(score: float, length: int, length_penalty: float) -> float:
+    return score / max(length, 1) ** length_penalty if length_penalty > 0 else score
+
+
+@torch.no_grad()
+def greedy(model, features: torch.Tensor, max_length: int | None = None) -> Decoded:
+    """The most probable word at every step, for a batch of images' features (N, ...)."""
+    return beam_search(model, features, beam_size=1, max_length=max_length)
+
+
+@torch.no_grad()
+def beam_search(
+    model,
+    features: torch.Tensor,
+    beam_size: int = 3,
+    max_length: int | None = None,
+    length_penalty: float = 0.0,
+) -> Decoded:
+    """Beam search over a batch of N images at once (N * beam_size hypotheses per step).
+
+    A hypothesis ends when it emits <end> (its log-probability counts) or after `max_length`
+    words. Finished hypotheses stay in the beam with a frozen score, so the search stops when every
+    beam of every image has ended. With `length_penalty` a > 0 the final choice among the beams
+    uses score / length**a. beam_size may exceed the vocabulary; impossible beams score -inf.
+    """
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    cfg = model.config
+    max_length = cfg.max_length if max_length is None else max_length
+    K = beam_size
+    state = model.init_state(features)
+    N = state[0].shape[0]
+    device = state[0].device
+    # Every image starts with K copies of its state; only the first copy is live.
+    state = tuple(s.repeat_interleave(K, dim=0) for s in state)  # (N*K, ...)
+    dtype = torch.float64 if state[0].dtype == torch.float64 else torch.float32  # scores accumulate
+    scores = torch.full((N, K), float("-inf"), device=device, dtype=dtype)
+    scores[:, 0] = 0.0
+    tokens = torch.full((N * K,), cfg.start_id, dtype=torch.long, device=device)
+    finished = torch.zeros(N, K, dtype=torch.bool, device=device)
+    history = torch.zeros(N * K, 0, dtype=torch.long, device=device)  # emitted ids incl. <end>
+    attn_history = None  # (N*K, t, P) for attention models
+    banned = _banned(model)
+    base = (torch.arange(N, device=device) * K)[:, None]  # (N, 1)
+
+    for _ in range(max_length):
+        log_probs, state, weights = model.step(tokens, state)  # (N*K, V)
+        log_probs = log_probs.to(dtype)
+        V = log_probs.shape[1]
+        log_probs[:, banned] = float("-inf")
+        # A finished hypothesis can only be extended by padding, at no cost.
+        done = finished.view(-1)
+        log_probs[done] = float("-inf")
+        log_probs[done, cfg.pad_id] = 0.0
+        total = scores[:, :, None] + log_probs.view(N, K, V)  # (N, K, V)
+        scores, flat = total.view(N, K * V).topk(K, dim=1)  # (N, K)
+        beam = torch.div(flat, V, rounding_mode="floor")  # (N, K) which parent
+        word = flat % V  # (N, K)
+        parent = (base + beam).view(-1)  # (N*K,)
+        state = tuple(s[parent] for s in state)
+        history = torch.cat([history[parent], word.view(-1, 1)], 1)  # (N*K, t)
+        if weights is not None:
+            w = weights.to(dtype)[parent][:, None]  # (N*K, 1, P)
+            attn_history = w if attn_history is None else torch.cat([attn_history[parent], w], 1)
+        finished = (
+            finished.view(-1)[parent].view(N, K) | (word == cfg.end_id) | (word == cfg.pad_id)
+        )
+        tokens = word.view(-1)
+        if bool(finished.all()):
+            break
+
+    out_tokens, out_scores, out_attn = [], [], []
+    for n in range(N):
+        best, best_value = 0, float("-inf")
+        candidates = []
+        for k in range(K):
+            seq = history[n * K + k].tolist()
+            words = []
+            for t in seq:
+                if t in (cfg.end_id, cfg.pad_id):
+                    break
+                words.append(t)
+            value = _normalise(float(scores[n, k]), len(words), length_penalty)
+            candidates.append(words)
+            if value > best_value:
+                best, best_value = k, value
+        out_tokens.append(candidates[best])
+        out_scores.append(best_value)
+        if attn_history is not None:
+            out_attn.append(attn_history[n * K + best, : len(candidates[best])].cpu())
+    return Decoded(out_tokens, out_scores, out_attn if attn_history is not None else None)

@@ -1,0 +1,185 @@
+"""The captioning model: CNN features -> from-scratch RNN, LSTM or attention LSTM -> words.
+
+Built only from a `CaptionerConfig`; works on precomputed encoder features (training never has to
+re-run the CNN) or on images through `encode`. `init_state`/`step` are what `rnncap.decoding` uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+from rnncap.nn.attention import AttentionLSTM
+from rnncap.nn.loss import temporal_softmax_loss
+from rnncap.nn.lstm import LSTM
+from rnncap.nn.rnn import RNN
+
+CELL_TYPES = ("rnn", "lstm", "attn")
+
+
+@dataclass
+class CaptionerConfig:
+    encoder: str = "efficientnet_lite0"  # name in rnncap.nn.encoders.ENCODERS
+    feature_dim: int = 1280  # channels of the encoder output
+    cell_type: str = "attn"  # rnn | lstm | attn
+    wordvec_dim: int = 256  # word embedding size
+    hidden_dim: int = 512  # recurrent state size
+    vocab_size: int = 0  # set from the vocabulary
+    pad_id: int = 0
+    start_id: int = 1
+    end_id: int = 2
+    unk_id: int = 3
+    max_length: int = 20  # words emitted at most when decoding
+    dropout: float = 0.0  # on word vectors and before the vocabulary projection
+
+    def __post_init__(self) -> None:
+        if self.cell_type not in CELL_TYPES:
+            raise ValueError(
+                f"cell_type must be one of {', '.join(CELL_TYPES)}, got {self.cell_type!r}"
+            )
+        if self.vocab_size <= 0:
+            raise ValueError(f"vocab_size must be positive, got {self.vocab_size}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CaptionerConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown captioner config keys: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+class CaptioningRNN(nn.Module):
+    """Image features -> caption log-probabilities, with a recurrent cell written from scratch.
+
+    rnn/lstm: the pooled feature (N, C) is projected to the initial hidden state h0 (N, H).
+    attn: the grid (N, C, h, w) is projected cell by cell to A (N, H, P), P = h*w; the attention
+    LSTM starts from h0 = c0 = mean(A) and attends over A at every step.
+    """
+
+    def __init__(self, config: CaptionerConfig):
+        super().__init__()
+        self.config = config
+        V, W, H, C = config.vocab_size, config.wordvec_dim, config.hidden_dim, config.feature_dim
+        self.embed = nn.Embedding(V, W)
+        self.feature_proj = nn.Linear(C, H)
+        if config.cell_type == "rnn":
+            self.cell = RNN(W, H)
+        elif config.cell_type == "lstm":
+            self.cell = LSTM(W, H)
+        else:
+            self.cell = AttentionLSTM(W, H)
+        self.drop = nn.Dropout(config.dropout)
+        self.vocab_proj = nn.Linear(H, V)
+        self._encoder = None  # built on demand, never part of the state dict
+        nn.init.normal_(self.embed.weight, std=0.1)
+
+    # ----------------------------------------------------------------- features and images
+    @property
+    def encoder(self):
+        """The CNN named in the config, with its pretrained weights, on the model's device."""
+        if self._encoder is None:
+            from rnncap.nn.encoders import build_encoder
+
+            self._encoder = build_encoder(self.config.encoder)
+        param = self.vocab_proj.weight
+        return self._encoder.to(param.device)
+
+    def set_encoder(self, encoder) -> None:
+        """Use an already built encoder (e.g. shared between models, or a tiny one in tests)."""
+        self._encoder = encoder
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """images (N, 3, S, S) preprocessed -> encoder features (N, C, h, w) or (N, C)."""
+        return self.encoder(images)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        # Images have 3 channels; encoder features have C >= 16 of them.
+        if x.dim() == 4 and x.shape[1] == 3 and self.config.feature_dim != 3:
+            x = self.encode(x)
+        return x.to(self.vocab_proj.weight.dtype)
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """Encoder features -> h0 (N, H) for rnn/lstm, or A (N, H, P) for attn."""
+        if features.shape[1] != self.config.feature_dim:
+            raise ValueError(
+                f"features have {features.shape[1]} channels, the model expects "
+                f"{self.config.feature_dim} (encoder {self.config.encoder})"
+            )
+        if self.config.cell_type == "attn":
+            if features.dim() == 2:
+                raise ValueError(
+                    "the attention model needs a spatial grid of features (N, C, h, w)"
+                )
+            grid = features.flatten(2).transpose(1, 2)  # (N, P, C)
+            return self.feature_proj(grid).transpose(1, 2)  # (N, H, P)
+        pooled = features.flatten(2).mean(2) if features.dim() > 2 else features  # (N, C)
+        return self.feature_proj(pooled)  # (N, H)
+
+    # ----------------------------------------------------------------- teacher forcing
+    def forward(
+        self, features: torch.Tensor, captions_in: torch.Tensor, repeats: int | torch.Tensor = 1
+    ):
+        """Teacher-forced logits.
+
+        features: (N, C, h, w) or (N, C); captions_in: (N * repeats, T) token ids, where each
+        image's `repeats` captions are consecutive rows (the projection is computed once per image).
+        Returns logits (N * repeats, T, V) and attention weights (N * repeats, T, P) or None.
+        """
+        projected = self.project(self._features(features))
+        if not isinstance(repeats, int) or repeats > 1:
+            projected = projected.repeat_interleave(repeats, dim=0)
+        x = self.drop(self.embed(captions_in))  # (N, T, W)
+        weights = None
+        if self.config.cell_type == "attn":
+            h, weights = self.cell(x, projected)  # (N, T, H), (N, T, P)
+        else:
+            h = self.cell(x, projected)  # (N, T, H)
+        logits = self.vocab_proj(self.drop(h))  # (N, T, V)
+        return logits, weights
+
+    def loss(
+        self, features: torch.Tensor, captions: torch.Tensor, repeats: int | torch.Tensor = 1
+    ) -> torch.Tensor:
+        """Temporal softmax loss (summed over time, mean over captions), padding ignored.
+
+        captions: (sum(repeats), T + 1) with <start> first; the model reads captions[:, :-1] and
+        predicts captions[:, 1:].
+        """
+        logits, _ = self(features, captions[:, :-1], repeats)
+        return temporal_softmax_loss(logits, captions[:, 1:], ignore_index=self.config.pad_id)
+
+    # ----------------------------------------------------------------- decoding interface
+    def init_state(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Decoder state before the first word; every tensor has the batch as dim 0."""
+        projected = self.project(self._features(features))
+        if self.config.cell_type == "rnn":
+            return (projected,)
+        if self.config.cell_type == "lstm":
+            return (projected, torch.zeros_like(projected))
+        h0 = projected.mean(2)  # (N, H)
+        return (h0, h0.clone(), projected)
+
+    def step(self, tokens: torch.Tensor, state: tuple[torch.Tensor, ...]):
+        """One step: tokens (B,) -> (log_probs (B, V), new_state, attention (B, P) | None)."""
+        x = self.embed(tokens)  # (B, W)
+        weights = None
+        if self.config.cell_type == "rnn":
+            (h,) = state
+            h = self.cell.step(x, h)
+            new_state = (h,)
+        elif self.config.cell_type == "lstm":
+            h, c = self.cell.step(x, *state)
+            new_state = (h, c)
+        else:
+            prev_h, prev_c, A = state
+            h, c, weights = self.cell.step(x, prev_h, prev_c, A)
+            new_state = (h, c, A)
+        log_probs = torch.log_softmax(self.vocab_proj(h), dim=-1)  # (B, V)
+        return log_probs, new_state, weights

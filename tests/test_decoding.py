@@ -1,0 +1,136 @@
+"""Greedy and beam search against brute force on tiny random captioning models."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from rnncap.decoding import beam_search, greedy
+from rnncap.nn.captioner import CaptionerConfig, CaptioningRNN
+
+WORDS = 4  # ordinary words; ids 4..7 after the four specials
+END = 2
+
+
+def tiny_model(cell_type: str, seed: int) -> CaptioningRNN:
+    torch.manual_seed(seed)
+    cfg = CaptionerConfig(
+        encoder="none", feature_dim=6, cell_type=cell_type, wordvec_dim=5, hidden_dim=7,
+        vocab_size=4 + WORDS, max_length=3,
+    )  # fmt: skip
+    model = CaptioningRNN(cfg).double().eval()
+    with torch.no_grad():  # sharper distributions make ties impossible and search matter
+        model.vocab_proj.weight.mul_(6.0)
+        model.vocab_proj.bias.normal_(0, 1.0)
+    return model
+
+
+def features_for(cell_type: str, n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    shape = (n, 6, 2, 2) if cell_type == "attn" else (n, 6)
+    return torch.randn(shape, generator=g, dtype=torch.float64)
+
+
+@torch.no_grad()
+def sequence_score(model, feature, words: tuple[int, ...], max_length: int) -> float:
+    """Log-probability of a caption computed one sequence at a time (the independent reference)."""
+    state = model.init_state(feature[None])
+    token = torch.tensor([model.config.start_id])
+    total = 0.0
+    emitted = list(words) + ([END] if len(words) < max_length else [])
+    for w in emitted:
+        log_probs, state, _ = model.step(token, state)
+        total += float(log_probs[0, w])
+        token = torch.tensor([w])
+    return total
+
+
+def brute_force(model, feature, max_length: int) -> tuple[tuple[int, ...], float]:
+    words = range(4, 4 + WORDS)
+    candidates = [seq for L in range(max_length + 1) for seq in itertools.product(words, repeat=L)]
+    scored = [(seq, sequence_score(model, feature, seq, max_length)) for seq in candidates]
+    return max(scored, key=lambda s: s[1])
+
+
+@pytest.mark.parametrize("cell_type", ["rnn", "lstm", "attn"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_exhaustive_beam_equals_brute_force(cell_type, seed):
+    model = tiny_model(cell_type, seed)
+    feats = features_for(cell_type, 3, seed)
+    L = 3
+    # Emittable tokens are the 4 words and <end>: a beam of 5**(L-1) keeps every prefix, so the
+    # search is exhaustive and must find the brute-force optimum exactly.
+    out = beam_search(model, feats, beam_size=(WORDS + 1) ** (L - 1), max_length=L)
+    for n in range(3):
+        best_seq, best_score = brute_force(model, feats[n], L)
+        assert tuple(out.tokens[n]) == best_seq
+        assert out.scores[n] == pytest.approx(best_score, abs=1e-9)
+
+
+@pytest.mark.parametrize("cell_type", ["rnn", "lstm", "attn"])
+def test_beam_as_wide_as_vocabulary_length_two_is_exact(cell_type):
+    model = tiny_model(cell_type, 5)
+    feats = features_for(cell_type, 4, 5)
+    out = beam_search(model, feats, beam_size=WORDS + 1, max_length=2)
+    for n in range(4):
+        best_seq, best_score = brute_force(model, feats[n], 2)
+        assert tuple(out.tokens[n]) == best_seq
+        assert out.scores[n] == pytest.approx(best_score, abs=1e-9)
+
+
+@pytest.mark.parametrize("cell_type", ["rnn", "lstm", "attn"])
+def test_beam_one_is_greedy(cell_type):
+    model = tiny_model(cell_type, 3)
+    feats = features_for(cell_type, 5, 3)
+    g = greedy(model, feats, max_length=6)
+    b = beam_search(model, feats, beam_size=1, max_length=6)
+    assert g.tokens == b.tokens
+    # Greedy by hand: argmax over emittable tokens, one image at a time.
+    for n in range(5):
+        state = model.init_state(feats[n : n + 1])
+        token, seq = torch.tensor([1]), []
+        for _ in range(6):
+            log_probs, state, _ = model.step(token, state)
+            log_probs[0, [0, 1, 3]] = float("-inf")
+            w = int(log_probs.argmax())
+            if w == END:
+                break
+            seq.append(w)
+            token = torch.tensor([w])
+        assert g.tokens[n] == seq
+
+
+@pytest.mark.parametrize("cell_type", ["rnn", "lstm", "attn"])
+def test_batch_equals_each_image_alone(cell_type):
+    model = tiny_model(cell_type, 4)
+    feats = features_for(cell_type, 6, 4)
+    batch = beam_search(model, feats, beam_size=3, max_length=5)
+    for n in range(6):
+        alone = beam_search(model, feats[n : n + 1], beam_size=3, max_length=5)
+        assert alone.tokens[0] == batch.tokens[n]
+        assert alone.scores[0] == pytest.approx(batch.scores[n], abs=1e-9)
+        if cell_type == "attn":
+            torch.testing.assert_close(alone.attention[0], batch.attention[n])
+
+
+def test_attention_weights_per_word():
+    model = tiny_model("attn", 7)
+    feats = features_for("attn", 2, 7)
+    out = beam_search(model, feats, beam_size=2, max_length=4)
+    for tokens, weights in zip(out.tokens, out.attention, strict=True):
+        assert weights.shape == (len(tokens), 4)
+        torch.testing.assert_close(
+            weights.sum(1), torch.ones(len(tokens), dtype=weights.dtype), rtol=0, atol=1e-6
+        )
+
+
+def test_length_penalty_prefers_longer_captions():
+    model = tiny_model("lstm", 8)
+    feats = features_for("lstm", 8, 8)
+    plain = beam_search(model, feats, beam_size=4, max_length=5)
+    normalised = beam_search(model, feats, beam_size=4, max_length=5, length_penalty=1.0)
+    assert sum(map(len, normalised.tokens)) >= sum(map(len, plain.tokens))
+    with pytest.raises(ValueError, match="beam_size"):
+        beam_search(model, feats, beam_size=0)
