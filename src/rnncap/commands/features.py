@@ -1,0 +1,97 @@
+"""`rnncap features`: run an encoder once over a data set's images and cache its features.
+
+The cache is keyed by encoder name and image content, and a rerun resumes where one stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rnncap.commands._common import UsageError, fail, resolve_device
+
+NAME = "features"
+HELP = "encode every image of a data set once and cache the features (float16, resumable)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", required=True, help="data set folder (or JSON file for coco/karpathy)"
+    )
+    parser.add_argument(
+        "--format",
+        default="flickr8k",
+        choices=("flickr8k", "coco", "karpathy"),
+        help="data set layout (default: flickr8k)",
+    )
+    parser.add_argument(
+        "--split",
+        default="all",
+        choices=("all", "train", "dev", "val", "test"),
+        help="which images to encode (default: all, every image with captions)",
+    )
+    parser.add_argument(
+        "--encoder", default="efficientnet_lite0", help="encoder name (default: efficientnet_lite0)"
+    )
+    parser.add_argument("--out", required=True, help="cache folder; features go in OUT/<encoder>/")
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="images per forward pass (default: 64)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="DataLoader processes opening images (default: 2)"
+    )
+    parser.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)"
+    )
+    parser.add_argument(
+        "--shard-size", type=int, default=1024, help="images per cache shard file (default: 1024)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    import importlib
+
+    from rnncap.data.datasets import DatasetError, load_dataset
+    from rnncap.data.features import FeatureCache, build_cache
+
+    try:
+        for flag in ("batch_size", "shard_size"):
+            if getattr(args, flag) < 1:
+                raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
+        if args.workers < 0:
+            raise UsageError("--workers must be 0 or more")
+        device = resolve_device(args.device)
+        dataset = load_dataset(args.data, args.format, args.split)
+        encoders = importlib.import_module("rnncap.nn.encoders")
+        try:
+            encoder = encoders.build_encoder(args.encoder)
+        except ValueError as error:
+            raise UsageError(f"--encoder: {error}") from None
+        cache = FeatureCache(args.out, encoder.name)
+    except (UsageError, DatasetError) as error:
+        return fail(str(error))
+    except ValueError as error:  # a cache written by something else
+        return fail(f"--out: {error}")
+
+    stats = build_cache(
+        [s.image for s in dataset],
+        encoder,
+        cache,
+        device=device,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        shard_size=args.shard_size,
+        progress=not args.quiet,
+    )
+    print(
+        f"{encoder.name}: {stats.images} images, {stats.cached_before} already cached, "
+        f"{stats.computed} encoded in {stats.seconds:.1f} s "
+        f"({stats.images_per_second:.1f} images/s), {len(stats.failed)} unreadable -> {cache.dir}"
+    )
+    if stats.failed:
+        print(
+            f"rnncap: {len(stats.failed)} images could not be read (see warnings)", file=sys.stderr
+        )
+        return 1
+    return 0

@@ -1,0 +1,283 @@
+"""The encoder feature cache: run a CNN once over every image and keep its output on disk.
+
+Layout: `CACHE/<encoder name>/index.json` maps the SHA-1 of an image file's bytes to a (shard,
+row) in `shard_XXXX.safetensors` files of float16 features (n, C, h, w) or (n, C). Keys are the
+image content, so an edited image is never served stale features; shards are written atomically
+(temporary file + rename) and a build resumes by skipping the images already in the index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from rnncap.data.datasets import Sample
+
+INDEX = "index.json"
+CACHE_VERSION = 1
+
+
+def file_key(path: str | Path) -> str:
+    """The cache key of an image: the SHA-1 of its file's bytes (hex)."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _open_rgb(path: Path):
+    try:
+        from rnncap.images import open_image
+    except ImportError:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    return open_image(path)
+
+
+def _atomic_write(path: Path, write) -> None:
+    """`write(temporary path)`, then rename it over `path`: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class FeatureCache:
+    """The cached features of one encoder: `get(paths)`, `load_split(samples)`, `add(keys, x)`."""
+
+    def __init__(self, path: str | Path, encoder_name: str):
+        self.root = Path(path)
+        self.encoder_name = encoder_name
+        self.dir = self.root / encoder_name
+        self.entries: dict[str, tuple[int, int]] = {}  # content key -> (shard number, row)
+        self.shape: list[int] | None = None  # per-image feature shape, e.g. [C, h, w]
+        self._read_index()
+
+    # -- reading
+    def _read_index(self) -> None:
+        index = self.dir / INDEX
+        if index.is_file():
+            data = json.loads(index.read_text(encoding="utf-8"))
+            if data.get("encoder") != self.encoder_name or data.get("version") != CACHE_VERSION:
+                raise ValueError(f"{index}: written for {data.get('encoder')!r}, not this encoder")
+            self.shape = data["shape"]
+            self.entries = {k: (int(s), int(r)) for k, (s, r) in data["entries"].items()}
+        # Shards written after the last index update (a crash in between) are adopted here.
+        known = {s for s, _ in self.entries.values()}
+        for shard in self._shard_numbers():
+            if shard not in known:
+                self._adopt(shard)
+
+    def _shard_numbers(self) -> list[int]:
+        if not self.dir.is_dir():
+            return []
+        return sorted(int(p.stem.split("_")[1]) for p in self.dir.glob("shard_*.safetensors"))
+
+    def _shard_path(self, shard: int) -> Path:
+        return self.dir / f"shard_{shard:04d}.safetensors"
+
+    def _adopt(self, shard: int) -> None:
+        from safetensors import safe_open
+
+        with safe_open(str(self._shard_path(shard)), framework="pt") as f:
+            metadata = f.metadata() or {}
+            shape = list(f.get_slice("features").get_shape())[1:]
+        if metadata.get("encoder") != self.encoder_name:
+            return
+        self.shape = self.shape or shape
+        for row, key in enumerate(json.loads(metadata["keys"])):
+            self.entries.setdefault(key, (shard, row))
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.entries
+
+    def get_keys(self, keys: Sequence[str]) -> torch.Tensor:
+        """Features of the given content keys, stacked in order: (N, *shape) float16."""
+        import torch
+        from safetensors import safe_open
+
+        missing = [k for k in keys if k not in self.entries]
+        if missing:
+            raise KeyError(
+                f"{len(missing)} of {len(keys)} images are not in the {self.encoder_name} cache "
+                f"at {self.root} (run `rnncap features` first)"
+            )
+        out = torch.empty((len(keys), *self.shape), dtype=torch.float16)
+        by_shard: dict[int, tuple[list[int], list[int]]] = {}
+        for i, key in enumerate(keys):
+            shard, row = self.entries[key]
+            by_shard.setdefault(shard, ([], []))[0].append(i)
+            by_shard[shard][1].append(row)
+        for shard, (positions, rows) in sorted(by_shard.items()):
+            first, last = min(rows), max(rows)  # read only the span of rows needed
+            with safe_open(str(self._shard_path(shard)), framework="pt") as f:
+                features = f.get_slice("features")[first : last + 1]
+            out[torch.tensor(positions)] = features[torch.tensor(rows) - first]
+        return out
+
+    def get(self, paths: Sequence[str | Path]) -> torch.Tensor:
+        """Features of the given image files (keyed by content): (N, *shape) float16."""
+        return self.get_keys([file_key(p) for p in paths])
+
+    def load_split(self, samples: Sequence[Sample]) -> tuple[torch.Tensor, list[str]]:
+        """(features (N, *shape) float16, image names) with row i belonging to samples[i]."""
+        return self.get([s.image for s in samples]), [s.name for s in samples]
+
+    # -- writing
+    def add(self, keys: Sequence[str], features: torch.Tensor) -> None:
+        """Store `features` (n, *shape) for `keys` as one new shard, then update the index."""
+        import torch
+        from safetensors.torch import save_file
+
+        features = features.detach().to("cpu", dtype=torch.float16).contiguous()
+        shape = list(features.shape[1:])
+        if self.shape is not None and shape != self.shape:
+            raise ValueError(f"feature shape {shape} does not match the cache's {self.shape}")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        shard = max(self._shard_numbers(), default=-1) + 1
+        metadata = {"encoder": self.encoder_name, "keys": json.dumps(list(keys))}
+        _atomic_write(
+            self._shard_path(shard),
+            lambda tmp: save_file({"features": features}, str(tmp), metadata=metadata),
+        )
+        self.shape = shape
+        for row, key in enumerate(keys):
+            self.entries[key] = (shard, row)
+        self._write_index()
+
+    def _write_index(self) -> None:
+        data = {
+            "version": CACHE_VERSION,
+            "encoder": self.encoder_name,
+            "shape": self.shape,
+            "dtype": "float16",
+            "entries": {k: list(v) for k, v in self.entries.items()},
+        }
+        text = json.dumps(data, separators=(",", ":"))
+        _atomic_write(self.dir / INDEX, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+class _ImageFiles:
+    """index -> (preprocessed image (3, S, S), or an error message if unreadable; index)."""
+
+    def __init__(self, paths: Sequence[Path], preprocess):
+        self.paths = paths
+        self.preprocess = preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.preprocess(_open_rgb(self.paths[index])), index
+        except Exception as error:  # a broken file is reported and skipped, not fatal
+            return str(error) or type(error).__name__, index
+
+
+def _collate(batch):
+    import torch
+
+    good = [(x, i) for x, i in batch if not isinstance(x, str)]
+    bad = [(message, i) for message, i in batch if isinstance(message, str)]
+    images = torch.stack([x for x, _ in good]) if good else None
+    return images, [i for _, i in good], bad
+
+
+@dataclass
+class BuildStats:
+    """What one `build_cache` call did."""
+
+    images: int  # distinct image contents asked for
+    cached_before: int  # of those, already in the cache
+    computed: int  # encoded by this call
+    failed: list[str]  # "path: reason" for images that could not be read
+    seconds: float  # time of the encoding loop (hashing excluded)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.computed / self.seconds if self.seconds > 0 else 0.0
+
+
+def build_cache(
+    paths: Iterable[str | Path],
+    encoder: nn.Module,
+    cache: FeatureCache,
+    device: torch.device | str = "cpu",
+    batch_size: int = 64,
+    workers: int = 2,
+    shard_size: int = 1024,
+    progress: bool = True,
+) -> BuildStats:
+    """Encode every image of `paths` that `cache` lacks and add the features to it.
+
+    Images are opened and preprocessed (`encoder.preprocess`) by `workers` DataLoader processes,
+    encoded in batches under `torch.inference_mode` and stored as float16, `shard_size` images
+    per shard; stopping at any point keeps every finished shard, so a rerun resumes.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    if getattr(encoder, "name", cache.encoder_name) != cache.encoder_name:
+        raise ValueError(f"encoder {encoder.name!r} does not match cache {cache.encoder_name!r}")
+    by_key: dict[str, Path] = {}
+    for path in paths:
+        by_key.setdefault(file_key(path), Path(path))
+    todo = [k for k in by_key if k not in cache]
+    stats = BuildStats(len(by_key), len(by_key) - len(todo), 0, [], 0.0)
+    if not todo:
+        return stats
+
+    device = torch.device(device)
+    encoder = encoder.to(device).eval()
+    loader = DataLoader(
+        _ImageFiles([by_key[k] for k in todo], encoder.preprocess),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_collate,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    pending_keys: list[str] = []
+    pending: list[torch.Tensor] = []
+    start = time.perf_counter()
+    with tqdm(total=len(todo), unit="img", disable=not progress, desc=cache.encoder_name) as bar:
+        with torch.inference_mode():
+            for images, indices, bad in loader:
+                for message, i in bad:
+                    path = str(by_key[todo[i]])
+                    stats.failed.append(message if path in message else f"{path}: {message}")
+                if images is not None:
+                    features = encoder(images.to(device, non_blocking=True))  # (B, C, h, w)
+                    pending.append(features.to(torch.float16).cpu())
+                    pending_keys += [todo[i] for i in indices]
+                    stats.computed += len(indices)
+                if len(pending_keys) >= shard_size:
+                    cache.add(pending_keys, torch.cat(pending))
+                    pending_keys, pending = [], []
+                bar.update(len(indices) + len(bad))
+        if pending_keys:
+            cache.add(pending_keys, torch.cat(pending))
+    stats.seconds = time.perf_counter() - start
+    for message in stats.failed:
+        print(f"warning: {message} (skipped)", file=sys.stderr)
+    return stats
