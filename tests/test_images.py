@@ -98,6 +98,10 @@ def test_alpha_is_composited_on_white(tmp_path):
     palette_image.info["transparency"] = 0
     np.testing.assert_array_equal(np.asarray(to_rgb(palette_image))[0], [[255] * 3, [10, 20, 30]])
 
+    # RGBA -> P keeps the alpha in an RGBA palette (no "transparency" key): still composited
+    rgba_palette = Image.fromarray(rgba, mode="RGBA").convert("P")
+    np.testing.assert_array_equal(np.asarray(to_rgb(rgba_palette))[0, 0], [255, 255, 255])
+
 
 def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):
     levels = np.array([[0, 257 * 100, 65535, 257 * 200]], dtype=np.uint16)

