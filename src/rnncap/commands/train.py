@@ -1,0 +1,106 @@
+"""`rnncap train`: train a captioning model on cached encoder features (CPU, CUDA or torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+from rnncap.commands._common import UsageError, fail
+
+NAME = "train"
+HELP = "train a captioning model (rnn | lstm | attn) on cached encoder features"
+
+_HELP = {
+    "data": "data set root folder",
+    "format": "data set format: flickr8k | coco | karpathy",
+    "features": "feature cache folder written by `rnncap features`",
+    "encoder": "encoder whose cached features are used",
+    "out": "run folder: config.json, metrics.jsonl, curves.png, last/, best/",
+    "cell_type": "recurrent cell: rnn | lstm | attn",
+    "wordvec_dim": "word embedding size",
+    "hidden_dim": "recurrent state size",
+    "dropout": "dropout on word vectors and before the vocabulary projection",
+    "min_count": "words seen fewer times in the train split become <unk>",
+    "max_caption_words": "training captions are truncated to this many words",
+    "max_length": "most words emitted when decoding",
+    "epochs": "number of epochs",
+    "batch_images": "images per batch (every caption of each image is used)",
+    "lr": "peak learning rate (AdamW)",
+    "weight_decay": "AdamW weight decay (matrices only)",
+    "warmup_steps": "linear warm-up steps before the cosine decay",
+    "min_lr_ratio": "the cosine schedule ends at lr * this",
+    "clip": "gradient-norm clipping threshold",
+    "attention_reg": "doubly stochastic attention penalty (attn only; 0 turns it off)",
+    "patience": "early stopping: epochs without a dev CIDEr gain",
+    "eval_images": "dev images captioned (greedy) for CIDEr each epoch; 0 = all",
+    "seed": "random seed (initialisation and shuffling)",
+    "device": "auto | cpu | cuda (under torchrun: one process per GPU, or gloo on CPU)",
+    "amp": "bfloat16 autocast on CUDA",
+    "resume": "continue the run in --out from its last checkpoint",
+    "dry_run": "one batch and a tiny evaluation: a quick check of the whole pipeline",
+    "limit_images": "use only the first N images of each split (0 = all)",
+    "progress": "show progress bars",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from rnncap.train_config import TrainConfig
+
+    parser.add_argument(
+        "--config", type=Path, help="JSON file of options (flags given override it)"
+    )
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"{_HELP[f.name]} (default: {default})")  # fmt: skip
+        else:
+            parser.add_argument(flag, type=type(default), default=None, metavar=f.name.upper(),
+                                help=f"{_HELP[f.name]} (default: {default})")  # fmt: skip
+
+
+def resolve_config(args: argparse.Namespace):
+    """Defaults <- --config file <- flags given on the command line."""
+    from rnncap.train_config import TrainConfig
+
+    values: dict = {}
+    if args.config is not None:
+        try:
+            values = json.loads(args.config.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UsageError(f"--config {args.config}: {e}") from e
+        values = values.get("train", values)  # a run's config.json works too
+    for f in fields(TrainConfig):
+        given = getattr(args, f.name, None)
+        if given is not None:
+            values[f.name] = given
+    try:
+        cfg = TrainConfig.from_dict(values)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"--config {args.config}: {e}") from e
+    if cfg.cell_type not in ("rnn", "lstm", "attn"):
+        raise UsageError(f"--cell-type must be rnn, lstm or attn, got {cfg.cell_type!r}")
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    from rnncap.train import train
+
+    try:
+        cfg = resolve_config(args)
+        if not Path(cfg.data).exists():
+            raise UsageError(f"--data {cfg.data}: no such folder")
+        best = train(cfg)
+    except UsageError as e:
+        return fail(str(e))
+    except (FileNotFoundError, FileExistsError, KeyError, ValueError) as e:
+        return fail(str(e).strip("'\""))
+    print(
+        json.dumps(
+            {"best_epoch": best.get("epoch"), "dev_cider": best.get("dev_cider"), "run": cfg.out}
+        )
+    )
+    return 0

@@ -1,0 +1,46 @@
+"""The training options as one dataclass (no torch import, so the CLI can list them quickly)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass
+class TrainConfig:
+    data: str = "../shared/data/flickr8k"  # data set root
+    format: str = "flickr8k"  # flickr8k | coco | karpathy
+    features: str = "cache/features"  # feature cache folder (`rnncap features --out`)
+    encoder: str = "efficientnet_lite0"
+    out: str = "runs/attn"  # run folder
+    cell_type: str = "attn"  # rnn | lstm | attn
+    wordvec_dim: int = 256
+    hidden_dim: int = 512
+    dropout: float = 0.3
+    min_count: int = 5  # words seen fewer times in train become <unk>
+    max_caption_words: int = 22  # longer training captions are truncated
+    max_length: int = 20  # decoding length
+    epochs: int = 12
+    batch_images: int = 32  # images per batch; every caption of each image is used
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.05  # cosine decay to lr * min_lr_ratio
+    clip: float = 5.0  # gradient norm clipping
+    attention_reg: float = 1.0  # doubly stochastic attention (Show, Attend and Tell), attn only
+    patience: int = 4  # early stopping: epochs without dev CIDEr gain
+    eval_images: int = 1000  # dev images captioned for CIDEr each epoch (0: all)
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # bfloat16 autocast on CUDA
+    resume: bool = False
+    dry_run: bool = False  # one batch, one tiny evaluation, no files beyond the run folder
+    limit_images: int = 0  # use only the first N train/dev images (0: all); for smoke tests
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        return cls(**d)

@@ -1,0 +1,140 @@
+"""Training on a tiny synthetic Flickr8k-format data set with cached features: resume and DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from rnncap.data.features import FeatureCache, file_key
+from rnncap.train import train
+from rnncap.train_config import TrainConfig
+
+WORDS = "a dog cat runs sits on the grass red ball man rides bike".split()
+
+
+def make_dataset(root: Path, n_train: int = 12, n_dev: int = 4, seed: int = 0) -> Path:
+    """Images whose (fake) features determine their captions, in Flickr8k's file layout."""
+    g = torch.Generator().manual_seed(seed)
+    (root / "Images").mkdir(parents=True)
+    lines, splits = ["image,caption"], {"train": [], "dev": [], "test": []}
+    cache = FeatureCache(root / "cache", "fake")
+    keys, feats = [], []
+    for i in range(n_train + n_dev):
+        name = f"img{i:03d}.jpg"
+        Image.new("RGB", (8, 8), (i * 7 % 256, i * 13 % 256, 50)).save(root / "Images" / name)
+        topic = torch.randint(0, len(WORDS), (4,), generator=g).tolist()
+        for k in range(5):
+            words = [WORDS[t] for t in topic[: 2 + k % 3]]
+            lines.append(f"{name},{' '.join(words)} .")
+        splits["train" if i < n_train else "dev"].append(name)
+        keys.append(file_key(root / "Images" / name))
+        feature = torch.zeros(len(WORDS), 2, 2)
+        feature[topic] = 1.0
+        feats.append(feature + 0.1 * torch.randn(feature.shape, generator=g))
+    cache.add(keys, torch.stack(feats))
+    (root / "captions.txt").write_text("\n".join(lines) + "\n")
+    for split, names in splits.items():
+        (root / f"Flickr_8k.{split}Images.txt").write_text("\n".join(names) + "\n")
+    return root
+
+
+def config(root: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(
+        data=str(root), features=str(root / "cache"), encoder="fake", out=str(out),
+        cell_type="attn", wordvec_dim=8, hidden_dim=16, dropout=0.0, min_count=1,
+        epochs=2, batch_images=4, lr=1e-2, warmup_steps=2, eval_images=0, progress=False,
+        device="cpu",
+    )  # fmt: skip
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("tiny8k"))
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+@pytest.mark.parametrize("cell_type", ["rnn", "lstm", "attn"])
+def test_training_lowers_loss_and_writes_a_run(dataset, tmp_path, cell_type):
+    out = tmp_path / "run"
+    best = train(
+        config(dataset, out, cell_type=cell_type, epochs=6, batch_images=2, lr=5e-2, patience=10)
+    )
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert records[-1]["train_loss"] < 0.7 * records[0]["train_loss"]
+    assert 1 <= best["epoch"] <= 6 and (out / "best" / "model.safetensors").is_file()
+    assert (out / "curves.png").stat().st_size > 1000
+    resolved = json.loads((out / "config.json").read_text())
+    assert resolved["train"]["cell_type"] == cell_type
+    assert resolved["captioner"]["feature_dim"] == len(WORDS)
+
+
+def test_resume_continues_exactly(dataset, tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    train(config(dataset, straight, epochs=2))
+    killed = tmp_path / "killed"
+    import rnncap.train as train_module
+
+    real_plot = train_module._plot
+
+    def die_after_first_epoch(history, path):
+        real_plot(history, path)
+        raise KeyboardInterrupt  # as if the process were killed right after epoch 1's checkpoint
+
+    monkeypatch.setattr(train_module, "_plot", die_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(dataset, killed, epochs=2))
+    monkeypatch.setattr(train_module, "_plot", real_plot)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(config(dataset, killed, epochs=2))
+    train(config(dataset, killed, epochs=2, resume=True))
+    a, b = weights(straight / "last"), weights(killed / "last")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    lines = (killed / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+
+
+def test_dry_run_runs_one_batch(dataset, tmp_path):
+    best = train(config(dataset, tmp_path / "dry", dry_run=True, epochs=5))
+    assert best["epoch"] == 1
+    assert len((tmp_path / "dry" / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built")
+def test_ddp_two_processes_match_one_process_with_the_global_batch(dataset, tmp_path):
+    """2 gloo processes x 2 images a step == 1 process x 4 images a step (gradients averaged)."""
+    single = tmp_path / "single"
+    train(config(dataset, single, epochs=1, batch_images=4, cell_type="lstm"))
+    ddp = tmp_path / "ddp"
+    args = json.dumps(config(dataset, ddp, epochs=1, batch_images=2, cell_type="lstm").__dict__)
+    code = (
+        "import json, sys\n"
+        "from rnncap.train import train\n"
+        "from rnncap.train_config import TrainConfig\n"
+        "train(TrainConfig(**json.loads(sys.argv[1])))\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           "--no-python", sys.executable, "-c", code, args]  # fmt: skip
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = weights(single / "last"), weights(ddp / "last")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    shutil.rmtree(ddp)
