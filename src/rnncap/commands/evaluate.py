@@ -1,0 +1,62 @@
+"""`rnncap evaluate`: caption a split and score it (BLEU-1..4, METEOR, ROUGE-L, CIDEr)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from rnncap.commands._common import UsageError, fail
+
+NAME = "evaluate"
+HELP = "caption a data set split and score it with the COCO caption metrics"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="default", help="default | model folder | run folder")
+    parser.add_argument("--data", required=True, help="data set root folder")
+    parser.add_argument("--format", default="flickr8k", choices=["flickr8k", "coco", "karpathy"],
+                        help="data set format (default: flickr8k)")  # fmt: skip
+    parser.add_argument("--split", default="test", choices=["train", "dev", "test"],
+                        help="split to caption (default: test)")  # fmt: skip
+    parser.add_argument("--beam", type=int, default=3, help="beam size; 1 = greedy (default: 3)")
+    parser.add_argument("--length-penalty", type=float, default=0.0,
+                        help="rank finished beams by score / length**a (default: 0)")  # fmt: skip
+    parser.add_argument(
+        "--features", default=None, help="feature cache to read and extend (default: temporary)"
+    )
+    parser.add_argument("--batch-size", type=int, default=100, help="images decoded at once")
+    parser.add_argument("--workers", type=int, default=2, help="image-decoding processes")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+    parser.add_argument("--limit", type=int, default=0, help="first N images only (0: all)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="write predictions and scores to this JSON file")  # fmt: skip
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rnncap.evaluate import EvalConfig, evaluate, format_table
+
+    if args.beam < 1:
+        return fail(f"--beam must be >= 1, got {args.beam}")
+    if not Path(args.data).is_dir():
+        return fail(f"--data {args.data}: no such folder")
+    if args.json is not None and not args.json.parent.is_dir():
+        return fail(f"--json {args.json}: folder {args.json.parent} does not exist")
+    cfg = EvalConfig(
+        model=args.model, data=args.data, format=args.format, split=args.split, beam=args.beam,
+        length_penalty=args.length_penalty, features=args.features, batch_size=args.batch_size,
+        workers=args.workers, device=args.device, limit=args.limit, progress=not args.quiet,
+    )  # fmt: skip
+    try:
+        result = evaluate(cfg)
+    except (UsageError, FileNotFoundError, ValueError, KeyError) as e:
+        return fail(str(e).strip("'\""))
+    if args.json is not None:
+        tmp = args.json.with_name(args.json.name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=1) + "\n")
+        os.replace(tmp, args.json)
+    print(f"{args.split} split, {result['images']} images, beam {args.beam}, model {args.model}")
+    print(format_table(result["scores"]))
+    return 0

@@ -1,0 +1,38 @@
+"""A tiny synthetic data set in Flickr8k's layout, with fake cached features, for tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from rnncap.data.features import FeatureCache, file_key
+
+WORDS = "a dog cat runs sits on the grass red ball man rides bike".split()
+
+
+def make_dataset(root: Path, n_train: int = 12, n_dev: int = 4, seed: int = 0) -> Path:
+    """Images whose (fake) features determine their captions, in Flickr8k's file layout."""
+    g = torch.Generator().manual_seed(seed)
+    (root / "Images").mkdir(parents=True)
+    lines, splits = ["image,caption"], {"train": [], "dev": [], "test": []}
+    cache = FeatureCache(root / "cache", "fake")
+    keys, feats = [], []
+    for i in range(n_train + n_dev):
+        name = f"img{i:03d}.jpg"
+        Image.new("RGB", (8, 8), (i * 7 % 256, i * 13 % 256, 50)).save(root / "Images" / name)
+        topic = torch.randint(0, len(WORDS), (4,), generator=g).tolist()
+        for k in range(5):
+            words = [WORDS[t] for t in topic[: 2 + k % 3]]
+            lines.append(f"{name},{' '.join(words)} .")
+        splits["train" if i < n_train else "dev"].append(name)
+        keys.append(file_key(root / "Images" / name))
+        feature = torch.zeros(len(WORDS), 2, 2)
+        feature[topic] = 1.0
+        feats.append(feature + 0.1 * torch.randn(feature.shape, generator=g))
+    cache.add(keys, torch.stack(feats))
+    (root / "captions.txt").write_text("\n".join(lines) + "\n")
+    for split, names in splits.items():
+        (root / f"Flickr_8k.{split}Images.txt").write_text("\n".join(names) + "\n")
+    return root
