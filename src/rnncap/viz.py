@@ -1,0 +1,110 @@
+"""Attention pictures: the photo with a heatmap of the attention weights behind each emitted word.
+
+Rendered with matplotlib's Agg backend (no display needed); files are written atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+MAX_SIDE = 320  # the photo is shrunk to at most this many pixels per side in the figure
+COLUMNS = 5  # panels per row
+
+
+def upsample_attention(
+    weights: torch.Tensor | np.ndarray, grid: tuple[int, int], size: tuple[int, int]
+) -> np.ndarray:
+    """Weights (P,) over an h x w grid -> a smooth (H, W) map for a picture of size (W, H).
+
+    Bilinear interpolation (cell centres aligned, as `align_corners=False`), scaled so that its
+    maximum is 1 (an all-zero map stays zero). The model resizes the whole photo to its input
+    square without cropping, so the grid covers the whole photo.
+    """
+    h, w = grid
+    weights = torch.as_tensor(np.asarray(weights, dtype=np.float32)).reshape(1, 1, h, w)
+    width, height = size
+    heat = torch.nn.functional.interpolate(
+        weights, size=(height, width), mode="bilinear", align_corners=False
+    )[0, 0].numpy()  # (H, W)
+    peak = float(heat.max())
+    return heat / peak if peak > 0 else heat
+
+
+def attention_figure(
+    image: Image.Image,
+    words: Sequence[str],
+    attention: torch.Tensor | np.ndarray,
+    grid: tuple[int, int],
+    caption: str | None = None,
+):
+    """A matplotlib Figure: the photo, then one panel per word with its heatmap, the word as title.
+
+    attention: (L, P) with L = len(words) and P = h * w.
+    """
+    from matplotlib.figure import Figure
+
+    attention = np.asarray(attention, dtype=np.float32)
+    if attention.ndim != 2 or attention.shape[0] != len(words):
+        raise ValueError(
+            f"attention has shape {attention.shape}, expected ({len(words)}, {grid[0] * grid[1]})"
+        )
+    if attention.shape[1] != grid[0] * grid[1]:
+        raise ValueError(
+            f"attention has {attention.shape[1]} cells, grid {grid} has {math.prod(grid)}"
+        )
+    photo = image.convert("RGB")
+    photo.thumbnail((MAX_SIDE, MAX_SIDE), Image.BICUBIC)
+    pixels = np.asarray(photo)  # (H, W, 3)
+    panels = 1 + len(words)
+    cols = min(COLUMNS, panels)
+    rows = math.ceil(panels / cols)
+    aspect = photo.height / photo.width
+    fig = Figure(figsize=(2.6 * cols, 2.6 * aspect * rows + 0.6), dpi=100)
+    for k in range(panels):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        ax.imshow(pixels)
+        ax.set_axis_off()
+        if k == 0:
+            ax.set_title("<image>", fontsize=11)
+            continue
+        heat = upsample_attention(attention[k - 1], grid, photo.size)
+        ax.imshow(heat, cmap="inferno", alpha=0.6, vmin=0.0, vmax=1.0)
+        ax.set_title(words[k - 1], fontsize=12)
+    if caption is not None:
+        fig.suptitle(caption, fontsize=12)
+    fig.tight_layout()
+    return fig
+
+
+def save_attention_png(
+    path: str | os.PathLike,
+    image: Image.Image,
+    words: Sequence[str],
+    attention: torch.Tensor | np.ndarray,
+    grid: tuple[int, int],
+    caption: str | None = None,
+) -> Path:
+    """Render `attention_figure` to a PNG at `path` atomically (a temporary file renamed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    path = Path(path)
+    fig = attention_figure(image, words, attention, grid, caption)
+    FigureCanvasAgg(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

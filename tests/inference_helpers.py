@@ -1,0 +1,162 @@
+"""Helpers for the caption, viz and serve tests: a tiny attention model saved to disk, the
+sample photos, broken image files, a reference captioner, and a server started as a subprocess."""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import torch
+
+from rnncap.checkpoint import save_model
+from rnncap.data.vocab import Vocabulary
+from rnncap.nn.captioner import CaptionerConfig, CaptioningRNN
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+CAPTIONS = [
+    "a cat lies on a red sofa",
+    "a woman in a space suit smiles",
+    "a cup of coffee on a wooden table",
+    "a rocket takes off into the blue sky",
+    "a man with a camera on a tripod",
+]
+
+
+def example_images() -> list[Path]:
+    return sorted(EXAMPLES.glob("*.jpg"))
+
+
+@functools.cache
+def shared_encoder():
+    """One pretrained EfficientNet-Lite0 per test process (building it takes seconds)."""
+    from rnncap.nn.encoders import build_encoder
+
+    return build_encoder("efficientnet_lite0")
+
+
+def make_tiny_model(folder: Path, cell_type: str = "attn", seed: int = 0) -> Path:
+    """Save a small untrained captioner on EfficientNet-Lite0 features to `folder`."""
+    torch.manual_seed(seed)
+    vocab = Vocabulary.build(CAPTIONS)
+    config = CaptionerConfig(
+        encoder="efficientnet_lite0",
+        feature_dim=1280,
+        cell_type=cell_type,
+        wordvec_dim=16,
+        hidden_dim=32,
+        vocab_size=len(vocab),
+        max_length=6,
+    )
+    model = CaptioningRNN(config)
+    with torch.no_grad():  # peaky word choices that differ between photos, <end> unlikely
+        model.vocab_proj.weight *= 4.0
+        model.vocab_proj.bias[config.end_id] -= 2.0
+    return save_model(folder, model.eval(), vocab)
+
+
+def reference_captions(model, vocab, paths, beam_size: int = 3) -> list[tuple[str, float, list]]:
+    """Caption images one by one the plain way: open, preprocess, encode, beam search."""
+    from rnncap.decoding import beam_search
+    from rnncap.images import open_image
+
+    out = []
+    with torch.no_grad():
+        for path in paths:
+            x = model.encoder.preprocess(open_image(path))[None]  # (1, 3, S, S)
+            decoded = beam_search(model, model.encode(x), beam_size=beam_size)
+            attention = decoded.attention[0] if decoded.attention else None
+            out.append((vocab.decode(decoded.tokens[0]), decoded.scores[0], attention))
+    return out
+
+
+# ------------------------------------------------------------------------ broken files
+def truncated_jpeg(path: Path) -> Path:
+    data = (EXAMPLES / "cat.jpg").read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    return path
+
+
+def bomb_png(path: Path, side: int = 40_000) -> Path:
+    """A tiny PNG whose header claims side x side pixels (far above PIL's MAX_IMAGE_PIXELS)."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1-bit grey
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+    data += chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    path.write_bytes(data)
+    return path
+
+
+# ------------------------------------------------------------------------ a server process
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """`rnncap serve` in a subprocess on a free loopback port; stop() ends it."""
+
+    def __init__(self, model_dir: Path, log: Path, *extra: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        command = [sys.executable, "-m", "rnncap.cli", "serve", "--model", str(model_dir)]
+        command += ["--port", str(self.port), "--device", "cpu", *extra]
+        self._log_file = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            command, stdout=self._log_file, stderr=subprocess.STDOUT, env=env
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited ({self.process.returncode}):\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"server not ready after {timeout} s:\n{self.output()}")
+
+    def output(self) -> str:
+        self._log_file.flush()
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log_file.close()
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process, from /proc/<pid>/status (VmRSS, in kB)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
