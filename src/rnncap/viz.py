@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from PIL import Image
 
 MAX_SIDE = 320  # the photo is shrunk to at most this many pixels per side in the figure
 COLUMNS = 5  # panels per row
+DPI = 80
 
 
 def upsample_attention(
@@ -67,7 +67,9 @@ def attention_figure(
     cols = min(COLUMNS, panels)
     rows = math.ceil(panels / cols)
     aspect = photo.height / photo.width
-    fig = Figure(figsize=(2.6 * cols, 2.6 * aspect * rows + 0.6), dpi=100)
+    fig = Figure(
+        figsize=(2.6 * cols, (2.6 * aspect + 0.4) * rows + 0.4), dpi=DPI, layout="constrained"
+    )
     for k in range(panels):
         ax = fig.add_subplot(rows, cols, k + 1)
         ax.imshow(pixels)
@@ -80,7 +82,6 @@ def attention_figure(
         ax.set_title(words[k - 1], fontsize=12)
     if caption is not None:
         fig.suptitle(caption, fontsize=12)
-    fig.tight_layout()
     return fig
 
 
@@ -99,12 +100,12 @@ def save_attention_png(
     fig = attention_figure(image, words, attention, grid, caption)
     FigureCanvasAgg(fig)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder: os.replace is atomic
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             fig.savefig(f, format="png")
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
