@@ -1,0 +1,98 @@
+"""`rnncap serve`: a small web service (FastAPI + uvicorn) captioning uploaded photos.
+
+POST /caption (multipart files; ?attention=1 adds per-word weights), GET /healthz, GET / (a page).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from rnncap.commands._common import UsageError, fail, resolve_device
+
+NAME = "serve"
+HELP = "serve captions over HTTP: POST /caption, GET /healthz, and a web page at /"
+
+_UNITS = {"": 1, "B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """'10MB' -> 10485760; units B, KB, MB, GB (powers of 1024), case-insensitive."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?B?)\s*", text.upper())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 10MB, 500KB, 1048576)")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default="default",
+        help="'default' (the bundled model), a model folder, a run folder or a model.safetensors "
+        "file (default: default)",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, local only)"
+    )
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    parser.add_argument(
+        "--max-batch", type=int, default=16, help="images per model call at most (default: 16)"
+    )
+    parser.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=10.0,
+        help="how long a batch waits for more requests before it runs (default: 10)",
+    )
+    parser.add_argument(
+        "--max-bytes",
+        type=parse_size,
+        default="10MB",
+        help="request size limit, answered 413 beyond (default: 10MB)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds a request may wait for its captions, 504 beyond (default: 30)",
+    )
+    parser.add_argument("--beam", type=int, default=3, help="beam size (default: 3)")
+    parser.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        for flag in ("max_batch", "beam", "port"):
+            if getattr(args, flag) < (0 if flag == "port" else 1):
+                raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
+        for flag in ("max_wait_ms", "timeout"):
+            if getattr(args, flag) < 0 or (flag == "timeout" and args.timeout == 0):
+                raise UsageError(f"--{flag.replace('_', '-')} must be positive")
+        if args.max_bytes < 1:
+            raise UsageError("--max-bytes must be positive")
+        device = resolve_device(args.device)
+    except UsageError as error:
+        return fail(str(error))
+
+    import uvicorn
+
+    from rnncap.checkpoint import load_model
+    from rnncap.serve import ServeConfig, create_app
+
+    try:
+        model, vocab = load_model(args.model, device)
+    except (FileNotFoundError, ValueError) as error:
+        return fail(f"--model: {error}")
+    config = ServeConfig(
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_bytes=args.max_bytes,
+        timeout=args.timeout,
+        beam_size=args.beam,
+    )
+    app = create_app(model, vocab, config, model_name=str(args.model))
+    print(f"rnncap: serving {args.model} on http://{args.host}:{args.port}/", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0

@@ -1,0 +1,182 @@
+"""The web service in-process: captions equal one-by-one decoding, limits answer 413/415/400/504
+with a JSON error, and the micro-batcher groups concurrent requests without mixing results."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from fastapi.testclient import TestClient
+
+from inference_helpers import (
+    bomb_png,
+    example_images,
+    make_tiny_model,
+    reference_captions,
+    shared_encoder,
+    truncated_jpeg,
+)
+from rnncap.checkpoint import load_model
+from rnncap.commands.serve import parse_size
+from rnncap.serve import ApiError, MicroBatcher, ServeConfig, create_app
+
+MAX_BYTES = 200_000
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    model, vocab = load_model(make_tiny_model(tmp_path_factory.mktemp("model") / "tiny"))
+    model.set_encoder(shared_encoder())
+    return model, vocab
+
+
+@pytest.fixture(scope="module")
+def reference(loaded):
+    paths = example_images()
+    return dict(zip([p.name for p in paths], reference_captions(*loaded, paths), strict=True))
+
+
+@pytest.fixture(scope="module")
+def client(loaded):
+    config = ServeConfig(max_batch=4, max_wait_ms=5, max_bytes=MAX_BYTES, timeout=60)
+    with TestClient(create_app(*loaded, config)) as client:
+        yield client
+
+
+def _file(path, name=None):
+    return ("file", (name or path.name, path.read_bytes(), "image/jpeg"))
+
+
+def test_healthz_and_page(client):
+    health = client.get("/healthz")
+    assert health.status_code == 200
+    assert health.json()["status"] == "ok" and health.json()["cell_type"] == "attn"
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'type="file"' in page.text and 'id="caption"' in page.text
+
+
+def test_one_image_with_attention(client, reference):
+    path = example_images()[0]
+    response = client.post("/caption?attention=1", files=[_file(path)])
+    assert response.status_code == 200, response.text
+    (result,) = response.json()["results"]
+    caption, score, attention = reference[path.name]
+    assert result["image"] == path.name
+    assert result["caption"] == caption
+    assert result["score"] == pytest.approx(score, abs=1e-3)
+    assert result["words"] == caption.split()
+    assert result["grid"] == [7, 7]
+    assert len(result["attention"]) == len(result["words"])
+    for row, expected in zip(result["attention"], attention.tolist(), strict=True):
+        assert row == pytest.approx(expected, abs=1e-4)
+        assert sum(row) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_several_images_in_one_request_keep_their_order(client, reference):
+    paths = example_images()
+    response = client.post("/caption", files=[_file(p) for p in reversed(paths)])
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["image"] for r in results] == [p.name for p in reversed(paths)]
+    assert [r["caption"] for r in results] == [reference[p.name][0] for p in reversed(paths)]
+    assert "attention" not in results[0]
+
+
+def test_raw_image_body(client, reference):
+    path = example_images()[1]
+    response = client.post(
+        "/caption", content=path.read_bytes(), headers={"content-type": "image/jpeg"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["results"][0]["caption"] == reference[path.name][0]
+
+
+def _error(response, status, needle):
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert needle in response.json()["error"]
+
+
+def test_bad_uploads_get_json_errors(client, tmp_path):
+    text = ("notes.jpg", b"this is not an image\n", "image/jpeg")
+    _error(client.post("/caption", files=[("file", text)]), 415, "notes.jpg: not an image")
+    truncated = truncated_jpeg(tmp_path / "cut.jpg")
+    _error(client.post("/caption", files=[_file(truncated)]), 400, "cut.jpg: broken image")
+    empty = ("empty.jpg", b"", "image/jpeg")
+    _error(client.post("/caption", files=[("file", empty)]), 400, "empty")
+    bomb = bomb_png(tmp_path / "bomb.png")
+    _error(client.post("/caption", files=[_file(bomb)]), 413, "decompression bomb")
+    _error(client.post("/caption", data={"text": "hello"}), 400, "no image file")
+    _error(
+        client.post("/caption", content=b"{}", headers={"content-type": "application/json"}),
+        415,
+        "multipart",
+    )
+    # one bad file refuses the whole request, naming it
+    good = example_images()[0]
+    _error(client.post("/caption", files=[_file(good), ("file", text)]), 415, "notes.jpg")
+
+
+def test_size_limit_from_header_and_while_reading(client):
+    big = bytes(MAX_BYTES + 1)
+    _error(client.post("/caption", files=[("file", ("big.jpg", big, "image/jpeg"))]), 413, "limit")
+
+    def chunks():  # no Content-Length: the limit must hold while the body streams in
+        for _ in range(10):
+            yield bytes(MAX_BYTES // 4)
+
+    response = client.post("/caption", content=chunks(), headers={"content-type": "image/jpeg"})
+    _error(response, 413, "limit")
+
+
+def test_timeout_answers_504_and_the_server_recovers(loaded, reference):
+    config = ServeConfig(max_wait_ms=1, timeout=0.01)
+    with TestClient(create_app(*loaded, config)) as client:
+        path = example_images()[0]
+        _error(client.post("/caption", files=[_file(path)]), 504, "timeout")
+    with TestClient(create_app(*loaded, ServeConfig())) as client:
+        response = client.post("/caption", files=[_file(path)])
+        assert response.json()["results"][0]["caption"] == reference[path.name][0]
+
+
+def test_micro_batcher_groups_requests_and_routes_results():
+    calls = []
+
+    def run_batch(images, names):
+        calls.append(list(names))
+        return [f"result {n}" for n in names]
+
+    async def scenario():
+        batcher = MicroBatcher(run_batch, max_batch=4, max_wait_ms=50, max_queue=100)
+        batcher.start()
+        import torch
+
+        jobs = [
+            batcher.submit([torch.zeros(3, 2, 2)] * k, [f"{i}.{j}" for j in range(k)])
+            for i, k in enumerate([1, 2, 1, 3, 1, 6, 1])
+        ]
+        results = await asyncio.gather(*jobs)
+        with pytest.raises(ApiError) as busy:
+            await batcher.submit([torch.zeros(3, 2, 2)] * 101, ["x"] * 101)
+        await batcher.stop()
+        return results, busy.value
+
+    results, busy = asyncio.run(scenario())
+    for i, (k, result) in enumerate(zip([1, 2, 1, 3, 1, 6, 1], results, strict=True)):
+        assert result == [f"result {i}.{j}" for j in range(k)]
+    assert sorted(n for call in calls for n in call) == sorted(
+        f"{i}.{j}" for i, k in enumerate([1, 2, 1, 3, 1, 6, 1]) for j in range(k)
+    )
+    assert len(calls) < 7  # requests were grouped
+    assert all(len(c) <= 4 for c in calls if "5.0" not in c)  # only the 6-image job is larger
+    assert ["5.0", "5.1", "5.2", "5.3", "5.4", "5.5"] in calls  # ... and runs on its own
+    assert busy.status == 503
+
+
+def test_parse_size():
+    assert parse_size("10MB") == 10 * 1024**2
+    assert parse_size("512kb") == 512 * 1024
+    assert parse_size("1000") == 1000
+    with pytest.raises(Exception, match="not a size"):
+        parse_size("ten")
