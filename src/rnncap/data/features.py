@@ -28,6 +28,13 @@ INDEX = "index.json"
 CACHE_VERSION = 1
 
 
+class MissingFeaturesError(KeyError):
+    """Some images are not in the cache (never encoded, or changed since)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
 def file_key(path: str | Path) -> str:
     """The cache key of an image: the SHA-1 of its file's bytes (hex)."""
     digest = hashlib.sha1()
@@ -116,8 +123,8 @@ class FeatureCache:
         from safetensors import safe_open
 
         missing = [k for k in keys if k not in self.entries]
-        if missing:
-            raise KeyError(
+        if missing or self.shape is None:
+            raise MissingFeaturesError(
                 f"{len(missing)} of {len(keys)} images are not in the {self.encoder_name} cache "
                 f"at {self.root} (run `rnncap features` first)"
             )
