@@ -64,9 +64,10 @@ def run(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
         dataset = load_dataset(args.data, args.format, args.split)
         encoders = importlib.import_module("rnncap.nn.encoders")
+        unavailable = getattr(encoders, "WeightsUnavailableError", ValueError)
         try:
             encoder = encoders.build_encoder(args.encoder)
-        except ValueError as error:
+        except (ValueError, unavailable) as error:
             raise UsageError(f"--encoder: {error}") from None
         cache = FeatureCache(args.out, encoder.name)
     except (UsageError, DatasetError) as error:
