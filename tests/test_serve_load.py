@@ -1,0 +1,72 @@
+"""Load: 200 requests from 16 concurrent clients against `rnncap serve` on loopback, all answered
+200 with the right caption, and the server's memory stable.
+
+Memory rule: the server's resident set size (VmRSS) after the 200 requests is at most
+1.5 x its RSS after a warm-up round (32 requests, same concurrency) + 100 MB.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from inference_helpers import ServerProcess, example_images, make_tiny_model, rss_bytes
+
+CLIENTS = 16
+REQUESTS = 200
+WARM_UP = 32
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("load")
+    server = ServerProcess(
+        make_tiny_model(folder / "tiny"), folder / "server.log", "--max-batch", "16"
+    )
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def _hammer(url: str, count: int) -> list[tuple[int, str, str]]:
+    """`count` POSTs spread over CLIENTS threads, each with its own connection."""
+    photos = [(p.name, p.read_bytes()) for p in example_images()]
+
+    def client(worker: int) -> list[tuple[int, str, str]]:
+        out = []
+        with httpx.Client(base_url=url, timeout=120) as http:
+            for i in range(worker, count, CLIENTS):
+                name, data = photos[i % len(photos)]
+                response = http.post("/caption", files={"file": (name, data, "image/jpeg")})
+                body = response.json()
+                caption = body["results"][0]["caption"] if response.status_code == 200 else ""
+                out.append((response.status_code, name, caption or body.get("error", "")))
+        return out
+
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        return [r for part in pool.map(client, range(CLIENTS)) for r in part]
+
+
+def test_200_requests_16_clients_all_ok_memory_stable(server):
+    warm = _hammer(server.url, WARM_UP)
+    assert all(status == 200 for status, _, _ in warm), warm
+    expected = {name: caption for _, name, caption in warm}  # one caption per photo
+    rss_warm = rss_bytes(server.pid)
+
+    results = _hammer(server.url, REQUESTS)
+    rss_after = rss_bytes(server.pid)
+    assert len(results) == REQUESTS
+    assert [s for s, _, _ in results if s != 200] == [], server.output()
+    assert all(caption == expected[name] for _, name, caption in results)
+    limit = 1.5 * rss_warm + 100 * 2**20
+    assert rss_after <= limit, (
+        f"server RSS grew from {rss_warm / 2**20:.0f} MB after warm-up to "
+        f"{rss_after / 2**20:.0f} MB after {REQUESTS} requests (limit {limit / 2**20:.0f} MB)"
+    )
+    stats = httpx.get(f"{server.url}/healthz", timeout=10).json()["batches"]
+    assert stats["requests"] == WARM_UP + REQUESTS
+    assert stats["batches"] < stats["requests"]  # concurrent requests shared model calls
