@@ -38,6 +38,7 @@ def check_shapes(*specs: tuple[str, object, str]) -> dict[str, int]:
                 sizes[axis] = size // factor
             expected.append(factor * sizes[axis] if axis in sizes else -1)
         if tuple(expected) != tuple(shape):
-            known = tuple("?" if e < 0 else e for e in expected)
-            raise ValueError(f"{name}: expected shape {pretty} = {known}, got {shape}")
+            known = ["?" if e < 0 else str(e) for e in expected]
+            known_text = "(" + ", ".join(known) + (",)" if len(known) == 1 else ")")
+            raise ValueError(f"{name}: expected shape {pretty} = {known_text}, got {shape}")
     return sizes

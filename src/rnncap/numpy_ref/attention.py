@@ -59,14 +59,14 @@ def attention_lstm_step_forward(
     b (4H,) -> next_h (N, H), next_c (N, H), weights (N, P), cache.
     """
     check_shapes(
-        ("x", x, "N D"),
-        ("prev_h", prev_h, "N H"),
-        ("prev_c", prev_c, "N H"),
-        ("A", A, "N H P"),
         ("Wx", Wx, "D 4H"),
         ("Wh", Wh, "H 4H"),
         ("Wattn", Wattn, "H 4H"),
         ("b", b, "4H"),
+        ("x", x, "N D"),
+        ("prev_h", prev_h, "N H"),
+        ("prev_c", prev_c, "N H"),
+        ("A", A, "N H P"),
     )
     context, weights, attn_cache = attention_forward(prev_h, A)
     a = x @ Wx + prev_h @ Wh + context @ Wattn + b  # (N, 4H)
@@ -112,12 +112,12 @@ def attention_lstm_forward(
     -> h (N, T, H), weights (N, T, P), cache.
     """
     sizes = check_shapes(
-        ("x", x, "N T D"),
-        ("A", A, "N H P"),
         ("Wx", Wx, "D 4H"),
         ("Wh", Wh, "H 4H"),
         ("Wattn", Wattn, "H 4H"),
         ("b", b, "4H"),
+        ("x", x, "N T D"),
+        ("A", A, "N H P"),
     )
     N, T, H, P = sizes["N"], sizes["T"], sizes["H"], sizes["P"]
     dtype = np.result_type(x, A, Wx)

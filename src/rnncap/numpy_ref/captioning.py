@@ -74,11 +74,11 @@ class CaptioningRNN:
         """features (N, C) -> h0 (N, H), or for attn (N, C, P) | (N, C, h, w) -> A (N, H, P)."""
         p = self.params
         if self.config.cell_type != "attn":
-            check_shapes(("features", features, "N C"), ("W_proj", p["W_proj"], "C H"))
+            check_shapes(("W_proj", p["W_proj"], "C H"), ("features", features, "N C"))
             return affine_forward(features, p["W_proj"], p["b_proj"])
         if features.ndim == 4:
             features = features.reshape(features.shape[0], features.shape[1], -1)
-        check_shapes(("features", features, "N C P"), ("W_proj", p["W_proj"], "C H"))
+        check_shapes(("W_proj", p["W_proj"], "C H"), ("features", features, "N C P"))
         A, cache = temporal_affine_forward(features.transpose(0, 2, 1), p["W_proj"], p["b_proj"])
         return A.transpose(0, 2, 1), cache  # (N, H, P)
 

@@ -10,14 +10,22 @@ from rnncap.numpy_ref._shapes import check_shapes
 
 def affine_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, tuple]:
     """x (N, D), w (D, M), b (M,) -> out (N, M), cache."""
-    check_shapes(("x", x, "N D"), ("w", w, "D M"), ("b", b, "M"))
+    check_shapes(
+        ("w", w, "D M"),
+        ("b", b, "M"),
+        ("x", x, "N D"),
+    )
     return x @ w + b, (x, w)
 
 
 def affine_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, ...]:
     """Backward of `affine_forward`: dout (N, M) -> (dx, dw, db)."""
     x, w = cache
-    check_shapes(("x", x, "N D"), ("w", w, "D M"), ("dout", dout, "N M"))
+    check_shapes(
+        ("w", w, "D M"),
+        ("x", x, "N D"),
+        ("dout", dout, "N M"),
+    )
     return dout @ w.T, x.T @ dout, dout.sum(axis=0)
 
 
@@ -44,14 +52,22 @@ def temporal_affine_forward(
     x: np.ndarray, w: np.ndarray, b: np.ndarray
 ) -> tuple[np.ndarray, tuple]:
     """The same affine map at every time step: x (N, T, D), w (D, M), b (M,) -> out (N, T, M)."""
-    check_shapes(("x", x, "N T D"), ("w", w, "D M"), ("b", b, "M"))
+    check_shapes(
+        ("w", w, "D M"),
+        ("b", b, "M"),
+        ("x", x, "N T D"),
+    )
     return x @ w + b, (x, w)
 
 
 def temporal_affine_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, ...]:
     """Backward of `temporal_affine_forward`: dout (N, T, M) -> (dx, dw, db)."""
     x, w = cache
-    check_shapes(("x", x, "N T D"), ("w", w, "D M"), ("dout", dout, "N T M"))
+    check_shapes(
+        ("w", w, "D M"),
+        ("x", x, "N T D"),
+        ("dout", dout, "N T M"),
+    )
     dw = np.einsum("ntd,ntm->dm", x, dout)  # (D, M)
     return dout @ w.T, dw, dout.sum(axis=(0, 1))
 

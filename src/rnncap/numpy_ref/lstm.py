@@ -64,12 +64,12 @@ def lstm_step_forward(
     -> next_h (N, H), next_c (N, H), cache.
     """
     check_shapes(
-        ("x", x, "N D"),
-        ("prev_h", prev_h, "N H"),
-        ("prev_c", prev_c, "N H"),
         ("Wx", Wx, "D 4H"),
         ("Wh", Wh, "H 4H"),
         ("b", b, "4H"),
+        ("x", x, "N D"),
+        ("prev_h", prev_h, "N H"),
+        ("prev_c", prev_c, "N H"),
     )
     a = x @ Wx + prev_h @ Wh + b  # (N, 4H)
     next_h, next_c, gates = lstm_gates_forward(a, prev_c)
@@ -97,7 +97,11 @@ def lstm_forward(
     x (N, T, D), h0 (N, H), Wx (D, 4H), Wh (H, 4H), b (4H,) -> h (N, T, H), cache.
     """
     sizes = check_shapes(
-        ("x", x, "N T D"), ("h0", h0, "N H"), ("Wx", Wx, "D 4H"), ("Wh", Wh, "H 4H"), ("b", b, "4H")
+        ("Wx", Wx, "D 4H"),
+        ("Wh", Wh, "H 4H"),
+        ("b", b, "4H"),
+        ("x", x, "N T D"),
+        ("h0", h0, "N H"),
     )
     N, T, H = sizes["N"], sizes["T"], sizes["H"]
     h = np.empty((N, T, H), dtype=np.result_type(x, h0, Wx))

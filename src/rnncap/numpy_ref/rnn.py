@@ -18,11 +18,11 @@ def rnn_step_forward(
     x (N, D), prev_h (N, H), Wx (D, H), Wh (H, H), b (H,) -> next_h (N, H), cache.
     """
     check_shapes(
-        ("x", x, "N D"),
-        ("prev_h", prev_h, "N H"),
         ("Wx", Wx, "D H"),
         ("Wh", Wh, "H H"),
         ("b", b, "H"),
+        ("x", x, "N D"),
+        ("prev_h", prev_h, "N H"),
     )
     next_h = np.tanh(x @ Wx + prev_h @ Wh + b)  # (N, H)
     return next_h, (x, prev_h, Wx, Wh, next_h)
@@ -49,7 +49,11 @@ def rnn_forward(
     x (N, T, D), h0 (N, H), Wx (D, H), Wh (H, H), b (H,) -> h (N, T, H), cache.
     """
     sizes = check_shapes(
-        ("x", x, "N T D"), ("h0", h0, "N H"), ("Wx", Wx, "D H"), ("Wh", Wh, "H H"), ("b", b, "H")
+        ("Wx", Wx, "D H"),
+        ("Wh", Wh, "H H"),
+        ("b", b, "H"),
+        ("x", x, "N T D"),
+        ("h0", h0, "N H"),
     )
     N, T, H = sizes["N"], sizes["T"], sizes["H"]
     h = np.empty((N, T, H), dtype=np.result_type(x, h0, Wx))
