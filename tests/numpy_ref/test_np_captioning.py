@@ -137,12 +137,16 @@ def test_captioner_wrong_shapes_raise(cell_type, features, message):
         model.loss(features, captions)
 
 
-def test_captioner_rejects_unknown_cell_type_and_short_captions():
+def test_captioner_rejects_bad_cell_type_and_captions():
     with pytest.raises(ValueError, match=r"cell_type: expected one of .*'gru'"):
         CaptioningRNN(CaptioningRNNConfig(vocab_size=5, cell_type="gru"))
     model, features, _ = make_problem("rnn")
     with pytest.raises(ValueError, match=r"captions: expected shape \(N, T\) with T >= 2"):
         model.loss(features, np.ones((3, 1), dtype=np.int64))
+    with pytest.raises(ValueError, match=r"captions: word ids must lie in \[0, 11\), got 1..11"):
+        model.loss(features, np.array([[1, 11], [1, 2], [1, 2]]))
+    with pytest.raises(ValueError, match=r"captions: expected integer word ids"):
+        model.loss(features, np.ones((3, 4)))
 
 
 def load_captions(flickr8k_dir, count):

@@ -91,6 +91,13 @@ class CaptioningRNN:
         check_shapes(("captions", captions, "N T"))
         if captions.shape[1] < 2:
             raise ValueError(f"captions: expected shape (N, T) with T >= 2, got {captions.shape}")
+        if not np.issubdtype(captions.dtype, np.integer):
+            raise ValueError(f"captions: expected integer word ids, got dtype {captions.dtype}")
+        if captions.min() < 0 or captions.max() >= cfg.vocab_size:
+            raise ValueError(
+                f"captions: word ids must lie in [0, {cfg.vocab_size}), "
+                f"got {captions.min()}..{captions.max()}"
+            )
         captions_in, captions_out = captions[:, :-1], captions[:, 1:]  # (N, T-1)
         mask = captions_out != cfg.pad_id
 

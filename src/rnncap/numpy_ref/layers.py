@@ -82,6 +82,8 @@ def temporal_softmax_loss(
     """
     sizes = check_shapes(("x", x, "N T V"), ("y", y, "N T"), ("mask", mask, "N T"))
     N, V = sizes["N"], sizes["V"]
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"y: expected integer targets, got dtype {y.dtype}")
     if y.size and (y.min() < 0 or y.max() >= V):
         raise ValueError(f"y: targets must lie in [0, {V}), got {y.min()}..{y.max()}")
     mask = mask.astype(bool)
