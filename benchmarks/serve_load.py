@@ -1,0 +1,144 @@
+"""Requests/s of `rnncap serve` with 1 and with 16 concurrent clients on loopback.
+
+Starts the server as a subprocess, sends one sample photo per request (multipart), and prints
+requests/s and latency for each concurrency; the reference is the same server with micro-batching
+off (--max-batch 1), measured in the same run.
+
+Usage: python benchmarks/serve_load.py [--requests 64] [--model default] [--device cpu]
+Without the bundled model an untrained model of the default size is saved to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+PHOTOS = sorted((REPO / "examples").glob("*.jpg"))
+
+
+def model_folder(spec: str, scratch: Path) -> str:
+    from rnncap.checkpoint import resolve_model_dir
+
+    try:
+        resolve_model_dir(spec)
+        return spec
+    except FileNotFoundError as error:
+        print(f"note: {error}; using an untrained model of the default size")
+    import torch
+
+    from rnncap.checkpoint import save_model
+    from rnncap.data.vocab import Vocabulary
+    from rnncap.nn.captioner import CaptionerConfig, CaptioningRNN
+
+    torch.manual_seed(0)
+    vocab = Vocabulary([f"word{i}" for i in range(2500)])
+    model = CaptioningRNN(CaptionerConfig(vocab_size=len(vocab)))
+    return str(save_model(scratch / "untrained", model, vocab))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model: str, device: str, max_batch: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    command = [sys.executable, "-m", "rnncap.cli", "serve", "--model", model, "--port", str(port)]
+    command += ["--device", device, "--max-batch", str(max_batch), "--timeout", "600"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        if process.poll() is not None:
+            raise SystemExit(f"server exited with code {process.returncode}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    raise SystemExit("server did not start")
+
+
+def load(url: str, clients: int, requests: int) -> tuple[float, list[float]]:
+    """Seconds for `requests` POSTs from `clients` threads, and each request's latency."""
+    photos = [(p.name, p.read_bytes()) for p in PHOTOS]
+
+    def client(worker: int) -> list[float]:
+        latencies = []
+        with httpx.Client(base_url=url, timeout=600) as http:
+            for i in range(worker, requests, clients):
+                name, data = photos[i % len(photos)]
+                start = time.perf_counter()
+                response = http.post("/caption", files={"file": (name, data, "image/jpeg")})
+                response.raise_for_status()
+                latencies.append(time.perf_counter() - start)
+        return latencies
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        latencies = [t for part in pool.map(client, range(clients)) for t in part]
+    return time.perf_counter() - start, latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default", help="model spec (default: default)")
+    parser.add_argument("--device", default="cpu", help="server device (default: cpu)")
+    parser.add_argument("--requests", type=int, default=64, help="requests per measurement")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
+    args = parser.parse_args()
+
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        model = model_folder(args.model, Path(scratch))
+        for max_batch in (16, 1):
+            process, url = start_server(model, args.device, max_batch)
+            try:
+                load(url, args.clients, 2 * args.clients)  # warm-up
+                for clients in (1, args.clients):
+                    before = httpx.get(f"{url}/healthz").json()["batches"]
+                    seconds, latencies = load(url, clients, args.requests)
+                    after = httpx.get(f"{url}/healthz").json()["batches"]
+                    stats = {k: after[k] - before[k] for k in ("images", "batches")}
+                    rows.append((max_batch, clients, seconds, latencies, stats))
+            finally:
+                process.terminate()
+                process.wait()
+
+    print(f"{args.requests} requests per row, device {args.device}, one photo per request")
+    header = f"{'max-batch':>9}{'clients':>9}{'requests/s':>12}{'p50 ms':>9}{'p95 ms':>9}"
+    print(header + f"{'images/batch':>14}")
+    base = None
+    for max_batch, clients, seconds, latencies, stats in rows:
+        latencies.sort()
+        p95 = latencies[int(0.95 * (len(latencies) - 1))]
+        rate = args.requests / seconds
+        if max_batch == 16 and clients == 1:
+            base = rate
+        mean_batch = stats["images"] / max(stats["batches"], 1)
+        print(
+            f"{max_batch:>9}{clients:>9}{rate:>12.1f}{1000 * statistics.median(latencies):>9.0f}"
+            f"{1000 * p95:>9.0f}{mean_batch:>14.1f}"
+        )
+    batched = next(r for r in rows if r[0] == 16 and r[1] == args.clients)
+    unbatched = next(r for r in rows if r[0] == 1 and r[1] == args.clients)
+    print(
+        f"ratio {args.clients} clients / 1 client (micro-batching on): "
+        f"{args.requests / batched[2] / base:.2f}; "
+        f"micro-batching on / off at {args.clients} clients: {unbatched[2] / batched[2]:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
