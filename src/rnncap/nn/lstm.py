@@ -15,10 +15,11 @@ from torch.autograd.function import once_differentiable
 class _LSTMFunction(torch.autograd.Function):
     """The whole sequence as one autograd node.
 
-    Forward does one big input projection for all timesteps, then a loop of one matmul and the
-    gate maths per step, keeping the activated gates and cells. Backward walks time in reverse
-    doing only the recurrent matmul per step; the weight and input gradients are then one matmul
-    each over all N*T positions.
+    Forward does one input projection for all timesteps, then per step one matmul and the gate
+    maths, keeping the activated gates, the cells and tanh of the cells. Backward first computes,
+    for all timesteps at once, every factor that does not depend on the incoming gradient, so the
+    reverse loop is one matmul and five elementwise operations per step; the weight and input
+    gradients are then one matmul each over all N*T positions.
     """
 
     @staticmethod
@@ -26,8 +27,9 @@ class _LSTMFunction(torch.autograd.Function):
         N, T, D = x.shape
         H = Wh.shape[0]
         xa = torch.addmm(b, x.reshape(N * T, D), Wx).view(N, T, 4 * H)  # (N, T, 4H)
-        gates = x.new_empty(T, N, 4 * H)  # activated i, f, o, g per step
+        gates = x.new_empty(T, N, 4 * H)  # activated i, f, o, g
         cells = x.new_empty(T, N, H)  # c_t
+        tanh_cells = x.new_empty(T, N, H)  # tanh(c_t)
         hs = x.new_empty(N, T, H)  # h_t, the output
         h, c = h0, c0
         for t in range(T):
@@ -37,36 +39,41 @@ class _LSTMFunction(torch.autograd.Function):
             torch.tanh(a[:, 3 * H :], out=g[:, 3 * H :])
             i, f, o, gg = g[:, :H], g[:, H : 2 * H], g[:, 2 * H : 3 * H], g[:, 3 * H :]
             c = torch.addcmul(i * gg, f, c, out=cells[t])  # f*c + i*g
-            h = torch.mul(o, torch.tanh(c), out=hs[:, t])
-        ctx.save_for_backward(x, h0, c0, Wx, Wh, gates, cells, hs)
+            h = torch.mul(o, torch.tanh(c, out=tanh_cells[t]), out=hs[:, t])
+        ctx.save_for_backward(x, h0, c0, Wx, Wh, gates, cells, tanh_cells, hs)
         return hs
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dhs: Tensor):
-        x, h0, c0, Wx, Wh, gates, cells, hs = ctx.saved_tensors
+        x, h0, c0, Wx, Wh, gates, cells, tanh_cells, hs = ctx.saved_tensors
         N, T, D = x.shape
         H = Wh.shape[0]
-        dA = x.new_empty(N, T, 4 * H)  # gradient of the pre-activations
-        dh = dhs.new_zeros(N, H)
-        dc = dhs.new_zeros(N, H)
+        G = gates.view(T, N, 4, H)
+        i, f, o, g = G.unbind(2)  # each (T, N, H)
+        c_prev = torch.cat([c0.unsqueeze(0), cells[:-1]])  # (T, N, H)
+        # da = [dc * g * i(1-i), dc * c_prev * f(1-f), dh * tanh(c) * o(1-o), dc * i * (1-g^2)]
+        K = torch.empty_like(G)  # (T, N, 4, H)
+        sig = G[:, :, :3]
+        torch.mul(sig, 1 - sig, out=K[:, :, :3])  # sigmoid' = s (1 - s)
+        K[:, :, 0] *= g
+        K[:, :, 1] *= c_prev
+        K[:, :, 2] *= tanh_cells
+        torch.mul(i, 1 - g * g, out=K[:, :, 3])  # tanh' = 1 - y^2
+        Kc = o * (1 - tanh_cells * tanh_cells)  # dc from dh: dh * o * (1 - tanh(c)^2)
+        dA = x.new_empty(N, T, 4, H)  # gradient of the pre-activations
         WhT = Wh.t()
+        dh = dhs[:, T - 1]
+        dc = None
         for t in range(T - 1, -1, -1):
-            g = gates[t]
-            i, f, o, gg = g[:, :H], g[:, H : 2 * H], g[:, 2 * H : 3 * H], g[:, 3 * H :]
-            c_prev = cells[t - 1] if t > 0 else c0
-            dh = dh + dhs[:, t]
-            tc = torch.tanh(cells[t])
-            da = dA[:, t]
-            # dc += dh * o * (1 - tanh(c)^2)
-            dc = dc + dh * o * (1 - tc * tc)
-            # sigmoid' = s (1 - s), tanh' = 1 - y^2
-            torch.mul(dc * gg, i * (1 - i), out=da[:, :H])
-            torch.mul(dc * c_prev, f * (1 - f), out=da[:, H : 2 * H])
-            torch.mul(dh * tc, o * (1 - o), out=da[:, 2 * H : 3 * H])
-            torch.mul(dc * i, 1 - gg * gg, out=da[:, 3 * H :])
-            dc = dc * f
-            dh = torch.mm(da, WhT)
+            dc = dh * Kc[t] if dc is None else torch.addcmul(dc, dh, Kc[t])
+            da = dA[:, t]  # (N, 4, H)
+            torch.mul(K[t, :, :2], dc.unsqueeze(1), out=da[:, :2])
+            torch.mul(K[t, :, 2], dh, out=da[:, 2])
+            torch.mul(K[t, :, 3], dc, out=da[:, 3])
+            dc = dc * f[t]
+            da = da.reshape(N, 4 * H)
+            dh = torch.addmm(dhs[:, t - 1], da, WhT) if t > 0 else torch.mm(da, WhT)
         dA2 = dA.view(N * T, 4 * H)
         needs = ctx.needs_input_grad
         dx = torch.mm(dA2, Wx.t()).view(N, T, D) if needs[0] else None

@@ -14,7 +14,8 @@ from torch.autograd.function import once_differentiable
 
 
 class _RNNFunction(torch.autograd.Function):
-    """The whole sequence as one autograd node (see `rnncap.nn.lstm` for the scheme)."""
+    """The whole sequence as one autograd node: per step one matmul forward, one matmul and one
+    multiply backward; weight and input gradients are one matmul each over all N*T positions."""
 
     @staticmethod
     def forward(ctx, x: Tensor, h0: Tensor, Wx: Tensor, Wh: Tensor, b: Tensor):
@@ -34,13 +35,13 @@ class _RNNFunction(torch.autograd.Function):
         x, h0, Wx, Wh, hs = ctx.saved_tensors
         N, T, D = x.shape
         H = Wh.shape[0]
+        dtanh = 1 - hs * hs  # (N, T, H), tanh' = 1 - y^2 for every step at once
         dA = x.new_empty(N, T, H)  # gradient of the pre-activations
-        dh = dhs.new_zeros(N, H)
         WhT = Wh.t()
+        dh = dhs[:, T - 1]
         for t in range(T - 1, -1, -1):
-            h = hs[:, t]
-            da = torch.mul(dh + dhs[:, t], 1 - h * h, out=dA[:, t])  # tanh' = 1 - y^2
-            dh = torch.mm(da, WhT)
+            da = torch.mul(dh, dtanh[:, t], out=dA[:, t])
+            dh = torch.addmm(dhs[:, t - 1], da, WhT) if t > 0 else torch.mm(da, WhT)
         dA2 = dA.view(N * T, H)
         needs = ctx.needs_input_grad
         dx = torch.mm(dA2, Wx.t()).view(N, T, D) if needs[0] else None

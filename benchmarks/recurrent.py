@@ -1,0 +1,104 @@
+"""Time the from-scratch RNN and LSTM against torch.nn.RNN / torch.nn.LSTM with the same weights.
+
+Prints forward and forward+backward times (median of interleaved repeats) and the ratio
+rnncap / torch.nn. Usage: python benchmarks/recurrent.py [--device cuda] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from rnncap.nn import LSTM, RNN
+
+# (N, T, D, H): the training size of the issue, a smaller one, and N=1 single-step decoding
+SIZES = [(128, 16, 256, 512), (32, 16, 128, 256), (1, 1, 256, 512)]
+
+
+def _timer(device: torch.device) -> Callable[[Callable[[], None]], float]:
+    def measure(fn: Callable[[], None]) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    return measure
+
+
+def bench(cell: str, size: tuple[int, int, int, int], device: torch.device, repeats: int):
+    """Median seconds (ours_fwd, ref_fwd, ours_fwdbwd, ref_fwdbwd) measured interleaved."""
+    N, T, D, H = size
+    torch.manual_seed(0)
+    if cell == "lstm":
+        ref = torch.nn.LSTM(D, H, batch_first=True).to(device)
+        ours = LSTM.from_torch(ref)
+    else:
+        ref = torch.nn.RNN(D, H, batch_first=True).to(device)
+        ours = RNN.from_torch(ref)
+    x = torch.randn(N, T, D, device=device, requires_grad=True)
+    dout = torch.randn(N, T, H, device=device)
+
+    def ours_fwd():
+        with torch.no_grad():
+            ours(x)
+
+    def ref_fwd():
+        with torch.no_grad():
+            ref(x)
+
+    def ours_train():
+        ours(x).backward(dout)
+
+    def ref_train():
+        ref(x)[0].backward(dout)
+
+    measure = _timer(device)
+    fns = [ours_fwd, ref_fwd, ours_train, ref_train]
+    inner = max(1, 2000 // (N * T))  # tiny problems: time several calls per sample
+
+    def run(fn):
+        return measure(lambda: [fn() for _ in range(inner)]) / inner
+
+    for fn in fns:  # warm-up
+        run(fn)
+    times: list[list[float]] = [[] for _ in fns]
+    for r in range(repeats):
+        order = range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))
+        for k in order:
+            times[k].append(run(fns[k]))
+    return [statistics.median(t) for t in times]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--repeats", type=int, default=15, help="timed runs per case (default 15)")
+    parser.add_argument("--cells", default="rnn,lstm", help="comma-separated: rnn,lstm")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"torch {torch.__version__}, device {name}, {args.threads} threads, "
+          f"median of {args.repeats} interleaved runs (ms)")
+    header = (f"{'cell':5} {'N':>4} {'T':>3} {'D':>4} {'H':>4} | {'fwd rnncap':>10} "
+              f"{'fwd torch':>10} {'ratio':>6} | {'f+b rnncap':>10} {'f+b torch':>10} {'ratio':>6}")
+    print(header)
+    print("-" * len(header))
+    for cell in args.cells.split(","):
+        for size in SIZES:
+            of, rf, ot, rt = bench(cell, size, device, args.repeats)
+            N, T, D, H = size
+            print(f"{cell:5} {N:4d} {T:3d} {D:4d} {H:4d} | {of * 1e3:10.3f} {rf * 1e3:10.3f} "
+                  f"{of / rf:6.2f} | {ot * 1e3:10.3f} {rt * 1e3:10.3f} {ot / rt:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
