@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     for problem in problems:
         fail(problem)
     if not paths:
-        return fail("no images to caption", 1) if problems else 1
+        return 1  # every path was reported above
     try:
         if args.show_tell is not None:
             failed = _run_show_tell(args, paths, device)

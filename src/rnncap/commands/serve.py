@@ -64,9 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        for flag in ("max_batch", "beam", "port"):
-            if getattr(args, flag) < (0 if flag == "port" else 1):
+        for flag in ("max_batch", "beam"):
+            if getattr(args, flag) < 1:
                 raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
+        if not 0 <= args.port <= 65535:
+            raise UsageError(f"--port {args.port}: must be between 0 and 65535")
         for flag in ("max_wait_ms", "timeout"):
             if getattr(args, flag) < 0 or (flag == "timeout" and args.timeout == 0):
                 raise UsageError(f"--{flag.replace('_', '-')} must be positive")
