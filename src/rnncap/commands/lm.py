@@ -1,0 +1,122 @@
+"""`rnncap lm`: train the from-scratch RNN or LSTM as a word-level language model on captions.
+
+`--cell torch-lstm` trains torch.nn.LSTM identically, as the reference perplexity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from rnncap.commands._common import UsageError, fail, resolve_device
+
+NAME = "lm"
+HELP = "train an RNN/LSTM language model on the Flickr8k captions and sample sentences from it"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/flickr8k"),
+                        help="Flickr8k folder (captions.txt, Flickr_8k.*Images.txt, Images/) "
+                             "(default: ../shared/data/flickr8k)")
+    parser.add_argument("--cell", default="lstm", choices=["rnn", "lstm", "torch-lstm"],
+                        help="recurrent layer: from-scratch rnn or lstm, or torch.nn.LSTM as the "
+                             "reference (default: lstm)")
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs (default: 3)")
+    parser.add_argument("--embed", type=int, default=128, help="word vector size (default: 128)")
+    parser.add_argument("--hidden", type=int, default=256,
+                        help="recurrent state size (default: 256)")
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="captions per batch (default: 64)")
+    parser.add_argument("--lr", type=float, default=2e-3,
+                        help="Adam learning rate, halved every epoch (default: 2e-3)")
+    parser.add_argument("--min-count", type=int, default=5,
+                        help="words seen fewer times in the train split become <unk> (default: 5)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder: model.safetensors, config.json, vocab.json, "
+                             "history.json, curve.png (default: runs/lm-CELL)")
+    parser.add_argument("--sample", type=int, default=5, metavar="K",
+                        help="print K sentences sampled from the model (default: 5)")
+    parser.add_argument("--load", type=Path, default=None, metavar="DIR",
+                        help="skip training: load a model saved by `rnncap lm` and sample from it")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="one training batch per epoch: a quick check of the whole pipeline")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _check(args: argparse.Namespace) -> None:
+    for name in ("epochs", "embed", "hidden", "batch_size", "min_count"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.sample < 0:
+        raise UsageError("--sample must be 0 or more")
+    if args.lr <= 0:
+        raise UsageError("--lr must be positive")
+    if args.load is not None and not (args.load / "config.json").is_file():
+        raise UsageError(f"--load {args.load}: not a folder written by `rnncap lm`")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        _check(args)
+        device = resolve_device(args.device)
+    except UsageError as e:
+        return fail(str(e))
+
+    import torch
+
+    from rnncap import lm
+
+    torch.manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    if args.load is not None:
+        model, vocab = lm.load(args.load, device)
+        for sentence in lm.sample(model, vocab, args.sample, generator=generator):
+            print(sentence)
+        return 0
+
+    from rnncap.data.datasets import DatasetError, load_dataset
+    from rnncap.data.vocab import Vocabulary
+
+    try:
+        train_set = load_dataset(args.data, "flickr8k", "train")
+        dev_set = load_dataset(args.data, "flickr8k", "dev")
+    except DatasetError as e:
+        return fail(f"--data {args.data}: {e}")
+
+    config = lm.LMTrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_count=args.min_count,
+        seed=args.seed, model=lm.LMConfig(cell=args.cell, embed_dim=args.embed,
+                                          hidden_dim=args.hidden),
+    )
+    vocab = Vocabulary.build(train_set.captions, config.min_count)
+    config.model.vocab_size = len(vocab)
+    train_seqs = lm.encode_captions(train_set.captions, vocab)
+    val_seqs = lm.encode_captions(dev_set.captions, vocab)
+    if args.dry_run:
+        val_seqs = val_seqs[: config.batch_size]
+    print(f"vocabulary {len(vocab)} words (min count {config.min_count}); "
+          f"{len(train_seqs)} train and {len(val_seqs)} validation captions; cell {args.cell} "
+          f"on {device}", flush=True)
+
+    model = lm.LanguageModel(config.model).to(device)
+    start = time.perf_counter()
+    history = lm.train(model, train_seqs, val_seqs, config, vocab.pad_id,
+                       max_batches=1 if args.dry_run else None, progress=not args.no_progress)
+    seconds = time.perf_counter() - start
+
+    out = args.out or Path("runs") / f"lm-{args.cell}"
+    lm.save(model, vocab, config, history, out)
+    lm.plot_history(history, out / "curve.png", f"{args.cell} language model")
+    summary = {"cell": args.cell, "val_perplexity": history.epoch_val_ppl[-1],
+               "train_seconds": round(seconds, 1), "device": str(device), **asdict(config)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"validation perplexity {history.epoch_val_ppl[-1]:.2f} after {config.epochs} epochs "
+          f"({seconds:.0f} s); saved to {out}")
+    for sentence in lm.sample(model, vocab, args.sample, generator=generator):
+        print(sentence)
+    return 0

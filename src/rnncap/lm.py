@@ -1,0 +1,267 @@
+"""A word-level language model on caption text: the from-scratch RNN/LSTM trained on sequences.
+
+`torch-lstm` swaps in `torch.nn.LSTM` as the reference the from-scratch cells are compared with;
+everything else (data, sizes, optimiser, schedule) is shared, so perplexities are comparable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnncap.data.vocab import Vocabulary
+from rnncap.nn import LSTM, RNN
+
+CELLS = ("rnn", "lstm", "torch-lstm")
+
+
+@dataclass
+class LMConfig:
+    """The language model; stored in config.json so a checkpoint rebuilds itself."""
+
+    cell: str = "lstm"  # rnn | lstm (from scratch) | torch-lstm (torch.nn.LSTM, the reference)
+    vocab_size: int = 0  # set from the vocabulary
+    embed_dim: int = 128  # word vector size
+    hidden_dim: int = 256  # recurrent state size
+    dropout: float = 0.1  # on word vectors and on hidden states before the output layer
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+
+
+@dataclass
+class LMTrainConfig:
+    """How the language model is trained (identical for every cell when comparing them)."""
+
+    epochs: int = 3
+    batch_size: int = 64  # captions per batch
+    lr: float = 2e-3  # Adam learning rate, decayed by half each epoch
+    clip: float = 5.0  # gradient-norm clipping threshold
+    min_count: int = 5  # words seen fewer times in the train split become <unk>
+    seed: int = 0
+    model: LMConfig = field(default_factory=LMConfig)
+
+
+class LanguageModel(nn.Module):
+    """Embedding -> recurrent layer -> linear layer over the vocabulary."""
+
+    def __init__(self, config: LMConfig) -> None:
+        super().__init__()
+        self.config = config
+        E, H, V = config.embed_dim, config.hidden_dim, config.vocab_size
+        self.embed = nn.Embedding(V, E)
+        if config.cell == "rnn":
+            self.rnn = RNN(E, H)
+        elif config.cell == "lstm":
+            self.rnn = LSTM(E, H)
+        else:  # the reference implementation, used only for comparison
+            self.rnn = nn.LSTM(E, H, batch_first=True)
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(H, V)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """Next-word logits (N, T, V) for token ids (N, T)."""
+        x = self.drop(self.embed(tokens))  # (N, T, E)
+        h = self.rnn(x)
+        if isinstance(h, tuple):  # torch.nn.LSTM returns (output, (h_n, c_n))
+            h = h[0]
+        return self.head(self.drop(h))  # (N, T, V)
+
+    def init_state(self, n: int) -> tuple[Tensor, ...]:
+        """Zero state for n sequences: (h,) for rnn, (h, c) for the LSTMs, each (n, H)."""
+        zeros = self.head.weight.new_zeros(n, self.config.hidden_dim)
+        return (zeros,) if self.config.cell == "rnn" else (zeros, zeros.clone())
+
+    def step(self, tokens: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """One word: tokens (n,) and state -> (logits (n, V), new state)."""
+        x = self.embed(tokens)  # (n, E)
+        if self.config.cell == "rnn":
+            state = (self.rnn.step(x, state[0]),)
+        elif self.config.cell == "lstm":
+            state = self.rnn.step(x, *state)
+        else:
+            h, c = state
+            _, (h, c) = self.rnn(x.unsqueeze(1), (h.unsqueeze(0), c.unsqueeze(0)))
+            state = (h[0], c[0])
+        return self.head(state[0]), state
+
+
+def encode_captions(captions: Sequence[str], vocab: Vocabulary) -> list[list[int]]:
+    """Each caption as `<start> words <end>` ids; empty captions are dropped."""
+    return [ids for ids in (vocab.encode(c) for c in captions) if len(ids) > 2]
+
+
+def batches(
+    sequences: Sequence[list[int]], batch_size: int, pad_id: int, rng: random.Random | None = None
+) -> Iterator[Tensor]:
+    """Padded batches (N, T) of token ids; shuffled when rng is given."""
+    order = list(range(len(sequences)))
+    if rng is not None:
+        rng.shuffle(order)
+    for start in range(0, len(order), batch_size):
+        chunk = [sequences[i] for i in order[start : start + batch_size]]
+        batch = torch.full((len(chunk), max(map(len, chunk))), pad_id, dtype=torch.long)
+        for row, ids in enumerate(chunk):
+            batch[row, : len(ids)] = torch.tensor(ids)
+        yield batch
+
+
+def batch_loss(model: LanguageModel, batch: Tensor, pad_id: int) -> tuple[Tensor, int]:
+    """Mean next-word cross-entropy over the non-pad targets of batch (N, T), and their count."""
+    logits = model(batch[:, :-1])  # (N, T-1, V)
+    targets = batch[:, 1:]
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=pad_id)
+    return loss, int((targets != pad_id).sum())
+
+
+@torch.no_grad()
+def perplexity(
+    model: LanguageModel, sequences: Sequence[list[int]], pad_id: int, batch_size: int = 256
+) -> float:
+    """exp(mean cross-entropy per predicted word, `<end>` included) over sequences."""
+    device = model.head.weight.device
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for batch in batches(sequences, batch_size, pad_id):
+        loss, n = batch_loss(model, batch.to(device), pad_id)
+        total += loss.item() * n
+        count += n
+    model.train(was_training)
+    return math.exp(total / max(count, 1))
+
+
+@torch.no_grad()
+def sample(
+    model: LanguageModel,
+    vocab: Vocabulary,
+    k: int,
+    max_length: int = 30,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> list[str]:
+    """k sentences drawn word by word from the model (stops at `<end>` or max_length words)."""
+    device = model.head.weight.device
+    was_training = model.training
+    model.eval()
+    tokens = torch.full((k,), vocab.start_id, dtype=torch.long, device=device)
+    state = model.init_state(k)
+    words = []
+    for _ in range(max_length):
+        logits, state = model.step(tokens, state)  # (k, V)
+        logits[:, [vocab.pad_id, vocab.start_id]] = -math.inf  # never emitted
+        probs = torch.softmax(logits.float() / temperature, dim=1).cpu()
+        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (k,)
+        words.append(tokens)
+        tokens = tokens.to(device)
+    ids = torch.stack(words, dim=1)  # (k, max_length)
+    model.train(was_training)
+    return [vocab.decode(row.tolist()) for row in ids]
+
+
+@dataclass
+class History:
+    """What a training run measured: per-step train loss, per-epoch validation perplexity."""
+
+    step_loss: list[float] = field(default_factory=list)
+    epoch_train_ppl: list[float] = field(default_factory=list)
+    epoch_val_ppl: list[float] = field(default_factory=list)
+
+
+def train(
+    model: LanguageModel,
+    train_seqs: Sequence[list[int]],
+    val_seqs: Sequence[list[int]],
+    config: LMTrainConfig,
+    pad_id: int,
+    max_batches: int | None = None,
+    progress: bool = True,
+) -> History:
+    """Adam with gradient clipping; validation perplexity after every epoch."""
+    from tqdm import tqdm
+
+    device = model.head.weight.device
+    rng = random.Random(config.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    history = History()
+    n_batches = math.ceil(len(train_seqs) / config.batch_size)
+    if max_batches is not None:
+        n_batches = min(n_batches, max_batches)
+    model.train()
+    for epoch in range(1, config.epochs + 1):
+        total, count = 0.0, 0
+        bar = tqdm(batches(train_seqs, config.batch_size, pad_id, rng), total=n_batches,
+                   desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False)
+        for b, batch in enumerate(bar):
+            if b >= n_batches:
+                break
+            loss, n = batch_loss(model, batch.to(device), pad_id)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            optimizer.step()
+            history.step_loss.append(loss.item())
+            total += loss.item() * n
+            count += n
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.close()
+        scheduler.step()
+        history.epoch_train_ppl.append(math.exp(total / max(count, 1)))
+        history.epoch_val_ppl.append(perplexity(model, val_seqs, pad_id))
+        if progress:
+            print(f"epoch {epoch}: train perplexity {history.epoch_train_ppl[-1]:.2f}, "
+                  f"validation perplexity {history.epoch_val_ppl[-1]:.2f}", flush=True)
+    return history
+
+
+def plot_history(history: History, path: Path, title: str) -> None:
+    """Train loss per step and validation perplexity per epoch, side by side, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(history.step_loss, linewidth=0.7)
+    left.set(xlabel="step", ylabel="train cross-entropy (nats/word)", title=title)
+    epochs = range(1, len(history.epoch_val_ppl) + 1)
+    right.plot(epochs, history.epoch_train_ppl, "o-", label="train")
+    right.plot(epochs, history.epoch_val_ppl, "o-", label="validation")
+    right.set(xlabel="epoch", ylabel="perplexity", title="perplexity")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save(model: LanguageModel, vocab: Vocabulary, config: LMTrainConfig, history: History,
+         out: Path) -> None:
+    """model.safetensors, config.json (model + training config), vocab.json, history.json."""
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    vocab.save(out / "vocab.json")
+    (out / "history.json").write_text(json.dumps(asdict(history)) + "\n")
+
+
+def load(folder: Path, device: torch.device) -> tuple[LanguageModel, Vocabulary]:
+    """Rebuild a model saved by `save` from its folder."""
+    from safetensors.torch import load_file
+
+    data = json.loads((folder / "config.json").read_text())
+    model = LanguageModel(LMConfig(**data["model"]))
+    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    return model.to(device), Vocabulary.load(folder / "vocab.json")
