@@ -16,6 +16,7 @@ import torch
 from rnncap.nn import LSTM, RNN
 
 # (N, T, D, H): the training size of the issue, a smaller one, and N=1 single-step decoding
+# (T=1: rnncap's step() against torch.nn on a one-step sequence with a given state)
 SIZES = [(128, 16, 256, 512), (32, 16, 128, 256), (1, 1, 256, 512)]
 
 
@@ -44,20 +45,34 @@ def bench(cell: str, size: tuple[int, int, int, int], device: torch.device, repe
         ours = RNN.from_torch(ref)
     x = torch.randn(N, T, D, device=device, requires_grad=True)
     dout = torch.randn(N, T, H, device=device)
+    state = [torch.randn(N, H, device=device) for _ in range(2 if cell == "lstm" else 1)]
+
+    def call_ours():
+        if T > 1:
+            return ours(x)
+        # one decoding step: the cell's step() on (N, D), as a decoder uses it
+        out = ours.step(x[:, 0], *state)
+        return (out[0] if cell == "lstm" else out).unsqueeze(1)
+
+    def call_ref():
+        if T > 1:
+            return ref(x)[0]
+        hx = tuple(s.unsqueeze(0) for s in state)
+        return ref(x, hx if cell == "lstm" else hx[0])[0]
 
     def ours_fwd():
         with torch.no_grad():
-            ours(x)
+            call_ours()
 
     def ref_fwd():
         with torch.no_grad():
-            ref(x)
+            call_ref()
 
     def ours_train():
-        ours(x).backward(dout)
+        call_ours().backward(dout)
 
     def ref_train():
-        ref(x)[0].backward(dout)
+        call_ref().backward(dout)
 
     measure = _timer(device)
     fns = [ours_fwd, ref_fwd, ours_train, ref_train]

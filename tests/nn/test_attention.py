@@ -79,3 +79,34 @@ def test_gradcheck_float64():
         return torch.func.functional_call(m, dict(zip(names, ps, strict=True)), (x, A))
 
     assert torch.autograd.gradcheck(f, (x, A, *params))
+
+
+def test_numpy_reference_float64():
+    attn_ref = pytest.importorskip("rnncap.numpy_ref.attention")
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    N, T, D, H, P = 2, 3, 4, 5, 6
+    x, A = rng.standard_normal((N, T, D)), rng.standard_normal((N, H, P))
+    Wx, Wh = rng.standard_normal((D, 4 * H)) * 0.3, rng.standard_normal((H, 4 * H)) * 0.3
+    Wattn, b = rng.standard_normal((H, 4 * H)) * 0.3, rng.standard_normal(4 * H)
+    dout = rng.standard_normal((N, T, H))
+    h_ref, w_ref, cache = attn_ref.attention_lstm_forward(x, A, Wx, Wh, Wattn, b)
+    dx_ref, dA_ref, dWx_ref, dWh_ref, dWattn_ref, db_ref = attn_ref.attention_lstm_backward(
+        dout, cache
+    )
+
+    m = AttentionLSTM.from_numpy(Wx, Wh, b, Wattn)
+    xt, At = torch.tensor(x, requires_grad=True), torch.tensor(A, requires_grad=True)
+    h, w = m(xt, At)
+    (h * torch.tensor(dout)).sum().backward()
+    pairs = [(h, h_ref), (w, w_ref), (xt.grad, dx_ref), (At.grad, dA_ref), (m.Wx.grad, dWx_ref),
+             (m.Wh.grad, dWh_ref), (m.Wattn.grad, dWattn_ref), (m.b.grad, db_ref)]
+    for got, want in pairs:
+        np.testing.assert_allclose(got.detach().numpy(), want, rtol=0, atol=1e-10)
+
+    prev_h = rng.standard_normal((N, H))
+    context_ref, weights_ref, _ = attn_ref.attention_forward(prev_h, A)
+    context, weights = dot_product_attention(torch.tensor(prev_h), torch.tensor(A))
+    np.testing.assert_allclose(context.numpy(), context_ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(weights.numpy(), weights_ref, rtol=0, atol=1e-12)

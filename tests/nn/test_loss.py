@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from rnncap.nn import temporal_softmax_loss
@@ -23,3 +24,19 @@ def test_matches_loops_and_ignores_padding():
                 expected -= row[targets[n, t]] - math.log(sum(math.exp(v) for v in row))
     loss = temporal_softmax_loss(logits, targets, ignore_index=0)
     assert abs(loss.item() - expected / N) < 1e-12
+
+
+def test_matches_numpy_reference_with_gradient():
+    layers = pytest.importorskip("rnncap.numpy_ref.layers")
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    N, T, V = 3, 5, 7
+    x, y = rng.standard_normal((N, T, V)), rng.integers(0, V, (N, T))
+    y[1, 3:] = 0
+    loss_ref, dx_ref = layers.temporal_softmax_loss(x, y, y != 0)
+    xt = torch.tensor(x, requires_grad=True)
+    loss = temporal_softmax_loss(xt, torch.tensor(y), ignore_index=0)
+    loss.backward()
+    assert abs(loss.item() - loss_ref) < 1e-10
+    np.testing.assert_allclose(xt.grad.numpy(), dx_ref, rtol=0, atol=1e-10)
