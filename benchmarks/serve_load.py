@@ -11,6 +11,7 @@ Without the bundled model an untrained model of the default size is saved to a t
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -53,11 +54,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str, device: str, max_batch: int) -> tuple[subprocess.Popen, str]:
+def start_server(
+    model: str, device: str, max_batch: int, threads: int | None
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [sys.executable, "-m", "rnncap.cli", "serve", "--model", model, "--port", str(port)]
     command += ["--device", device, "--max-batch", str(max_batch), "--timeout", "600"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         if process.poll() is not None:
@@ -97,13 +101,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="server device (default: cpu)")
     parser.add_argument("--requests", type=int, default=64, help="requests per measurement")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
+    parser.add_argument("--threads", type=int, default=None, help="server's torch threads")
     args = parser.parse_args()
 
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         model = model_folder(args.model, Path(scratch))
         for max_batch in (16, 1):
-            process, url = start_server(model, args.device, max_batch)
+            process, url = start_server(model, args.device, max_batch, args.threads)
             try:
                 load(url, args.clients, 2 * args.clients)  # warm-up
                 for clients in (1, args.clients):
@@ -116,7 +121,10 @@ def main() -> None:
                 process.terminate()
                 process.wait()
 
-    print(f"{args.requests} requests per row, device {args.device}, one photo per request")
+    print(
+        f"{args.requests} requests per row, device {args.device}, "
+        f"server threads {args.threads or 'default'}, one photo per request"
+    )
     header = f"{'max-batch':>9}{'clients':>9}{'requests/s':>12}{'p50 ms':>9}{'p95 ms':>9}"
     print(header + f"{'images/batch':>14}")
     base = None

@@ -44,6 +44,7 @@ def browser():
             browser.close()
 
 
+@pytest.mark.slow
 def test_upload_in_the_browser_shows_the_api_caption(server, browser):
     photo = example_images()[0]
     response = httpx.post(
@@ -73,6 +74,7 @@ def test_upload_in_the_browser_shows_the_api_caption(server, browser):
     page.close()
 
 
+@pytest.mark.slow
 def test_the_page_reports_a_non_image(server, browser, tmp_path):
     bad = tmp_path / "notes.jpg"
     bad.write_text("not a photo")

@@ -51,6 +51,7 @@ def _hammer(url: str, count: int) -> list[tuple[int, str, str]]:
         return [r for part in pool.map(client, range(CLIENTS)) for r in part]
 
 
+@pytest.mark.slow
 def test_200_requests_16_clients_all_ok_memory_stable(server):
     warm = _hammer(server.url, WARM_UP)
     assert all(status == 200 for status, _, _ in warm), warm
