@@ -102,3 +102,16 @@ def test_numpy_reference_float64():
 def test_from_torch_rejects_unsupported():
     with pytest.raises(ValueError):
         LSTM.from_torch(torch.nn.LSTM(3, 4))  # batch_first=False
+
+
+def test_autocast_runs_the_recurrence_in_float32():
+    torch.manual_seed(4)
+    ref = torch.nn.LSTM(3, 4, batch_first=True)
+    ours = LSTM.from_torch(ref)
+    x = torch.randn(2, 3, 3)
+    expected, _ = ref(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ours(x.bfloat16())
+        out.sum().backward()
+    assert out.dtype == torch.float32 and ours.Wx.grad.dtype == torch.float32
+    torch.testing.assert_close(out, expected, atol=2e-2, rtol=0)  # x was rounded to bfloat16

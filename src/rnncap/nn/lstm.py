@@ -112,7 +112,13 @@ class LSTM(nn.Module):
             h0 = self.Wh.new_zeros(N, self.hidden_size)
         if c0 is None:
             c0 = self.Wh.new_zeros(N, self.hidden_size)
-        return _LSTMFunction.apply(x, h0, c0, self.Wx, self.Wh, self.b)
+        # The hand-written Function computes in the parameters' dtype: under autocast the
+        # recurrence stays in float32 (the cell state accumulates over time).
+        dtype = self.Wx.dtype
+        with torch.autocast(x.device.type, enabled=False):
+            return _LSTMFunction.apply(
+                x.to(dtype), h0.to(dtype), c0.to(dtype), self.Wx, self.Wh, self.b
+            )
 
     def step(self, x: Tensor, prev_h: Tensor, prev_c: Tensor) -> tuple[Tensor, Tensor]:
         """One timestep: x (N, D), prev_h/prev_c (N, H) -> (next_h, next_c), each (N, H)."""

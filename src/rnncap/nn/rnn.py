@@ -76,7 +76,10 @@ class RNN(nn.Module):
         """All hidden states (N, T, H) for inputs x (N, T, D); h0 (N, H) defaults to zeros."""
         if h0 is None:
             h0 = self.Wh.new_zeros(x.shape[0], self.hidden_size)
-        return _RNNFunction.apply(x, h0, self.Wx, self.Wh, self.b)
+        # The hand-written Function computes in the parameters' dtype, also under autocast.
+        dtype = self.Wx.dtype
+        with torch.autocast(x.device.type, enabled=False):
+            return _RNNFunction.apply(x.to(dtype), h0.to(dtype), self.Wx, self.Wh, self.b)
 
     def step(self, x: Tensor, prev_h: Tensor) -> Tensor:
         """One timestep: x (N, D), prev_h (N, H) -> next_h (N, H)."""
