@@ -6,11 +6,13 @@ import json
 import shutil
 import sys
 import types
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from inference_helpers import (
+    EXAMPLES,
     bomb_png,
     example_images,
     make_tiny_model,
@@ -231,3 +233,16 @@ def test_show_tell_mode_is_wired(tmp_path, monkeypatch, capsys):
     for row, path in zip(rows, images, strict=True):
         with Image.open(path) as im:
             assert row == {"image": str(path), "caption": f"caption {im.width}", "score": None}
+
+
+def test_bundled_model_captions_the_examples(capsys):
+    from rnncap.checkpoint import DEFAULT_MODEL, WEIGHTS
+
+    if not (DEFAULT_MODEL / WEIGHTS).is_file():
+        pytest.skip("the bundled default model is not in src/rnncap/assets/default yet")
+    code = main(["caption", str(EXAMPLES), "--workers", "0", "--device", "cpu"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    lines = [line.split("\t") for line in out.strip().splitlines()]
+    assert [Path(path).name for path, _ in lines] == [p.name for p in example_images()]
+    assert all(len(caption.split()) >= 2 for _, caption in lines), out

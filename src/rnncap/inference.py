@@ -136,7 +136,7 @@ def caption_files(
     loader = DataLoader(
         ImageFiles(paths, encoder.preprocess),
         batch_size=batch_size,
-        num_workers=workers,
+        num_workers=min(workers, -(-len(paths) // batch_size)),  # no idle workers
         collate_fn=collate_images,
         pin_memory=device.type == "cuda",
     )
