@@ -109,3 +109,16 @@ def test_ddp_two_processes_match_one_process_with_the_global_batch(dataset, tmp_
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
     shutil.rmtree(ddp)
+
+
+def test_train_command_rejects_bad_arguments(tmp_path, capsys):
+    from rnncap.cli import main
+
+    assert main(["train"]) == 2
+    assert "--data is required" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "missing")]) == 2
+    assert "missing: no such folder" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"epochs": 3, "colour": "red"}')
+    assert main(["train", "--config", str(bad), "--data", str(tmp_path)]) == 2
+    assert "colour" in capsys.readouterr().err

@@ -19,7 +19,7 @@ from rnncap.decoding import beam_search
 @dataclass
 class EvalConfig:
     model: str = "default"  # "default" | model folder | run folder
-    data: str = "../shared/data/flickr8k"
+    data: str = ""  # data set root
     format: str = "flickr8k"  # flickr8k | coco | karpathy
     split: str = "test"
     beam: int = 3  # 1 = greedy

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 
 @dataclass
 class TrainConfig:
-    data: str = "../shared/data/flickr8k"  # data set root
+    data: str = ""  # data set root (required)
     format: str = "flickr8k"  # flickr8k | coco | karpathy
     features: str = "cache/features"  # feature cache folder (`rnncap features --out`)
     encoder: str = "efficientnet_lite0"

@@ -91,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         cfg = resolve_config(args)
+        if not cfg.data:
+            raise UsageError("--data is required (the data set root folder)")
         if not Path(cfg.data).exists():
             raise UsageError(f"--data {cfg.data}: no such folder")
         best = train(cfg)
