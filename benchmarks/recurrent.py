@@ -34,7 +34,8 @@ def _timer(device: torch.device) -> Callable[[Callable[[], None]], float]:
 
 
 def bench(cell: str, size: tuple[int, int, int, int], device: torch.device, repeats: int):
-    """Median seconds (ours_fwd, ref_fwd, ours_fwdbwd, ref_fwdbwd) measured interleaved."""
+    """Seconds (ours_fwd, ref_fwd, ours_fwdbwd, ref_fwdbwd) measured interleaved, as two lists:
+    the medians and the minima (the minimum is the steadier one on a shared, busy machine)."""
     N, T, D, H = size
     torch.manual_seed(0)
     if cell == "lstm":
@@ -88,7 +89,7 @@ def bench(cell: str, size: tuple[int, int, int, int], device: torch.device, repe
         order = range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))
         for k in order:
             times[k].append(run(fns[k]))
-    return [statistics.median(t) for t in times]
+    return [statistics.median(t) for t in times], [min(t) for t in times]
 
 
 def main() -> None:
@@ -97,22 +98,26 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--repeats", type=int, default=15, help="timed runs per case (default 15)")
     parser.add_argument("--cells", default="rnn,lstm", help="comma-separated: rnn,lstm")
+    parser.add_argument("--sizes", default="all", help="all, or one N,T,D,H (e.g. 128,16,256,512)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    sizes = SIZES if args.sizes == "all" else [tuple(int(v) for v in args.sizes.split(","))]
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"torch {torch.__version__}, device {name}, {args.threads} threads, "
-          f"median of {args.repeats} interleaved runs (ms)")
+    print(f"torch {torch.__version__}, device {name}, {args.threads} threads; median of "
+          f"{args.repeats} interleaved runs (ms); ratio = rnncap / torch.nn (median, and minimum)")
     header = (f"{'cell':5} {'N':>4} {'T':>3} {'D':>4} {'H':>4} | {'fwd rnncap':>10} "
-              f"{'fwd torch':>10} {'ratio':>6} | {'f+b rnncap':>10} {'f+b torch':>10} {'ratio':>6}")
+              f"{'fwd torch':>10} {'ratio':>5} {'(min)':>5} | {'f+b rnncap':>10} "
+              f"{'f+b torch':>10} {'ratio':>5} {'(min)':>5}")
     print(header)
     print("-" * len(header))
     for cell in args.cells.split(","):
-        for size in SIZES:
-            of, rf, ot, rt = bench(cell, size, device, args.repeats)
+        for size in sizes:
+            (of, rf, ot, rt), (mof, mrf, mot, mrt) = bench(cell, size, device, args.repeats)
             N, T, D, H = size
             print(f"{cell:5} {N:4d} {T:3d} {D:4d} {H:4d} | {of * 1e3:10.3f} {rf * 1e3:10.3f} "
-                  f"{of / rf:6.2f} | {ot * 1e3:10.3f} {rt * 1e3:10.3f} {ot / rt:6.2f}")
+                  f"{of / rf:5.2f} {mof / mrf:5.2f} | {ot * 1e3:10.3f} {rt * 1e3:10.3f} "
+                  f"{ot / rt:5.2f} {mot / mrt:5.2f}", flush=True)
 
 
 if __name__ == "__main__":

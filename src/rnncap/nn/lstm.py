@@ -26,29 +26,29 @@ class _LSTMFunction(torch.autograd.Function):
     def forward(ctx, x: Tensor, h0: Tensor, c0: Tensor, Wx: Tensor, Wh: Tensor, b: Tensor):
         N, T, D = x.shape
         H = Wh.shape[0]
-        xa = torch.addmm(b, x.reshape(N * T, D), Wx).view(N, T, 4 * H)  # (N, T, 4H)
-        gates = x.new_empty(T, N, 4 * H)  # activated i, f, o, g
+        x_tm = x.transpose(0, 1).reshape(T * N, D)  # time-major rows, so each step is contiguous
+        # pre-activations of every step, turned in place into the activated i, f, o, g
+        gates = torch.addmm(b, x_tm, Wx).view(T, N, 4 * H)  # (T, N, 4H)
         cells = x.new_empty(T, N, H)  # c_t
         tanh_cells = x.new_empty(T, N, H)  # tanh(c_t)
         hs = x.new_empty(N, T, H)  # h_t, the output
         h, c = h0, c0
         for t in range(T):
-            a = torch.addmm(xa[:, t], h, Wh)  # (N, 4H)
-            g = gates[t]
-            torch.sigmoid(a[:, : 3 * H], out=g[:, : 3 * H])
-            torch.tanh(a[:, 3 * H :], out=g[:, 3 * H :])
+            g = torch.addmm(gates[t], h, Wh, out=gates[t])  # (N, 4H), in place: no copy
+            g[:, : 3 * H].sigmoid_()
+            g[:, 3 * H :].tanh_()
             i, f, o, gg = g[:, :H], g[:, H : 2 * H], g[:, 2 * H : 3 * H], g[:, 3 * H :]
-            c = torch.addcmul(i * gg, f, c, out=cells[t])  # f*c + i*g
+            c = torch.mul(f, c, out=cells[t]).addcmul_(i, gg)  # f*c + i*g
             h = torch.mul(o, torch.tanh(c, out=tanh_cells[t]), out=hs[:, t])
-        ctx.save_for_backward(x, h0, c0, Wx, Wh, gates, cells, tanh_cells, hs)
+        ctx.save_for_backward(x_tm, h0, c0, Wx, Wh, gates, cells, tanh_cells, hs)
         return hs
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dhs: Tensor):
-        x, h0, c0, Wx, Wh, gates, cells, tanh_cells, hs = ctx.saved_tensors
-        N, T, D = x.shape
-        H = Wh.shape[0]
+        x_tm, h0, c0, Wx, Wh, gates, cells, tanh_cells, hs = ctx.saved_tensors
+        T, N, H = cells.shape
+        D = x_tm.shape[1]
         G = gates.view(T, N, 4, H)
         i, f, o, g = G.unbind(2)  # each (T, N, H)
         c_prev = torch.cat([c0.unsqueeze(0), cells[:-1]])  # (T, N, H)
@@ -61,27 +61,27 @@ class _LSTMFunction(torch.autograd.Function):
         K[:, :, 2] *= tanh_cells
         torch.mul(i, 1 - g * g, out=K[:, :, 3])  # tanh' = 1 - y^2
         Kc = o * (1 - tanh_cells * tanh_cells)  # dc from dh: dh * o * (1 - tanh(c)^2)
-        dA = x.new_empty(N, T, 4, H)  # gradient of the pre-activations
+        dA = K.new_empty(T, N, 4, H)  # gradient of the pre-activations, time-major
         WhT = Wh.t()
         dh = dhs[:, T - 1]
         dc = None
         for t in range(T - 1, -1, -1):
             dc = dh * Kc[t] if dc is None else torch.addcmul(dc, dh, Kc[t])
-            da = dA[:, t]  # (N, 4, H)
+            da = dA[t]  # (N, 4, H)
             torch.mul(K[t, :, :2], dc.unsqueeze(1), out=da[:, :2])
             torch.mul(K[t, :, 2], dh, out=da[:, 2])
             torch.mul(K[t, :, 3], dc, out=da[:, 3])
             dc = dc * f[t]
-            da = da.reshape(N, 4 * H)
+            da = da.view(N, 4 * H)
             dh = torch.addmm(dhs[:, t - 1], da, WhT) if t > 0 else torch.mm(da, WhT)
-        dA2 = dA.view(N * T, 4 * H)
+        dA2 = dA.view(T * N, 4 * H)
         needs = ctx.needs_input_grad
-        dx = torch.mm(dA2, Wx.t()).view(N, T, D) if needs[0] else None
-        dWx = torch.mm(x.reshape(N * T, D).t(), dA2) if needs[3] else None
+        dx = torch.mm(dA2, Wx.t()).view(T, N, D).transpose(0, 1) if needs[0] else None
+        dWx = torch.mm(x_tm.t(), dA2) if needs[3] else None
         dWh = None
         if needs[4]:
             # h_{t-1} for every position: h0 then the outputs shifted by one step
-            h_prev = torch.cat([h0.unsqueeze(1), hs[:, :-1]], dim=1).view(N * T, H)
+            h_prev = torch.cat([h0.unsqueeze(0), hs[:, :-1].transpose(0, 1)]).view(T * N, H)
             dWh = torch.mm(h_prev.t(), dA2)
         db = dA2.sum(0) if needs[5] else None
         return dx, dh, dc, dWx, dWh, db
