@@ -2,7 +2,8 @@
 200 with the right caption, and the server's memory stable.
 
 Memory rule: the server's resident set size (VmRSS) after the 200 requests is at most
-1.5 x its RSS after a warm-up round (32 requests, same concurrency) + 100 MB.
+1.1 x its RSS after a warm-up round (32 requests, same concurrency) + 100 MB
+(without `release_free_memory` in the server, glibc kept ~300 MB more after 200 requests).
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def test_200_requests_16_clients_all_ok_memory_stable(server):
     assert len(results) == REQUESTS
     assert [s for s, _, _ in results if s != 200] == [], server.output()
     assert all(caption == expected[name] for _, name, caption in results)
-    limit = 1.5 * rss_warm + 100 * 2**20
+    limit = 1.1 * rss_warm + 100 * 2**20
+    print(f"server RSS: {rss_warm / 2**20:.0f} MB after warm-up, {rss_after / 2**20:.0f} MB after")
     assert rss_after <= limit, (
         f"server RSS grew from {rss_warm / 2**20:.0f} MB after warm-up to "
         f"{rss_after / 2**20:.0f} MB after {REQUESTS} requests (limit {limit / 2**20:.0f} MB)"
