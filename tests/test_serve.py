@@ -113,6 +113,8 @@ def test_bad_uploads_get_json_errors(client, tmp_path):
         415,
         "multipart",
     )
+    _error(client.post("/caption?attention=maybe", files=[_file(truncated)]), 422, "attention")
+    _error(client.get("/nothing-here"), 404, "Not Found")
     # one bad file refuses the whole request, naming it
     good = example_images()[0]
     _error(client.post("/caption", files=[_file(good), ("file", text)]), 415, "notes.jpg")

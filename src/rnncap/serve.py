@@ -20,9 +20,11 @@ from importlib import resources
 
 import torch
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image, ImageOps, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from rnncap.images import to_rgb
 from rnncap.inference import Captioned, caption_batch
@@ -305,6 +307,17 @@ def create_app(model, vocab, config: ServeConfig | None = None, model_name: str 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
         return JSONResponse({"error": error.message}, status_code=error.status)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in error.errors()
+        )
+        return JSONResponse({"error": f"invalid request ({problems})"}, status_code=422)
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> HTMLResponse:
