@@ -18,9 +18,9 @@ HELP = "train an RNN/LSTM language model on the Flickr8k captions and sample sen
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/flickr8k"),
-                        help="Flickr8k folder (captions.txt, Flickr_8k.*Images.txt, Images/) "
-                             "(default: ../shared/data/flickr8k)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="Flickr8k folder (captions.txt, Flickr_8k.*Images.txt, Images/); "
+                             "required unless --load")
     parser.add_argument("--cell", default="lstm", choices=["rnn", "lstm", "torch-lstm"],
                         help="recurrent layer: from-scratch rnn or lstm, or torch.nn.LSTM as the "
                              "reference (default: lstm)")
@@ -56,6 +56,8 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError("--sample must be 0 or more")
     if args.lr <= 0:
         raise UsageError("--lr must be positive")
+    if args.load is None and args.data is None:
+        raise UsageError("--data is required (the Flickr8k folder), unless --load is given")
     if args.load is not None and not (args.load / "config.json").is_file():
         raise UsageError(f"--load {args.load}: not a folder written by `rnncap lm`")
 
