@@ -16,6 +16,7 @@ class TrainConfig:
     wordvec_dim: int = 256
     hidden_dim: int = 512
     dropout: float = 0.3
+    deep_output: bool = False  # logits from word vector + hidden state + context (attn)
     min_count: int = 5  # words seen fewer times in train become <unk>
     max_caption_words: int = 22  # longer training captions are truncated
     max_length: int = 20  # decoding length

@@ -8,10 +8,10 @@ import torch
 from rnncap.nn.captioner import CaptionerConfig, CaptioningRNN
 
 
-def make(cell_type: str) -> CaptioningRNN:
+def make(cell_type: str, deep_output: bool = False) -> CaptioningRNN:
     torch.manual_seed(0)
     cfg = CaptionerConfig(encoder="none", feature_dim=8, cell_type=cell_type, wordvec_dim=6,
-                          hidden_dim=10, vocab_size=12)  # fmt: skip
+                          hidden_dim=10, vocab_size=12, deep_output=deep_output)  # fmt: skip
     return CaptioningRNN(cfg).double().eval()
 
 
@@ -19,9 +19,10 @@ def feats(cell_type: str, n: int) -> torch.Tensor:
     return torch.randn((n, 8, 3, 3) if cell_type == "attn" else (n, 8), dtype=torch.float64)
 
 
+@pytest.mark.parametrize("deep_output", [False, True])
 @pytest.mark.parametrize("cell_type", ["rnn", "lstm", "attn"])
-def test_teacher_forcing_equals_stepping(cell_type):
-    model = make(cell_type)
+def test_teacher_forcing_equals_stepping(cell_type, deep_output):
+    model = make(cell_type, deep_output)
     f = feats(cell_type, 3)
     captions = torch.randint(4, 12, (3, 5))
     logits, weights = model(f, captions)

@@ -22,6 +22,7 @@ _HELP = {
     "wordvec_dim": "word embedding size",
     "hidden_dim": "recurrent state size",
     "dropout": "dropout on word vectors and before the vocabulary projection",
+    "deep_output": "logits from tanh(word vector + Lh h + Lz context), as in Show, Attend and Tell",
     "min_count": "words seen fewer times in the train split become <unk>",
     "max_caption_words": "training captions are truncated to this many words",
     "max_length": "most words emitted when decoding",

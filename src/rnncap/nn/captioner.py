@@ -33,6 +33,9 @@ class CaptionerConfig:
     unk_id: int = 3
     max_length: int = 20  # words emitted at most when decoding
     dropout: float = 0.0  # on word vectors and before the vocabulary projection
+    # Show, Attend and Tell's "deep output": logits = Lo tanh(E y + Lh h + Lz context), word-vector
+    # sized, instead of logits = Lo h.
+    deep_output: bool = False
 
     def __post_init__(self) -> None:
         if self.cell_type not in CELL_TYPES:
@@ -75,7 +78,11 @@ class CaptioningRNN(nn.Module):
         else:
             self.cell = AttentionLSTM(W, H)
         self.drop = nn.Dropout(config.dropout)
-        self.vocab_proj = nn.Linear(H, V)
+        if config.deep_output:
+            self.out_h = nn.Linear(H, W)
+            if config.cell_type == "attn":
+                self.out_context = nn.Linear(H, W)
+        self.vocab_proj = nn.Linear(W if config.deep_output else H, V)
         self._encoder = None  # built on demand, never part of the state dict
         nn.init.normal_(self.embed.weight, std=0.1)
 
@@ -141,8 +148,19 @@ class CaptioningRNN(nn.Module):
             h, weights = self.cell(x, projected)  # (N, T, H), (N, T, P)
         else:
             h = self.cell(x, projected)  # (N, T, H)
-        logits = self.vocab_proj(self.drop(h))  # (N, T, V)
-        return logits, weights
+        context = None
+        if weights is not None and self.config.deep_output:
+            context = weights @ projected.transpose(1, 2)  # (N, T, H)
+        return self.output(x, h, context), weights
+
+    def output(self, x: torch.Tensor, h: torch.Tensor, context: torch.Tensor | None):
+        """Vocabulary logits from the word vector x (.., W), hidden state h and context (.., H)."""
+        if not self.config.deep_output:
+            return self.vocab_proj(self.drop(h))
+        z = x + self.out_h(h)
+        if context is not None:
+            z = z + self.out_context(context)
+        return self.vocab_proj(self.drop(torch.tanh(z)))
 
     def loss(
         self, features: torch.Tensor, captions: torch.Tensor, repeats: int | torch.Tensor = 1
@@ -169,7 +187,7 @@ class CaptioningRNN(nn.Module):
     def step(self, tokens: torch.Tensor, state: tuple[torch.Tensor, ...]):
         """One step: tokens (B,) -> (log_probs (B, V), new_state, attention (B, P) | None)."""
         x = self.embed(tokens)  # (B, W)
-        weights = None
+        weights, context = None, None
         if self.config.cell_type == "rnn":
             (h,) = state
             h = self.cell.step(x, h)
@@ -181,5 +199,7 @@ class CaptioningRNN(nn.Module):
             prev_h, prev_c, A = state
             h, c, weights = self.cell.step(x, prev_h, prev_c, A)
             new_state = (h, c, A)
-        log_probs = torch.log_softmax(self.vocab_proj(h), dim=-1)  # (B, V)
+            if self.config.deep_output:
+                context = torch.bmm(A, weights.unsqueeze(2)).squeeze(2)  # (B, H)
+        log_probs = torch.log_softmax(self.output(x, h, context), dim=-1)  # (B, V)
         return log_probs, new_state, weights
