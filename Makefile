@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 ## demo: caption the bundled sample photos with the bundled default model
 demo: $(STAMP)
-	$(BIN)/rnncap gradcheck
+	$(BIN)/rnncap caption examples/
 
 ## test: the whole test suite (CPU; GPU tests skip without CUDA)
 test: $(STAMP)

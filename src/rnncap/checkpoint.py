@@ -53,6 +53,7 @@ def save_model(
         vocab.save(tmp / VOCAB)
         for name, write in (files or {}).items():
             write(tmp / name)
+        _make_readable(tmp)
         old = folder.with_name(f".{folder.name}.old")
         if folder.exists():
             os.replace(folder, old)
@@ -62,6 +63,15 @@ def save_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def _make_readable(folder: Path) -> None:
+    """mkdtemp makes a private (0700) folder: give it the permissions of an ordinary one."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for path in folder.iterdir():
+        os.chmod(path, 0o666 & ~umask)
 
 
 def resolve_model_dir(spec: str | Path) -> Path:
