@@ -67,6 +67,7 @@ def beam_search(
     history = torch.zeros(N * K, 0, dtype=torch.long, device=device)  # emitted ids incl. <end>
     attn_history = None  # (N*K, t, P) for attention models
     banned = _banned(model)
+    static = set(getattr(model, "static_state", ()))
     base = (torch.arange(N, device=device) * K)[:, None]  # (N, 1)
 
     for _ in range(max_length):
@@ -83,7 +84,9 @@ def beam_search(
         beam = torch.div(flat, V, rounding_mode="floor")  # (N, K) which parent
         word = flat % V  # (N, K)
         parent = (base + beam).view(-1)  # (N*K,)
-        state = tuple(s[parent] for s in state)
+        # Entries the model declares static (the attention grid A) are the same for every beam
+        # of an image, so reordering beams leaves them unchanged: skip the copy.
+        state = tuple(s if i in static else s[parent] for i, s in enumerate(state))
         history = torch.cat([history[parent], word.view(-1, 1)], 1)  # (N*K, t)
         if weights is not None:
             w = weights.to(dtype)[parent][:, None]  # (N*K, 1, P)

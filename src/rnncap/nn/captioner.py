@@ -174,6 +174,11 @@ class CaptioningRNN(nn.Module):
         return temporal_softmax_loss(logits, captions[:, 1:], ignore_index=self.config.pad_id)
 
     # ----------------------------------------------------------------- decoding interface
+    @property
+    def static_state(self) -> tuple[int, ...]:
+        """Positions in the decoder state that never change while decoding (attn: the grid A)."""
+        return (2,) if self.config.cell_type == "attn" else ()
+
     def init_state(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Decoder state before the first word; every tensor has the batch as dim 0."""
         projected = self.project(self._features(features))
