@@ -55,13 +55,13 @@ class _LSTMFunction(torch.autograd.Function):
         D = x_tm.shape[1]
         G = gates.view(T, N, 4, H)
         i, f, o, g = G.unbind(2)  # each (T, N, H)
-        c_prev = torch.cat([c0.unsqueeze(0), cells[:-1]])  # (T, N, H)
         # da = [dc * g * i(1-i), dc * c_prev * f(1-f), dh * tanh(c) * o(1-o), dc * i * (1-g^2)]
         K = torch.empty_like(G)  # (T, N, 4, H)
         sig = G[:, :, :3]
         torch.addcmul(sig, sig, sig, value=-1, out=K[:, :, :3])  # sigmoid' = s - s^2, one pass
         K[:, :, 0] *= g
-        K[:, :, 1] *= c_prev
+        K[1:, :, 1] *= cells[:-1]  # c_{t-1}, without materialising the shifted copy
+        K[0, :, 1] *= c0
         K[:, :, 2] *= tanh_cells
         torch.addcmul(i, i * g, g, value=-1, out=K[:, :, 3])  # i tanh'(.) = i - i g^2
         Kc = torch.addcmul(o, o * tanh_cells, tanh_cells, value=-1)  # dc/dh = o (1 - tanh(c)^2)
@@ -84,12 +84,15 @@ class _LSTMFunction(torch.autograd.Function):
         dA2 = dA.view(T * N, 4 * H)
         needs = ctx.needs_input_grad
         dx = torch.mm(dA2, Wx.t()).view(T, N, D).transpose(0, 1) if needs[0] else None
-        dWx = torch.mm(x_tm.t(), dA2) if needs[3] else None
-        dWh = None
-        if needs[4]:
-            # h_{t-1} for every position: h0 then the outputs shifted by one step
-            h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]]).view(T * N, H)
-            dWh = torch.mm(h_prev.t(), dA2)
+        dWx = dWh = None
+        if needs[3] or needs[4]:
+            # dWx and dWh in one GEMM (one read of dA): [x_t, h_{t-1}] for every position
+            xh = x_tm.new_empty(T, N, D + H)
+            xh[:, :, :D] = x_tm.view(T, N, D)
+            xh[0, :, D:] = h0
+            xh[1:, :, D:] = hs[:-1]
+            dW = torch.mm(xh.view(T * N, D + H).t(), dA2)  # (D + H, 4H)
+            dWx, dWh = dW[:D], dW[D:]
         db = dA2.sum(0) if needs[5] else None
         return dx, dh, dc, dWx, dWh, db
 
