@@ -309,8 +309,11 @@ FORMATS: dict[str, Callable[[Path, str, _Problems], list[Sample]]] = {
 }
 
 
+_STDERR = object()  # "sys.stderr as it is when called" (tests and tools replace sys.stderr)
+
+
 def load_dataset(
-    root: str | Path, format: str, split: str = "all", report: TextIO | None = sys.stderr
+    root: str | Path, format: str, split: str = "all", report: TextIO | None = _STDERR
 ) -> CaptionDataset:
     """Read one split of a caption data set.
 
@@ -319,6 +322,8 @@ def load_dataset(
     as "file:line: reason", followed by the counts loaded and skipped.
     Raises DatasetError when the data set itself cannot be found or read.
     """
+    if report is _STDERR:
+        report = sys.stderr
     if format not in FORMATS:
         raise DatasetError(f"unknown format {format!r}; valid formats: {', '.join(FORMATS)}")
     split = _normalise_split(split)
