@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import MISSING, fields
 from pathlib import Path
 
@@ -101,9 +102,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(e))
     except (FileNotFoundError, FileExistsError, KeyError, ValueError) as e:
         return fail(str(e).strip("'\""))
-    print(
-        json.dumps(
-            {"best_epoch": best.get("epoch"), "dev_cider": best.get("dev_cider"), "run": cfg.out}
-        )
-    )
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only the first process reports
+        summary = {"best_epoch": best.get("epoch"), "dev_cider": best.get("dev_cider")}
+        print(json.dumps({**summary, "run": cfg.out}))
     return 0
