@@ -1,6 +1,6 @@
 """Opening user images safely: one clear error per bad file, every PIL mode converted to RGB.
 
-Shared by the encoders, the `caption` command and the web server.
+Shared by the encoders, the feature cache, the `caption` command and the web server.
 """
 
 from __future__ import annotations
@@ -138,3 +138,38 @@ def find_images(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[st
         else:
             errors.append(f"{path}: no such file or folder")
     return found, errors
+
+
+class ImageFiles:
+    """A DataLoader data set: index -> (preprocessed image (3, S, S) or a one-line error, index).
+
+    Runs in DataLoader workers: a broken file becomes a message naming it, never an exception,
+    so one bad image does not stop a batch job.
+    """
+
+    def __init__(self, paths: Iterable[str | os.PathLike], preprocess):
+        self.paths = [Path(p) for p in paths]
+        self.preprocess = preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        path = self.paths[index]
+        try:
+            return self.preprocess(open_image(path)), index
+        except ImageError as error:
+            return str(error), index
+        except Exception as error:  # noqa: BLE001 - one bad file must not stop the others
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            return f"{path}: cannot read image: {reason}", index
+
+
+def collate_images(batch):
+    """[(image | message, index)] -> (images (B, 3, S, S) | None, indices, [(message, index)])."""
+    import torch
+
+    good = [(x, i) for x, i in batch if not isinstance(x, str)]
+    bad = [(x, i) for x, i in batch if isinstance(x, str)]
+    images = torch.stack([x for x, _ in good]) if good else None
+    return images, [i for _, i in good], bad

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from rnncap.decoding import beam_search
+from rnncap.images import ImageFiles, collate_images
 
 
 @dataclass
@@ -75,40 +76,6 @@ def caption_batch(
             names, decoded.tokens, decoded.scores, attention, strict=True
         )
     ]
-
-
-class ImageFiles(torch.utils.data.Dataset):
-    """index -> (preprocessed image (3, S, S) or a one-line error message, index).
-
-    Runs in DataLoader workers: a broken file becomes a message, never an exception.
-    """
-
-    def __init__(self, paths: Sequence[str | Path], preprocess):
-        self.paths = [Path(p) for p in paths]
-        self.preprocess = preprocess
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int):
-        from rnncap.images import ImageError, open_image
-
-        path = self.paths[index]
-        try:
-            return self.preprocess(open_image(path)), index
-        except ImageError as error:
-            return str(error), index
-        except Exception as error:  # noqa: BLE001 - one bad file must not stop the others
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            return f"{path}: cannot read image: {reason}", index
-
-
-def collate_images(batch):
-    """[(image | message, index)] -> (images (B, 3, S, S) | None, indices, [(message, index)])."""
-    good = [(x, i) for x, i in batch if not isinstance(x, str)]
-    bad = [(x, i) for x, i in batch if isinstance(x, str)]
-    images = torch.stack([x for x, _ in good]) if good else None
-    return images, [i for _, i in good], bad
 
 
 def caption_files(

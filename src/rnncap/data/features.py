@@ -44,17 +44,6 @@ def file_key(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _open_rgb(path: Path):
-    try:
-        from rnncap.images import open_image
-    except ImportError:
-        from PIL import Image
-
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    return open_image(path)
-
-
 def _atomic_write(path: Path, write) -> None:
     """`write(temporary path)`, then rename it over `path`: readers never see half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -183,32 +172,6 @@ class FeatureCache:
         _atomic_write(self.dir / INDEX, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-class _ImageFiles:
-    """index -> (preprocessed image (3, S, S), or an error message if unreadable; index)."""
-
-    def __init__(self, paths: Sequence[Path], preprocess):
-        self.paths = paths
-        self.preprocess = preprocess
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int):
-        try:
-            return self.preprocess(_open_rgb(self.paths[index])), index
-        except Exception as error:  # a broken file is reported and skipped, not fatal
-            return str(error) or type(error).__name__, index
-
-
-def _collate(batch):
-    import torch
-
-    good = [(x, i) for x, i in batch if not isinstance(x, str)]
-    bad = [(message, i) for message, i in batch if isinstance(message, str)]
-    images = torch.stack([x for x, _ in good]) if good else None
-    return images, [i for _, i in good], bad
-
-
 @dataclass
 class BuildStats:
     """What one `build_cache` call did."""
@@ -244,6 +207,8 @@ def build_cache(
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
+    from rnncap.images import ImageFiles, collate_images
+
     if getattr(encoder, "name", cache.encoder_name) != cache.encoder_name:
         raise ValueError(f"encoder {encoder.name!r} does not match cache {cache.encoder_name!r}")
     by_key: dict[str, Path] = {}
@@ -257,10 +222,10 @@ def build_cache(
     device = torch.device(device)
     encoder = encoder.to(device).eval()
     loader = DataLoader(
-        _ImageFiles([by_key[k] for k in todo], encoder.preprocess),
+        ImageFiles([by_key[k] for k in todo], encoder.preprocess),
         batch_size=batch_size,
         num_workers=workers,
-        collate_fn=_collate,
+        collate_fn=collate_images,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
@@ -270,9 +235,7 @@ def build_cache(
     with tqdm(total=len(todo), unit="img", disable=not progress, desc=cache.encoder_name) as bar:
         with torch.inference_mode():
             for images, indices, bad in loader:
-                for message, i in bad:
-                    path = str(by_key[todo[i]])
-                    stats.failed.append(message if path in message else f"{path}: {message}")
+                stats.failed += [message for message, _ in bad]  # each names its file
                 if images is not None:
                     features = encoder(images.to(device, non_blocking=True))  # (B, C, h, w)
                     pending.append(features.to(torch.float16).cpu())
