@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from rnncap.decoding import beam_search
+from rnncap.inference import caption_features
 
 
 @dataclass
@@ -54,8 +54,8 @@ def split_features(model, samples, cache_dir: str | None, device, workers: int, 
 
 
 @torch.no_grad()
-def caption_features(model, vocab, features, beam: int, batch_size: int, length_penalty=0.0,
-                     max_length=None, progress=True):  # fmt: skip
+def caption_in_batches(model, vocab, features, beam: int, batch_size: int, length_penalty=0.0,
+                       max_length=None, progress=True):  # fmt: skip
     """features (I, ...) -> (captions, scores) lists, decoded `batch_size` images at a time."""
     device = next(model.parameters()).device
     captions, scores = [], []
@@ -64,11 +64,11 @@ def caption_features(model, vocab, features, beam: int, batch_size: int, length_
         starts, desc=f"beam {beam}", unit="batch", disable=not progress, file=sys.stderr
     ):
         batch = features[start : start + batch_size].to(device).float()
-        out = beam_search(
-            model, batch, beam_size=beam, max_length=max_length, length_penalty=length_penalty
-        )
-        captions += [vocab.decode(t) for t in out.tokens]
-        scores += out.scores
+        for caption, score, _ in caption_features(
+            model, vocab, batch, beam, max_length=max_length, length_penalty=length_penalty
+        ):
+            captions.append(caption)
+            scores.append(score)
     return captions, scores
 
 
@@ -89,7 +89,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     if not samples:
         raise ValueError(f"{cfg.data}: the {cfg.split} split has no images")
     features = split_features(model, samples, cfg.features, device, cfg.workers, cfg.progress)
-    captions, scores = caption_features(
+    captions, scores = caption_in_batches(
         model, vocab, features, cfg.beam, cfg.batch_size, cfg.length_penalty, cfg.max_length,
         cfg.progress,
     )  # fmt: skip

@@ -37,10 +37,17 @@ class Failed:
 
 
 def caption_features(
-    model, vocab, features: torch.Tensor, beam_size: int = 3, max_length: int | None = None
+    model,
+    vocab,
+    features: torch.Tensor,
+    beam_size: int = 3,
+    max_length: int | None = None,
+    length_penalty: float = 0.0,
 ) -> list[tuple[str, float, torch.Tensor | None]]:
     """Encoder features (N, C, h, w) or (N, C) -> [(caption, score, attention (L, P) | None)]."""
-    decoded = beam_search(model, features, beam_size=beam_size, max_length=max_length)
+    decoded = beam_search(
+        model, features, beam_size=beam_size, max_length=max_length, length_penalty=length_penalty
+    )
     attention = decoded.attention or [None] * len(decoded.tokens)
     return [
         (vocab.decode(tokens), float(score), weights)

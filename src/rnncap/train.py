@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from rnncap.checkpoint import save_model
 from rnncap.data.vocab import Vocabulary
-from rnncap.decoding import greedy
+from rnncap.inference import caption_features
 from rnncap.nn.captioner import CaptionerConfig, CaptioningRNN
 from rnncap.nn.loss import temporal_softmax_loss
 from rnncap.train_config import TrainConfig
@@ -93,11 +93,8 @@ def caption_loss(model, features, captions, counts, attention_reg: float) -> tor
 
 # --------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def evaluate_split(
-    model, vocab, split: CaptionSplit, device, max_images: int, batch: int = 100, beam_size: int = 1
-):
-    """Dev loss (teacher forcing) and CIDEr of greedy (or beam) captions on the first max_images."""
-    from rnncap.decoding import beam_search
+def evaluate_split(model, vocab, split: CaptionSplit, device, max_images: int, batch: int = 100):
+    """Dev loss (teacher forcing) and CIDEr of greedy captions on the first max_images."""
     from rnncap.metrics import score
 
     model.eval()
@@ -111,12 +108,9 @@ def evaluate_split(
         loss = caption_loss(model, features, captions, counts.to(device), 0.0)
         total += float(loss) * captions.shape[0]
         count += captions.shape[0]
-        if beam_size == 1:
-            decoded = greedy(model, features)
-        else:
-            decoded = beam_search(model, features, beam_size=beam_size)
-        for i, tokens in zip(index, decoded.tokens, strict=True):
-            predictions[split.names[i]] = vocab.decode(tokens)
+        greedy = caption_features(model, vocab, features, beam_size=1)
+        for i, (caption, _, _) in zip(index, greedy, strict=True):
+            predictions[split.names[i]] = caption
             references[split.names[i]] = split.references[i]
     scores = score(references, predictions, metrics=("CIDEr",))
     return {"dev_loss": total / max(count, 1), "dev_cider": scores["CIDEr"]}
