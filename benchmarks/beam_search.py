@@ -8,10 +8,10 @@ both runs are forced to decode the full max_length).
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
+from _timing import timed
 from rnncap.decoding import beam_search
 from rnncap.nn.captioner import CaptionerConfig, CaptioningRNN
 
@@ -44,9 +44,7 @@ def main() -> None:
     rows = []
     for name, fn in (("batched", run_batched), ("one image at a time", run_one_by_one)):
         fn()  # warm-up
-        t0 = time.perf_counter()
-        fn()
-        rows.append((name, time.perf_counter() - t0))
+        rows.append((name, timed(fn, args.device)))
     print(f"beam search, {args.images} images, beam {args.beam}, {args.cell_type}, V={args.vocab}, "
           f"{args.max_length} steps, {args.device}, {torch.get_num_threads()} threads")  # fmt: skip
     print(f"{'mode':<22}{'seconds':>10}{'images/s':>12}")

@@ -12,11 +12,12 @@ decoding cost does not depend on the weights, only on the caption lengths (untra
 from __future__ import annotations
 
 import argparse
-import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
+from _timing import timed
 from rnncap.inference import caption_files
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,9 +41,9 @@ def load_captioner(spec: str, untrained: bool, samples, device: torch.device):
     return model.to(device).eval(), vocab, "untrained (default size)"
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+def encode_all(encoder, images: torch.Tensor, batch_size: int, device: torch.device) -> None:
+    for i in range(0, len(images), batch_size):
+        encoder(images[i : i + batch_size].to(device))
 
 
 def main() -> None:
@@ -75,27 +76,23 @@ def main() -> None:
     images = torch.stack([encoder.preprocess(open_image(p)) for p in paths])  # (N, 3, S, S)
     with torch.inference_mode():
         encoder(images[: args.batch_size].to(device))  # warm-up
-        sync(device)
-        start = time.perf_counter()
-        for i in range(0, len(paths), args.batch_size):
-            encoder(images[i : i + args.batch_size].to(device))
-        sync(device)
-        encoder_s = time.perf_counter() - start
+        encoder_s = timed(partial(encode_all, encoder, images, args.batch_size, device), device)
     del images
 
-    start = time.perf_counter()
-    results = list(
-        caption_files(
-            model,
-            vocab,
-            paths,
-            beam_size=args.beam,
-            batch_size=args.batch_size,
-            workers=args.workers,
-        )
+    results = []
+    pipeline_s = timed(
+        lambda: results.extend(
+            caption_files(
+                model,
+                vocab,
+                paths,
+                beam_size=args.beam,
+                batch_size=args.batch_size,
+                workers=args.workers,
+            )
+        ),
+        device,
     )
-    sync(device)
-    pipeline_s = time.perf_counter() - start
     words = sum(len(r.words) for r in results if hasattr(r, "words")) / max(len(results), 1)
 
     n = len(paths)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
+from _timing import timed
 from rnncap.data.datasets import load_dataset
 from rnncap.data.features import FeatureCache, build_cache
 from rnncap.images import open_image
@@ -56,22 +56,13 @@ def main() -> int:
             )
             assert stats.computed == len(paths), stats
 
-    def timed(fn) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
     with torch.inference_mode():
         encoder(images[: args.batch_size].to(device))  # warm-up
     # Interleaved and best of two each: a shared machine's load drifts.
     bare_s, build_s = [], []
     for _ in range(2):
-        bare_s.append(timed(bare))
-        build_s.append(timed(cache_build))
+        bare_s.append(timed(bare, device))
+        build_s.append(timed(cache_build, device))
     bare_s, build_best = min(bare_s), min(build_s)
     n = len(paths)
     print(

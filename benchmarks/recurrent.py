@@ -8,29 +8,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from collections.abc import Callable
 
 import torch
 
+from _timing import timed
 from rnncap.nn import LSTM, RNN
 
 # (N, T, D, H): the training size of the issue, a smaller one, and N=1 single-step decoding
 # (T=1: rnncap's step() against torch.nn on a one-step sequence with a given state)
 SIZES = [(128, 16, 256, 512), (32, 16, 128, 256), (1, 1, 256, 512)]
-
-
-def _timer(device: torch.device) -> Callable[[Callable[[], None]], float]:
-    def measure(fn: Callable[[], None]) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
-    return measure
 
 
 def bench(cell: str, size: tuple[int, int, int, int], device: torch.device, repeats: int):
@@ -75,12 +61,11 @@ def bench(cell: str, size: tuple[int, int, int, int], device: torch.device, repe
     def ref_train():
         call_ref().backward(dout)
 
-    measure = _timer(device)
     fns = [ours_fwd, ref_fwd, ours_train, ref_train]
     inner = max(1, 2000 // (N * T))  # tiny problems: time several calls per sample
 
     def run(fn):
-        return measure(lambda: [fn() for _ in range(inner)]) / inner
+        return timed(lambda: [fn() for _ in range(inner)], device) / inner
 
     for fn in fns:  # warm-up
         run(fn)
@@ -104,20 +89,27 @@ def main() -> None:
     sizes = SIZES if args.sizes == "all" else [tuple(int(v) for v in args.sizes.split(","))]
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"torch {torch.__version__}, device {name}, {args.threads} threads; median of "
-          f"{args.repeats} interleaved runs (ms); ratio = rnncap / torch.nn (median, and minimum)")
-    header = (f"{'cell':5} {'N':>4} {'T':>3} {'D':>4} {'H':>4} | {'fwd rnncap':>10} "
-              f"{'fwd torch':>10} {'ratio':>5} {'(min)':>5} | {'f+b rnncap':>10} "
-              f"{'f+b torch':>10} {'ratio':>5} {'(min)':>5}")
+    print(
+        f"torch {torch.__version__}, device {name}, {args.threads} threads; median of "
+        f"{args.repeats} interleaved runs (ms); ratio = rnncap / torch.nn (median, and minimum)"
+    )
+    header = (
+        f"{'cell':5} {'N':>4} {'T':>3} {'D':>4} {'H':>4} | {'fwd rnncap':>10} "
+        f"{'fwd torch':>10} {'ratio':>5} {'(min)':>5} | {'f+b rnncap':>10} "
+        f"{'f+b torch':>10} {'ratio':>5} {'(min)':>5}"
+    )
     print(header)
     print("-" * len(header))
     for cell in args.cells.split(","):
         for size in sizes:
             (of, rf, ot, rt), (mof, mrf, mot, mrt) = bench(cell, size, device, args.repeats)
             N, T, D, H = size
-            print(f"{cell:5} {N:4d} {T:3d} {D:4d} {H:4d} | {of * 1e3:10.3f} {rf * 1e3:10.3f} "
-                  f"{of / rf:5.2f} {mof / mrf:5.2f} | {ot * 1e3:10.3f} {rt * 1e3:10.3f} "
-                  f"{ot / rt:5.2f} {mot / mrt:5.2f}", flush=True)
+            print(
+                f"{cell:5} {N:4d} {T:3d} {D:4d} {H:4d} | {of * 1e3:10.3f} {rf * 1e3:10.3f} "
+                f"{of / rf:5.2f} {mof / mrf:5.2f} | {ot * 1e3:10.3f} {rt * 1e3:10.3f} "
+                f"{ot / rt:5.2f} {mot / mrt:5.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
