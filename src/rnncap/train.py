@@ -52,14 +52,11 @@ def load_split(
         samples = samples[: cfg.limit_images]
     if vocab is None:
         vocab = Vocabulary.build((c for s in samples for c in s.captions), cfg.min_count)
-    cache = FeatureCache(cfg.features, cfg.encoder)
-    features = cache.get([s.image for s in samples])
+    features, names = FeatureCache(cfg.features, cfg.encoder).load_split(samples)
     captions = [
         [_truncate(vocab.encode(c), cfg.max_caption_words) for c in s.captions] for s in samples
     ]
-    return CaptionSplit(
-        [s.name for s in samples], features, captions, [s.captions for s in samples]
-    ), vocab
+    return CaptionSplit(names, features, captions, [s.captions for s in samples]), vocab
 
 
 def _truncate(ids: list[int], max_words: int) -> list[int]:
