@@ -6,11 +6,12 @@ re-run the CNN) or on images through `encode`. `init_state`/`step` are what `rnn
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
+from rnncap.configs import config_from_dict
 from rnncap.nn.attention import AttentionLSTM
 from rnncap.nn.loss import temporal_softmax_loss
 from rnncap.nn.lstm import LSTM
@@ -50,11 +51,7 @@ class CaptionerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> CaptionerConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown captioner config keys: {', '.join(sorted(unknown))}")
-        return cls(**d)
+        return config_from_dict(cls, d, "captioner config keys")
 
 
 class CaptioningRNN(nn.Module):
