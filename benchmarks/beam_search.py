@@ -12,8 +12,8 @@ import argparse
 import torch
 
 from _timing import timed
-from rnncap.decoding import beam_search
-from rnncap.nn.captioner import CaptionerConfig, CaptioningRNN
+from rnncap.decode.beam import beam_search
+from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
 
 
 def main() -> None:

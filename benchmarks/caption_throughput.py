@@ -18,16 +18,16 @@ from pathlib import Path
 import torch
 
 from _timing import timed
-from rnncap.inference import caption_files
+from rnncap.decode.pipeline import caption_files
 
 REPO = Path(__file__).resolve().parents[1]
 FLICKR8K = REPO.parent / "shared" / "data" / "flickr8k"
 
 
 def load_captioner(spec: str, untrained: bool, samples, device: torch.device):
-    from rnncap.checkpoint import load_model
     from rnncap.data.vocab import Vocabulary
-    from rnncap.nn.captioner import CaptionerConfig, CaptioningRNN
+    from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
+    from rnncap.models.folder import load_model
 
     if not untrained:
         try:
@@ -64,7 +64,7 @@ def main() -> None:
     device = torch.device(args.device)
 
     from rnncap.data.datasets import load_dataset
-    from rnncap.images import open_image
+    from rnncap.data.images import open_image
 
     samples = load_dataset(args.data, "flickr8k", "all", report=None).samples
     split = load_dataset(args.data, "flickr8k", args.split, report=None).samples

@@ -17,8 +17,8 @@ import torch
 from _timing import timed
 from rnncap.data.datasets import load_dataset
 from rnncap.data.features import FeatureCache, build_cache
-from rnncap.images import open_image
-from rnncap.nn.encoders import build_encoder
+from rnncap.data.images import open_image
+from rnncap.models.encoders import build_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -27,7 +27,7 @@ PHOTOS = sorted((REPO / "examples").glob("*.jpg"))
 
 
 def model_folder(spec: str, scratch: Path) -> str:
-    from rnncap.checkpoint import resolve_model_dir
+    from rnncap.models.folder import resolve_model_dir
 
     try:
         resolve_model_dir(spec)
@@ -36,9 +36,9 @@ def model_folder(spec: str, scratch: Path) -> str:
         print(f"note: {error}; using an untrained model of the default size")
     import torch
 
-    from rnncap.checkpoint import save_model
     from rnncap.data.vocab import Vocabulary
-    from rnncap.nn.captioner import CaptionerConfig, CaptioningRNN
+    from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
+    from rnncap.models.folder import save_model
 
     torch.manual_seed(0)
     vocab = Vocabulary([f"word{i}" for i in range(2500)])

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from rnncap.checkpoint import save_model
 from rnncap.data.vocab import Vocabulary
-from rnncap.nn.captioner import CaptionerConfig, CaptioningRNN
+from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
+from rnncap.models.folder import save_model
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -37,7 +37,7 @@ def example_images() -> list[Path]:
 @functools.cache
 def shared_encoder():
     """One pretrained EfficientNet-Lite0 per test process (building it takes seconds)."""
-    from rnncap.nn.encoders import build_encoder
+    from rnncap.models.encoders import build_encoder
 
     return build_encoder("efficientnet_lite0")
 
@@ -64,8 +64,8 @@ def make_tiny_model(folder: Path, cell_type: str = "attn", seed: int = 0) -> Pat
 
 def reference_captions(model, vocab, paths, beam_size: int = 3) -> list[tuple[str, float, list]]:
     """Caption images one by one the plain way: open, preprocess, encode, beam search."""
-    from rnncap.decoding import beam_search
-    from rnncap.images import open_image
+    from rnncap.data.images import open_image
+    from rnncap.decode.beam import beam_search
 
     out = []
     with torch.no_grad():

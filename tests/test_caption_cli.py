@@ -20,8 +20,8 @@ from inference_helpers import (
     shared_encoder,
     truncated_jpeg,
 )
-from rnncap.checkpoint import load_model
 from rnncap.cli import main
+from rnncap.models.folder import load_model
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def model_dir(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def reuse_encoder(monkeypatch):
     """Every model built in this process shares one pretrained encoder instead of rebuilding it."""
-    import rnncap.nn.encoders as encoders
+    import rnncap.models.encoders as encoders
 
     monkeypatch.setattr(encoders, "build_encoder", lambda *args, **kwargs: shared_encoder())
 
@@ -218,12 +218,12 @@ def test_show_tell_mode_is_wired(tmp_path, monkeypatch, capsys):
         seen["args"] = (encoder_pkl, decoder_pkl, vocab_pkl, str(device))
         return FakeShowTell()
 
-    fake = types.ModuleType("rnncap.showtell")
+    fake = types.ModuleType("rnncap.models.showtell")
     fake.load_show_tell = load_show_tell
-    monkeypatch.setitem(sys.modules, "rnncap.showtell", fake)
-    import rnncap
+    monkeypatch.setitem(sys.modules, "rnncap.models.showtell", fake)
+    import rnncap.models
 
-    monkeypatch.setattr(rnncap, "showtell", fake, raising=False)
+    monkeypatch.setattr(rnncap.models, "showtell", fake, raising=False)
     images = example_images()[:2]
     code = main(["caption", *map(str, images), "--show-tell", *pkls, "--device", "cpu", "--json"])
     out, err = capsys.readouterr()
@@ -236,7 +236,7 @@ def test_show_tell_mode_is_wired(tmp_path, monkeypatch, capsys):
 
 
 def test_bundled_model_captions_the_examples(capsys):
-    from rnncap.checkpoint import DEFAULT_MODEL, WEIGHTS
+    from rnncap.models.folder import DEFAULT_MODEL, WEIGHTS
 
     if not (DEFAULT_MODEL / WEIGHTS).is_file():
         pytest.skip("the bundled default model is not in src/rnncap/assets/default yet")

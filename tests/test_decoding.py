@@ -7,8 +7,8 @@ import itertools
 import pytest
 import torch
 
-from rnncap.decoding import beam_search, greedy
-from rnncap.nn.captioner import CaptionerConfig, CaptioningRNN
+from rnncap.decode.beam import beam_search, greedy
+from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
 
 WORDS = 4  # ordinary words; ids 4..7 after the four specials
 END = 2

@@ -8,12 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from rnncap.checkpoint import load_model, save_model
 from rnncap.cli import main
 from rnncap.data.vocab import Vocabulary
-from rnncap.decoding import beam_search
-from rnncap.metrics import METRICS
-from rnncap.nn.captioner import CaptionerConfig, CaptioningRNN
+from rnncap.decode.beam import beam_search
+from rnncap.engine.metrics import METRICS
+from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
+from rnncap.models.folder import load_model, save_model
 from tinydata import WORDS, make_dataset
 
 

@@ -1,4 +1,4 @@
-"""rnncap.images: bad files give one-line errors naming the file; every mode becomes RGB."""
+"""rnncap.data.images: bad files give one-line errors naming the file; every mode becomes RGB."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rnncap.images import ImageError, find_images, open_image, to_rgb
+from rnncap.data.images import ImageError, find_images, open_image, to_rgb
 
 
 def _png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:

@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
-from rnncap import lm
 from rnncap.cli import main
 from rnncap.data.vocab import Vocabulary
+from rnncap.engine import lm_train
+from rnncap.models import lm
 
 CORPUS = [
     "A dog runs on the grass .",
@@ -32,10 +33,10 @@ def _model(cell: str, vocab: Vocabulary) -> lm.LanguageModel:
 @pytest.mark.parametrize("cell", lm.CELLS)
 def test_one_batch_training_lowers_perplexity(cell):
     vocab = Vocabulary.build(CORPUS, min_count=1)
-    seqs = lm.encode_captions(CORPUS, vocab)
+    seqs = lm_train.encode_captions(CORPUS, vocab)
     model = _model(cell, vocab)
-    config = lm.LMTrainConfig(epochs=4, batch_size=len(seqs), lr=1e-2, model=model.config)
-    history = lm.train(model, seqs, seqs, config, vocab.pad_id, max_batches=1, progress=False)
+    config = lm_train.LMTrainConfig(epochs=4, batch_size=len(seqs), lr=1e-2, model=model.config)
+    history = lm_train.train(model, seqs, seqs, config, vocab.pad_id, max_batches=1, progress=False)
     assert all(math.isfinite(p) for p in history.epoch_val_ppl)
     # untrained, the model is close to uniform over the vocabulary
     assert history.epoch_train_ppl[0] == pytest.approx(len(vocab), rel=0.3)
@@ -49,7 +50,7 @@ def test_perplexity_of_uniform_model_is_vocabulary_size():
     with torch.no_grad():
         model.head.weight.zero_()
         model.head.bias.zero_()
-    ppl = lm.perplexity(model, lm.encode_captions(CORPUS, vocab), vocab.pad_id)
+    ppl = lm_train.perplexity(model, lm_train.encode_captions(CORPUS, vocab), vocab.pad_id)
     assert ppl == pytest.approx(len(vocab), rel=1e-5)
 
 
@@ -57,17 +58,17 @@ def test_perplexity_of_uniform_model_is_vocabulary_size():
 def test_sampling_reproduces_a_memorised_sentence(cell):
     sentence = "a dog runs on the grass"
     vocab = Vocabulary.build([sentence], min_count=1)
-    seqs = lm.encode_captions([sentence] * 4, vocab)
+    seqs = lm_train.encode_captions([sentence] * 4, vocab)
     model = _model(cell, vocab)
-    config = lm.LMTrainConfig(epochs=1, batch_size=4, lr=3e-2, model=model.config)
+    config = lm_train.LMTrainConfig(epochs=1, batch_size=4, lr=3e-2, model=model.config)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    batch = next(lm.batches(seqs, 4, vocab.pad_id))
+    batch = next(lm_train.batches(seqs, 4, vocab.pad_id))
     for _ in range(60):
-        loss, _ = lm.batch_loss(model, batch, vocab.pad_id)
+        loss, _ = lm_train.batch_loss(model, batch, vocab.pad_id)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    samples = lm.sample(model, vocab, 3, temperature=0.05,
+    samples = lm_train.sample(model, vocab, 3, temperature=0.05,
                         generator=torch.Generator().manual_seed(0))
     assert samples == [sentence] * 3
 
@@ -97,7 +98,7 @@ def test_cli_trains_saves_and_samples(tmp_path, capsys):
     vocab = Vocabulary.load(out / "vocab.json")
     assert all(w in vocab for line in printed[-2:] for w in line.split())
 
-    model, vocab = lm.load(out, torch.device("cpu"))
+    model, vocab = lm_train.load(out, torch.device("cpu"))
     assert isinstance(model.rnn, torch.nn.Module) and model.config.cell == "rnn"
     assert main(["lm", "--load", str(out), "--sample", "3"]) == 0
     assert len(capsys.readouterr().out.strip("\n").splitlines()) == 3

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rnncap import metrics
-from rnncap.metrics import MetricsError, score
+from rnncap.engine import metrics
+from rnncap.engine.metrics import MetricsError, score
 
 pytestmark = pytest.mark.skipif(
     __import__("shutil").which("java") is None, reason="pycocoevalcap needs Java"

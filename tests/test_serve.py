@@ -16,9 +16,9 @@ from inference_helpers import (
     shared_encoder,
     truncated_jpeg,
 )
-from rnncap.checkpoint import load_model
-from rnncap.commands.serve import parse_size
-from rnncap.serve import ApiError, MicroBatcher, ServeConfig, create_app
+from rnncap.cli.serve import parse_size
+from rnncap.models.folder import load_model
+from rnncap.serving.app import ApiError, MicroBatcher, ServeConfig, create_app
 
 MAX_BYTES = 200_000
 

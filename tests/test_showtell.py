@@ -1,4 +1,4 @@
-"""rnncap.showtell: files laid out like the original checkpoint, strict loading, safe vocab.pkl.
+"""rnncap.models.showtell: the original checkpoint's file layout, strict loading, safe vocab.pkl.
 
 The reference is the original tutorial code (EncoderCNN/DecoderRNN with torch.nn.LSTM and its
 `sample` loop), written out below independently of rnncap.
@@ -18,7 +18,7 @@ from PIL import Image
 from torch import nn
 from torchvision import models, transforms
 
-from rnncap.showtell import (
+from rnncap.models.showtell import (
     EncoderCNN,
     ShowTellError,
     load_show_tell,

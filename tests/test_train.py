@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rnncap.train import train
-from rnncap.train_config import TrainConfig
+from rnncap.engine.train import train
+from rnncap.engine.train_config import TrainConfig
 from tinydata import WORDS, make_dataset
 
 
@@ -58,7 +58,7 @@ def test_resume_continues_exactly(dataset, tmp_path, monkeypatch):
     straight = tmp_path / "straight"
     train(config(dataset, straight, epochs=2))
     killed = tmp_path / "killed"
-    import rnncap.train as train_module
+    import rnncap.engine.train as train_module
 
     real_plot = train_module._plot
 
@@ -96,8 +96,8 @@ def test_ddp_two_processes_match_one_process_with_the_global_batch(dataset, tmp_
     args = json.dumps(config(dataset, ddp, epochs=1, batch_images=2, cell_type="lstm").__dict__)
     code = (
         "import json, sys\n"
-        "from rnncap.train import train\n"
-        "from rnncap.train_config import TrainConfig\n"
+        "from rnncap.engine.train import train\n"
+        "from rnncap.engine.train_config import TrainConfig\n"
         "train(TrainConfig(**json.loads(sys.argv[1])))\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rnncap.viz import attention_figure, save_attention_png, upsample_attention
+from rnncap.utils.plotting import attention_figure, save_attention_png, upsample_attention
 
 
 def bilinear_reference(grid: np.ndarray, height: int, width: int) -> np.ndarray:

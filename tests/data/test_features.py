@@ -175,9 +175,9 @@ def fake_encoders(monkeypatch):
             raise ValueError(f"unknown encoder {name!r}; valid: tiny")
         return TinyEncoder()
 
-    module = types.ModuleType("rnncap.nn.encoders")
+    module = types.ModuleType("rnncap.models.encoders")
     module.build_encoder = build_encoder
-    monkeypatch.setitem(sys.modules, "rnncap.nn.encoders", module)
+    monkeypatch.setitem(sys.modules, "rnncap.models.encoders", module)
 
 
 def test_command_builds_then_resumes(tmp_path, capsys, fake_encoders):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rnncap.nn.captioner import CaptionerConfig, CaptioningRNN
+from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
 
 
 def make(cell_type: str, deep_output: bool = False) -> CaptioningRNN:

@@ -1,4 +1,4 @@
-"""rnncap.nn.encoders: registry, shapes, preprocessing, frozen eval mode, pretrained weights."""
+"""rnncap.models.encoders: registry, shapes, preprocessing, frozen eval mode, pretrained weights."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rnncap.nn.encoders import (
+from rnncap.models.encoders import (
     ENCODERS,
     WeightsUnavailableError,
     build_encoder,

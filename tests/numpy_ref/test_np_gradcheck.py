@@ -38,7 +38,7 @@ def test_numerical_gradients_of_known_functions(points, h, tolerance):
 
 def test_numpy_ref_never_imports_torch():
     code = (
-        "import sys, rnncap.numpy_ref, rnncap.numpy_ref.checks, rnncap.commands.gradcheck\n"
+        "import sys, rnncap.numpy_ref, rnncap.numpy_ref.checks, rnncap.cli.gradcheck\n"
         "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -64,7 +64,7 @@ class CaptionDataset:
         return [c for s in self.samples for c in s.captions]
 
     def references(self) -> dict[str, list[str]]:
-        """`{image name: captions}`, the references expected by `rnncap.metrics.score`."""
+        """`{image name: captions}`, the references expected by `rnncap.engine.metrics.score`."""
         return {s.name: list(s.captions) for s in self.samples}
 
     def summary(self) -> str:

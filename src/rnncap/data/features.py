@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from rnncap.utils.io import atomic_write, atomic_write_text
 
 if TYPE_CHECKING:
     import torch
@@ -42,16 +43,6 @@ def file_key(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _atomic_write(path: Path, write) -> None:
-    """`write(temporary path)`, then rename it over `path`: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class FeatureCache:
@@ -151,7 +142,7 @@ class FeatureCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         shard = max(self._shard_numbers(), default=-1) + 1
         metadata = {"encoder": self.encoder_name, "keys": json.dumps(list(keys))}
-        _atomic_write(
+        atomic_write(
             self._shard_path(shard),
             lambda tmp: save_file({"features": features}, str(tmp), metadata=metadata),
         )
@@ -169,7 +160,7 @@ class FeatureCache:
             "entries": {k: list(v) for k, v in self.entries.items()},
         }
         text = json.dumps(data, separators=(",", ":"))
-        _atomic_write(self.dir / INDEX, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        atomic_write_text(self.dir / INDEX, text)
 
 
 @dataclass
@@ -207,7 +198,7 @@ def build_cache(
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from rnncap.images import ImageFiles, collate_images
+    from rnncap.data.images import ImageFiles, collate_images
 
     if getattr(encoder, "name", cache.encoder_name) != cache.encoder_name:
         raise ValueError(f"encoder {encoder.name!r} does not match cache {cache.encoder_name!r}")

@@ -1,7 +1,7 @@
 """The captioning model: CNN features -> from-scratch RNN, LSTM or attention LSTM -> words.
 
 Built only from a `CaptionerConfig`; works on precomputed encoder features (training never has to
-re-run the CNN) or on images through `encode`. `init_state`/`step` are what `rnncap.decoding` uses.
+re-run the CNN) or on images through `encode`; `rnncap.decode.beam` uses `init_state`/`step`.
 """
 
 from __future__ import annotations
@@ -11,18 +11,18 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from rnncap.configs import config_from_dict
 from rnncap.nn.attention import AttentionLSTM
 from rnncap.nn.loss import temporal_softmax_loss
 from rnncap.nn.lstm import LSTM
 from rnncap.nn.rnn import RNN
+from rnncap.utils.config import config_from_dict
 
 CELL_TYPES = ("rnn", "lstm", "attn")
 
 
 @dataclass
 class CaptionerConfig:
-    encoder: str = "efficientnet_lite0"  # name in rnncap.nn.encoders.ENCODERS
+    encoder: str = "efficientnet_lite0"  # name in rnncap.models.encoders.ENCODERS
     feature_dim: int = 1280  # channels of the encoder output
     cell_type: str = "attn"  # rnn | lstm | attn
     wordvec_dim: int = 256  # word embedding size
@@ -88,7 +88,7 @@ class CaptioningRNN(nn.Module):
     def encoder(self):
         """The CNN named in the config, with its pretrained weights, on the model's device."""
         if self._encoder is None:
-            from rnncap.nn.encoders import build_encoder
+            from rnncap.models.encoders import build_encoder
 
             self._encoder = build_encoder(self.config.encoder)
         param = self.vocab_proj.weight

@@ -18,12 +18,13 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from rnncap.checkpoint import save_model
 from rnncap.data.vocab import Vocabulary
-from rnncap.inference import caption_features
-from rnncap.nn.captioner import CaptionerConfig, CaptioningRNN
+from rnncap.decode.pipeline import caption_features
+from rnncap.engine.train_config import TrainConfig
+from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
+from rnncap.models.folder import save_model
 from rnncap.nn.loss import temporal_softmax_loss
-from rnncap.train_config import TrainConfig
+from rnncap.utils.io import atomic_write
 
 TRAIN_STATE = "train_state.pt"
 
@@ -92,7 +93,7 @@ def caption_loss(model, features, captions, counts, attention_reg: float) -> tor
 @torch.no_grad()
 def evaluate_split(model, vocab, split: CaptionSplit, device, max_images: int, batch: int = 100):
     """Dev loss (teacher forcing) and CIDEr of greedy captions on the first max_images."""
-    from rnncap.metrics import score
+    from rnncap.engine.metrics import score
 
     model.eval()
     n = len(split.names) if max_images <= 0 else min(max_images, len(split.names))
@@ -116,7 +117,7 @@ def evaluate_split(model, vocab, split: CaptionSplit, device, max_images: int, b
 # --------------------------------------------------------------------------- distributed
 def _dist_setup(cfg: TrainConfig):
     """(rank, world, device) from torchrun's environment, or a single process."""
-    from rnncap.commands._common import resolve_device
+    from rnncap.utils.device import resolve_device
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
@@ -144,10 +145,8 @@ def _plot(history: list[dict], path: Path) -> None:
     b.plot(epochs, [h.get("dev_cider", float("nan")) for h in history], "o-", color="C2")
     b.set_xlabel("epoch"), b.set_ylabel("dev CIDEr (greedy)")
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _lr_lambda(cfg: TrainConfig, total_steps: int):

@@ -14,7 +14,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torch import Tensor, nn
 
-from rnncap.images import to_rgb
+from rnncap.data.images import to_rgb
 
 DEFAULT_ENCODER = "efficientnet_lite0"
 

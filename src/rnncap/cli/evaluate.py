@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
-from rnncap.commands._common import UsageError, fail
+from rnncap.cli._common import UsageError, device_usage_error, fail
 
 NAME = "evaluate"
 HELP = "caption a data set split and score it with the COCO caption metrics"
@@ -36,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rnncap.evaluate import EvalConfig, evaluate, format_table
+    from rnncap.engine.evaluate import EvalConfig, evaluate, format_table
 
     if args.beam < 1:
         return fail(f"--beam must be >= 1, got {args.beam}")
@@ -49,14 +48,18 @@ def run(args: argparse.Namespace) -> int:
         length_penalty=args.length_penalty, features=args.features, batch_size=args.batch_size,
         workers=args.workers, device=args.device, limit=args.limit, progress=not args.quiet,
     )  # fmt: skip
+    from rnncap.utils.device import DeviceError
+
     try:
         result = evaluate(cfg)
+    except DeviceError as e:
+        return fail(str(device_usage_error(e)))
     except (UsageError, FileNotFoundError, ValueError, KeyError) as e:
         return fail(str(e).strip("'\""))
     if args.json is not None:
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=1) + "\n")
-        os.replace(tmp, args.json)
+        from rnncap.utils.io import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
     print(f"{args.split} split, {result['images']} images, beam {args.beam}, model {args.model}")
     print(format_table(result["scores"]))
     return 0

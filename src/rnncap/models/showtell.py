@@ -17,7 +17,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torch import Tensor, nn
 
-from rnncap.images import to_rgb
+from rnncap.data.images import to_rgb
 from rnncap.nn.lstm import LSTM
 
 EMBED_SIZE = 256  # image feature and word vector size of the original model

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from rnncap.commands._common import UsageError, fail, resolve_device
+from rnncap.cli._common import UsageError, fail, resolve_device
 
 NAME = "caption"
 HELP = "caption image files or folders (prints path<TAB>caption, or JSON lines with --json)"
@@ -103,7 +103,7 @@ def _print(image: str, caption: str, score: float | None, as_json: bool) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from rnncap.images import find_images
+    from rnncap.data.images import find_images
 
     try:
         _check_args(args)
@@ -127,8 +127,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_model(args: argparse.Namespace, paths: list[Path], device) -> int:
     """Caption with a saved rnncap model; returns the number of images that failed."""
-    from rnncap.checkpoint import load_model
-    from rnncap.inference import Failed, caption_files
+    from rnncap.decode.pipeline import Failed, caption_files
+    from rnncap.models.folder import load_model
 
     try:
         model, vocab = load_model(args.model, device)
@@ -157,8 +157,8 @@ def _run_model(args: argparse.Namespace, paths: list[Path], device) -> int:
             failed += 1
             continue
         if out is not None and result.attention is not None:
-            from rnncap.images import open_image
-            from rnncap.viz import save_attention_png
+            from rnncap.data.images import open_image
+            from rnncap.utils.plotting import save_attention_png
 
             save_attention_png(
                 out / png_names[result.image],
@@ -174,8 +174,8 @@ def _run_model(args: argparse.Namespace, paths: list[Path], device) -> int:
 
 def _run_show_tell(args: argparse.Namespace, paths: list[Path], device) -> int:
     """Caption with the classic Show-and-Tell checkpoint; returns the number of failed images."""
-    from rnncap import showtell
-    from rnncap.images import ImageError, open_image
+    from rnncap.data.images import ImageError, open_image
+    from rnncap.models import showtell
 
     for flag_path in args.show_tell:
         if not Path(flag_path).is_file():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rnncap.configs import config_from_dict
+from rnncap.utils.config import config_from_dict
 
 
 @dataclass

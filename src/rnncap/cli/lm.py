@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from rnncap.commands._common import UsageError, fail, resolve_device
+from rnncap.cli._common import UsageError, fail, resolve_device
 
 NAME = "lm"
 HELP = "train an RNN/LSTM language model on the Flickr8k captions and sample sentences from it"
@@ -71,13 +71,14 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from rnncap import lm
+    from rnncap.engine import lm_train
+    from rnncap.models import lm
 
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     if args.load is not None:
-        model, vocab = lm.load(args.load, device)
-        for sentence in lm.sample(model, vocab, args.sample, generator=generator):
+        model, vocab = lm_train.load(args.load, device)
+        for sentence in lm_train.sample(model, vocab, args.sample, generator=generator):
             print(sentence)
         return 0
 
@@ -90,15 +91,15 @@ def run(args: argparse.Namespace) -> int:
     except DatasetError as e:
         return fail(f"--data {args.data}: {e}")
 
-    config = lm.LMTrainConfig(
+    config = lm_train.LMTrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_count=args.min_count,
         seed=args.seed, model=lm.LMConfig(cell=args.cell, embed_dim=args.embed,
                                           hidden_dim=args.hidden),
     )
     vocab = Vocabulary.build(train_set.captions, config.min_count)
     config.model.vocab_size = len(vocab)
-    train_seqs = lm.encode_captions(train_set.captions, vocab)
-    val_seqs = lm.encode_captions(dev_set.captions, vocab)
+    train_seqs = lm_train.encode_captions(train_set.captions, vocab)
+    val_seqs = lm_train.encode_captions(dev_set.captions, vocab)
     if args.dry_run:
         val_seqs = val_seqs[: config.batch_size]
     print(f"vocabulary {len(vocab)} words (min count {config.min_count}); "
@@ -107,18 +108,18 @@ def run(args: argparse.Namespace) -> int:
 
     model = lm.LanguageModel(config.model).to(device)
     start = time.perf_counter()
-    history = lm.train(model, train_seqs, val_seqs, config, vocab.pad_id,
+    history = lm_train.train(model, train_seqs, val_seqs, config, vocab.pad_id,
                        max_batches=1 if args.dry_run else None, progress=not args.no_progress)
     seconds = time.perf_counter() - start
 
     out = args.out or Path("runs") / f"lm-{args.cell}"
-    lm.save(model, vocab, config, history, out)
-    lm.plot_history(history, out / "curve.png", f"{args.cell} language model")
+    lm_train.save(model, vocab, config, history, out)
+    lm_train.plot_history(history, out / "curve.png", f"{args.cell} language model")
     summary = {"cell": args.cell, "val_perplexity": history.epoch_val_ppl[-1],
                "train_seconds": round(seconds, 1), "device": str(device), **asdict(config)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"validation perplexity {history.epoch_val_ppl[-1]:.2f} after {config.epochs} epochs "
           f"({seconds:.0f} s); saved to {out}")
-    for sentence in lm.sample(model, vocab, args.sample, generator=generator):
+    for sentence in lm_train.sample(model, vocab, args.sample, generator=generator):
         print(sentence)
     return 0

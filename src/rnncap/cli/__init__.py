@@ -1,7 +1,9 @@
-"""The `rnncap` command line: a thin dispatcher over the modules in `rnncap.commands`.
+"""The `rnncap` command line: a thin dispatcher over one module per sub-command in this package.
 
-Each command module defines NAME, HELP, `add_arguments(parser)` and `run(args) -> int`; it imports
-heavy libraries (torch, matplotlib) inside `run`, so `rnncap --help` stays fast.
+Each command module (`rnncap.cli.caption`, `.train`, ...) defines NAME, HELP,
+`add_arguments(parser)` and `run(args) -> int`; it imports heavy libraries (torch, matplotlib)
+inside `run`, so `rnncap --help` stays fast. This package is the only place that knows argparse
+and flag wording.
 """
 
 from __future__ import annotations
@@ -11,13 +13,13 @@ import importlib
 import pkgutil
 import sys
 
-from rnncap import __version__, commands
+from rnncap import __version__
 
 
 def _command_modules():
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if not info.name.startswith("_"):
-            yield importlib.import_module(f"{commands.__name__}.{info.name}")
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):  # _common, __main__
+            yield importlib.import_module(f"{__name__}.{info.name}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +43,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rnncap: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rnncap.commands._common import UsageError, fail, resolve_device
+from rnncap.cli._common import UsageError, fail, resolve_device
 
 NAME = "features"
 HELP = "encode every image of a data set once and cache the features (float16, resumable)"
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--workers must be 0 or more")
         device = resolve_device(args.device)
         dataset = load_dataset(args.data, args.format, args.split)
-        encoders = importlib.import_module("rnncap.nn.encoders")
+        encoders = importlib.import_module("rnncap.models.encoders")
         unavailable = getattr(encoders, "WeightsUnavailableError", ValueError)
         try:
             encoder = encoders.build_encoder(args.encoder)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from rnncap.inference import caption_features
+from rnncap.decode.pipeline import caption_features
 
 
 @dataclass
@@ -76,10 +76,10 @@ def evaluate(cfg: EvalConfig) -> dict:
     """-> {"scores": {...}, "predictions": [{"image", "caption", "score"}], "config": {...}}."""
     from dataclasses import asdict
 
-    from rnncap.checkpoint import load_model
-    from rnncap.commands._common import resolve_device
     from rnncap.data.datasets import load_dataset
-    from rnncap.metrics import score
+    from rnncap.engine.metrics import score
+    from rnncap.models.folder import load_model
+    from rnncap.utils.device import resolve_device
 
     device = resolve_device(cfg.device)
     model, vocab = load_model(cfg.model, device)

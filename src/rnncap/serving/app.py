@@ -12,10 +12,9 @@ import functools
 import io
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from importlib import resources
 
 import torch
@@ -26,8 +25,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from rnncap.images import to_rgb
-from rnncap.inference import Captioned, caption_batch
+from rnncap.data.images import to_rgb
+from rnncap.decode.pipeline import Captioned, caption_batch
+from rnncap.serving.batcher import MicroBatcher
+from rnncap.serving.errors import ApiError
 
 MAX_FILES = 64  # images in one request at most
 
@@ -40,15 +41,6 @@ class ServeConfig:
     timeout: float = 30.0  # seconds a request may wait for its captions (504 beyond)
     beam_size: int = 3
     max_queue: int = 1024  # images waiting at most; more requests get 503
-
-
-class ApiError(Exception):
-    """An error answered as JSON {"error": message} with an HTTP status."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 # ------------------------------------------------------------------------ uploads
@@ -120,124 +112,6 @@ async def read_uploads(request: Request, max_bytes: int) -> list[tuple[str, byte
     if not files:
         raise ApiError(400, "no image file in the form (send one or more file fields)")
     return files
-
-
-# ------------------------------------------------------------------------ micro-batching
-@dataclass
-class _Job:
-    images: list[torch.Tensor]  # preprocessed (3, S, S) each
-    names: list[str]
-    future: asyncio.Future
-
-
-@dataclass
-class BatchStats:
-    requests: int = 0
-    images: int = 0
-    batches: int = 0
-    largest_batch: int = 0
-
-
-@dataclass
-class MicroBatcher:
-    """Collects queued jobs into batches of at most `max_batch` images and runs them in a thread.
-
-    run_batch(images (N, 3, S, S), names) -> one result per image; it runs in one thread, so model
-    calls never overlap. A job with more images than `max_batch` runs as a batch of its own.
-    """
-
-    run_batch: Callable[[torch.Tensor, list[str]], list]
-    max_batch: int = 16
-    max_wait_ms: float = 10.0
-    max_queue: int = 1024
-    stats: BatchStats = field(default_factory=BatchStats)
-
-    def __post_init__(self) -> None:
-        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self._queued_images = 0
-        self._carry: _Job | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnncap-model")
-        self._task: asyncio.Task | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._work())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        self._executor.shutdown(wait=True)
-
-    async def submit(self, images: list[torch.Tensor], names: list[str]) -> list:
-        """Queue one request's images; resolves to their results. ApiError 503 when full."""
-        if self._queued_images + len(images) > self.max_queue:
-            raise ApiError(503, "server busy: too many images waiting, try again later")
-        job = _Job(images, names, asyncio.get_running_loop().create_future())
-        self._queued_images += len(images)
-        self._queue.put_nowait(job)
-        return await job.future
-
-    async def _next(self, timeout: float | None) -> _Job | None:
-        """The next job: waits forever (None), up to `timeout` s, or not at all; None if none."""
-        if self._carry is not None:
-            job, self._carry = self._carry, None
-            return job
-        try:
-            if timeout is None:
-                job = await self._queue.get()
-            elif timeout <= 0:
-                job = self._queue.get_nowait()
-            else:
-                job = await asyncio.wait_for(self._queue.get(), timeout)
-        except (asyncio.TimeoutError, asyncio.QueueEmpty):
-            return None
-        self._queued_images -= len(job.images)
-        return job
-
-    async def _collect(self) -> list[_Job]:
-        loop = asyncio.get_running_loop()
-        jobs = [await self._next(None)]
-        size = len(jobs[0].images)
-        deadline = loop.time() + self.max_wait_ms / 1000
-        while size < self.max_batch:
-            job = await self._next(deadline - loop.time())
-            if job is None:
-                break
-            if size + len(job.images) > self.max_batch:
-                self._carry = job  # it starts the next batch
-                break
-            jobs.append(job)
-            size += len(job.images)
-        return [job for job in jobs if not job.future.done()]  # timed-out requests dropped
-
-    async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            jobs = await self._collect()
-            if not jobs:
-                continue
-            images = torch.stack([x for job in jobs for x in job.images])  # (N, 3, S, S)
-            names = [n for job in jobs for n in job.names]
-            try:
-                results = await loop.run_in_executor(self._executor, self.run_batch, images, names)
-            except Exception as error:  # the model failed: every waiting request hears it
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(ApiError(500, f"model error: {error}"))
-                continue
-            self.stats.requests += len(jobs)
-            self.stats.images += len(names)
-            self.stats.batches += 1
-            self.stats.largest_batch = max(self.stats.largest_batch, len(names))
-            start = 0
-            for job in jobs:
-                part = results[start : start + len(job.images)]
-                start += len(job.images)
-                if not job.future.done():
-                    job.future.set_result(part)
 
 
 # ------------------------------------------------------------------------ memory

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from rnncap.decoding import beam_search
-from rnncap.images import ImageFiles, collate_images
+from rnncap.data.images import ImageFiles, collate_images
+from rnncap.decode.beam import beam_search
 
 
 @dataclass

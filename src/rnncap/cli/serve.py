@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from rnncap.commands._common import UsageError, fail, resolve_device
+from rnncap.cli._common import UsageError, fail, resolve_device
 
 NAME = "serve"
 HELP = "serve captions over HTTP: POST /caption, GET /healthz, and a web page at /"
@@ -80,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from rnncap.checkpoint import load_model
-    from rnncap.serve import ServeConfig, create_app
+    from rnncap.models.folder import load_model
+    from rnncap.serving.app import ServeConfig, create_app
 
     try:
         model, vocab = load_model(args.model, device)

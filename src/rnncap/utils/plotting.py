@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from rnncap.utils.io import atomic_write
+
 MAX_SIDE = 320  # the photo is shrunk to at most this many pixels per side in the figure
 COLUMNS = 5  # panels per row
 DPI = 80
@@ -96,16 +98,11 @@ def save_attention_png(
     """Render `attention_figure` to a PNG at `path` atomically (a temporary file renamed)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    path = Path(path)
     fig = attention_figure(image, words, attention, grid, caption)
     FigureCanvasAgg(fig)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder: os.replace is atomic
-    try:
+
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             fig.savefig(f, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(path, write)

@@ -7,19 +7,17 @@ encoder is not stored; it is rebuilt by name from its own pretrained weights.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from rnncap.data.vocab import Vocabulary
-from rnncap.nn.captioner import CaptionerConfig, CaptioningRNN
+from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
+from rnncap.utils.io import atomic_write
 
 CONFIG, VOCAB, WEIGHTS = "config.json", "vocab.json", "model.safetensors"
-DEFAULT_MODEL = Path(__file__).parent / "assets" / "default"
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "default"
 
 
 def save_model(
@@ -37,10 +35,7 @@ def save_model(
     files: name -> writer(path) for more files that must land together with the weights
     (the training state of a resumable checkpoint).
     """
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    def write(tmp: Path) -> None:
         state = {
             k: (v.detach().to(dtype) if dtype is not None and v.is_floating_point() else v.detach())
             .cpu()
@@ -51,27 +46,10 @@ def save_model(
         config = {"captioner": model.config.to_dict(), "info": extra or {}}
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
         vocab.save(tmp / VOCAB)
-        for name, write in (files or {}).items():
-            write(tmp / name)
-        _make_readable(tmp)
-        old = folder.with_name(f".{folder.name}.old")
-        if folder.exists():
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+        for name, write_file in (files or {}).items():
+            write_file(tmp / name)
 
-
-def _make_readable(folder: Path) -> None:
-    """mkdtemp makes a private (0700) folder: give it the permissions of an ordinary one."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(folder, 0o777 & ~umask)
-    for path in folder.iterdir():
-        os.chmod(path, 0o666 & ~umask)
+    return atomic_write(folder, write, folder=True)
 
 
 def resolve_model_dir(spec: str | Path) -> Path:

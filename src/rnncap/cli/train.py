@@ -8,7 +8,7 @@ import os
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from rnncap.commands._common import UsageError, fail
+from rnncap.cli._common import UsageError, device_usage_error, fail
 
 NAME = "train"
 HELP = "train a captioning model (rnn | lstm | attn) on cached encoder features"
@@ -48,7 +48,7 @@ _HELP = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from rnncap.train_config import TrainConfig
+    from rnncap.engine.train_config import TrainConfig
 
     parser.add_argument(
         "--config", type=Path, help="JSON file of options (flags given override it)"
@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolve_config(args: argparse.Namespace):
     """Defaults <- --config file <- flags given on the command line."""
-    from rnncap.train_config import TrainConfig
+    from rnncap.engine.train_config import TrainConfig
 
     values: dict = {}
     if args.config is not None:
@@ -89,7 +89,8 @@ def resolve_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from rnncap.train import train
+    from rnncap.engine.train import train
+    from rnncap.utils.device import DeviceError
 
     try:
         cfg = resolve_config(args)
@@ -100,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         best = train(cfg)
     except UsageError as e:
         return fail(str(e))
+    except DeviceError as e:
+        return fail(str(device_usage_error(e)))
     except (FileNotFoundError, FileExistsError, KeyError, ValueError) as e:
         return fail(str(e).strip("'\""))
     if os.environ.get("RANK", "0") == "0":  # under torchrun only the first process reports

@@ -1,7 +1,7 @@
-"""A word-level language model on caption text: the from-scratch RNN/LSTM trained on sequences.
+"""Training the caption language model: batches, perplexity, sampling, the Adam loop, save/load.
 
-`torch-lstm` swaps in `torch.nn.LSTM` as the reference the from-scratch cells are compared with;
-everything else (data, sizes, optimiser, schedule) is shared, so perplexities are comparable.
+Every cell (rnn, lstm, torch-lstm) shares this loop, data, sizes and schedule, so their
+perplexities are comparable.
 """
 
 from __future__ import annotations
@@ -18,24 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnncap.data.vocab import Vocabulary
-from rnncap.nn import LSTM, RNN
-
-CELLS = ("rnn", "lstm", "torch-lstm")
-
-
-@dataclass
-class LMConfig:
-    """The language model; stored in config.json so a checkpoint rebuilds itself."""
-
-    cell: str = "lstm"  # rnn | lstm (from scratch) | torch-lstm (torch.nn.LSTM, the reference)
-    vocab_size: int = 0  # set from the vocabulary
-    embed_dim: int = 128  # word vector size
-    hidden_dim: int = 256  # recurrent state size
-    dropout: float = 0.1  # on word vectors and on hidden states before the output layer
-
-    def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+from rnncap.models.lm import LanguageModel, LMConfig
+from rnncap.utils.io import atomic_write, atomic_write_text
 
 
 @dataclass
@@ -50,49 +34,6 @@ class LMTrainConfig:
     seed: int = 0
     model: LMConfig = field(default_factory=LMConfig)
 
-
-class LanguageModel(nn.Module):
-    """Embedding -> recurrent layer -> linear layer over the vocabulary."""
-
-    def __init__(self, config: LMConfig) -> None:
-        super().__init__()
-        self.config = config
-        E, H, V = config.embed_dim, config.hidden_dim, config.vocab_size
-        self.embed = nn.Embedding(V, E)
-        if config.cell == "rnn":
-            self.rnn = RNN(E, H)
-        elif config.cell == "lstm":
-            self.rnn = LSTM(E, H)
-        else:  # the reference implementation, used only for comparison
-            self.rnn = nn.LSTM(E, H, batch_first=True)
-        self.drop = nn.Dropout(config.dropout)
-        self.head = nn.Linear(H, V)
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        """Next-word logits (N, T, V) for token ids (N, T)."""
-        x = self.drop(self.embed(tokens))  # (N, T, E)
-        h = self.rnn(x)
-        if isinstance(h, tuple):  # torch.nn.LSTM returns (output, (h_n, c_n))
-            h = h[0]
-        return self.head(self.drop(h))  # (N, T, V)
-
-    def init_state(self, n: int) -> tuple[Tensor, ...]:
-        """Zero state for n sequences: (h,) for rnn, (h, c) for the LSTMs, each (n, H)."""
-        zeros = self.head.weight.new_zeros(n, self.config.hidden_dim)
-        return (zeros,) if self.config.cell == "rnn" else (zeros, zeros.clone())
-
-    def step(self, tokens: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """One word: tokens (n,) and state -> (logits (n, V), new state)."""
-        x = self.embed(tokens)  # (n, E)
-        if self.config.cell == "rnn":
-            state = (self.rnn.step(x, state[0]),)
-        elif self.config.cell == "lstm":
-            state = self.rnn.step(x, *state)
-        else:
-            h, c = state
-            _, (h, c) = self.rnn(x.unsqueeze(1), (h.unsqueeze(0), c.unsqueeze(0)))
-            state = (h[0], c[0])
-        return self.head(state[0]), state
 
 
 def encode_captions(captions: Sequence[str], vocab: Vocabulary) -> list[list[int]]:
@@ -249,12 +190,11 @@ def save(model: LanguageModel, vocab: Vocabulary, config: LMTrainConfig, history
     """model.safetensors, config.json (model + training config), vocab.json, history.json."""
     from safetensors.torch import save_file
 
-    out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / "model.safetensors"))
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
-    vocab.save(out / "vocab.json")
-    (out / "history.json").write_text(json.dumps(asdict(history)) + "\n")
+    atomic_write(out / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
+    atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=2) + "\n")
+    atomic_write(out / "vocab.json", vocab.save)
+    atomic_write_text(out / "history.json", json.dumps(asdict(history)) + "\n")
 
 
 def load(folder: Path, device: torch.device) -> tuple[LanguageModel, Vocabulary]:

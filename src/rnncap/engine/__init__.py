@@ -1,0 +1,1 @@
+"""Training, evaluation and metrics: `rnncap.engine.train`, `.evaluate`, `.metrics`, `.lm_train`."""

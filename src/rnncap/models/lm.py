@@ -1,0 +1,74 @@
+"""A word-level language model on caption text: embedding, the from-scratch RNN/LSTM, a linear head.
+
+`torch-lstm` swaps in `torch.nn.LSTM` as the reference the from-scratch cells are compared with;
+training, perplexity and sampling live in `rnncap.engine.lm_train`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from rnncap.nn import LSTM, RNN
+
+CELLS = ("rnn", "lstm", "torch-lstm")
+
+
+@dataclass
+class LMConfig:
+    """The language model; stored in config.json so a checkpoint rebuilds itself."""
+
+    cell: str = "lstm"  # rnn | lstm (from scratch) | torch-lstm (torch.nn.LSTM, the reference)
+    vocab_size: int = 0  # set from the vocabulary
+    embed_dim: int = 128  # word vector size
+    hidden_dim: int = 256  # recurrent state size
+    dropout: float = 0.1  # on word vectors and on hidden states before the output layer
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+
+
+class LanguageModel(nn.Module):
+    """Embedding -> recurrent layer -> linear layer over the vocabulary."""
+
+    def __init__(self, config: LMConfig) -> None:
+        super().__init__()
+        self.config = config
+        E, H, V = config.embed_dim, config.hidden_dim, config.vocab_size
+        self.embed = nn.Embedding(V, E)
+        if config.cell == "rnn":
+            self.rnn = RNN(E, H)
+        elif config.cell == "lstm":
+            self.rnn = LSTM(E, H)
+        else:  # the reference implementation, used only for comparison
+            self.rnn = nn.LSTM(E, H, batch_first=True)
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(H, V)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """Next-word logits (N, T, V) for token ids (N, T)."""
+        x = self.drop(self.embed(tokens))  # (N, T, E)
+        h = self.rnn(x)
+        if isinstance(h, tuple):  # torch.nn.LSTM returns (output, (h_n, c_n))
+            h = h[0]
+        return self.head(self.drop(h))  # (N, T, V)
+
+    def init_state(self, n: int) -> tuple[Tensor, ...]:
+        """Zero state for n sequences: (h,) for rnn, (h, c) for the LSTMs, each (n, H)."""
+        zeros = self.head.weight.new_zeros(n, self.config.hidden_dim)
+        return (zeros,) if self.config.cell == "rnn" else (zeros, zeros.clone())
+
+    def step(self, tokens: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """One word: tokens (n,) and state -> (logits (n, V), new state)."""
+        x = self.embed(tokens)  # (n, E)
+        if self.config.cell == "rnn":
+            state = (self.rnn.step(x, state[0]),)
+        elif self.config.cell == "lstm":
+            state = self.rnn.step(x, *state)
+        else:
+            h, c = state
+            _, (h, c) = self.rnn(x.unsqueeze(1), (h.unsqueeze(0), c.unsqueeze(0)))
+            state = (h[0], c[0])
+        return self.head(state[0]), state

@@ -1,0 +1,58 @@
+"""Atomic writes: a file or folder is written under a temporary name, then renamed into place.
+
+Readers (and a crash mid-write) never see half a file: they see the old one or the new one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object], folder: bool = False) -> Path:
+    """Call `write(temporary path)`, then rename the temporary over `path`.
+
+    The temporary sits beside `path` (same file system, so `os.replace` is atomic). With
+    `folder=True` the temporary is an empty folder for `write` to fill, and an existing folder
+    at `path` is swapped out and removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not folder:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            write(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        write(tmp)
+        _make_readable(tmp)
+        old = path.with_name(f".{path.name}.old")
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """`atomic_write` of a UTF-8 text file."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _make_readable(folder: Path) -> None:
+    """mkdtemp makes a private (0700) folder: give it the permissions of an ordinary one."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for path in folder.iterdir():
+        os.chmod(path, 0o666 & ~umask)
