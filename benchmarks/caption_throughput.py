@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from _timing import timed
-from rnncap.decode.pipeline import caption_files
+from rnncap.decode.beam import DecodeOptions
+from rnncap.decode.captioner import Captioner
 
 REPO = Path(__file__).resolve().parents[1]
 FLICKR8K = REPO.parent / "shared" / "data" / "flickr8k"
@@ -82,13 +83,8 @@ def main() -> None:
     results = []
     pipeline_s = timed(
         lambda: results.extend(
-            caption_files(
-                model,
-                vocab,
-                paths,
-                beam_size=args.beam,
-                batch_size=args.batch_size,
-                workers=args.workers,
+            Captioner(model, vocab, DecodeOptions(beam_size=args.beam)).caption_files(
+                paths, progress=False, batch_size=args.batch_size, workers=args.workers
             )
         ),
         device,

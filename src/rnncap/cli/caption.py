@@ -28,7 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="'default' (the bundled model), a model folder, a training run folder (its best "
         "model) or a model.safetensors file (default: default)",
     )
-    parser.add_argument("--beam", type=int, default=3, help="beam size (default: 3; 1 = greedy)")
+    parser.add_argument(
+        "--beam", type=int, default=None,
+        help="beam size (default: the model's decoding setting, 3 unless set; 1 = greedy)",
+    )  # fmt: skip
     parser.add_argument(
         "--max-length", type=int, default=None, help="words per caption at most (default: model's)"
     )
@@ -66,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if args.beam < 1:
+    if args.beam is not None and args.beam < 1:
         raise UsageError("--beam must be at least 1")
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
@@ -127,29 +130,25 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_model(args: argparse.Namespace, paths: list[Path], device) -> int:
     """Caption with a saved rnncap model; returns the number of images that failed."""
-    from rnncap.decode.pipeline import Failed, caption_files
-    from rnncap.models.folder import load_model
+    from rnncap.decode.captioner import Failed, load
 
     try:
-        model, vocab = load_model(args.model, device)
+        captioner = load(args.model, device)
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(f"--model: {error}") from None
+    cell_type = captioner.config.cell_type
     out = Path(args.attention_out) if args.attention_out is not None else None
-    if out is not None and model.config.cell_type != "attn":
-        raise UsageError(
-            f"--attention-out needs an attention model; this one is {model.config.cell_type!r}"
-        )
+    if out is not None and cell_type != "attn":
+        raise UsageError(f"--attention-out needs an attention model; this one is {cell_type!r}")
     png_names = dict(zip(map(str, paths), _png_names(paths), strict=True))
     failed = 0
-    results = caption_files(
-        model,
-        vocab,
+    results = captioner.caption_files(
         paths,
-        beam_size=args.beam,
+        progress=len(paths) > PROGRESS_ABOVE and not args.quiet,
         batch_size=args.batch_size,
         workers=args.workers,
+        beam=args.beam,
         max_length=args.max_length,
-        progress=len(paths) > PROGRESS_ABOVE and not args.quiet,
     )
     for result in results:
         if isinstance(result, Failed):
@@ -166,9 +165,9 @@ def _run_model(args: argparse.Namespace, paths: list[Path], device) -> int:
                 result.words,
                 result.attention,
                 result.grid,
-                caption=result.caption,
+                caption=result.text,
             )
-        _print(result.image, result.caption, result.score, args.json)
+        _print(result.image, result.text, result.score, args.json)
     return failed
 
 

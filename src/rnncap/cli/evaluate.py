@@ -19,9 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="data set format (default: flickr8k)")  # fmt: skip
     parser.add_argument("--split", default="test", choices=["train", "dev", "test"],
                         help="split to caption (default: test)")  # fmt: skip
-    parser.add_argument("--beam", type=int, default=3, help="beam size; 1 = greedy (default: 3)")
-    parser.add_argument("--length-penalty", type=float, default=0.0,
-                        help="rank finished beams by score / length**a (default: 0)")  # fmt: skip
+    parser.add_argument("--beam", type=int, default=None,
+                        help="beam size; 1 = greedy (default: the model's, else 3)")  # fmt: skip
+    parser.add_argument("--length-penalty", type=float, default=None,
+                        help="rank finished beams by score / length**a "
+                             "(default: the model's setting, 0 unless set)")  # fmt: skip
     parser.add_argument(
         "--features", default=None, help="feature cache to read and extend (default: temporary)"
     )
@@ -36,8 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rnncap.engine.evaluate import EvalConfig, evaluate, format_table
+    from rnncap.utils.device import DeviceError
 
-    if args.beam < 1:
+    if args.beam is not None and args.beam < 1:
         return fail(f"--beam must be >= 1, got {args.beam}")
     if not Path(args.data).is_dir():
         return fail(f"--data {args.data}: no such folder")
@@ -48,8 +51,6 @@ def run(args: argparse.Namespace) -> int:
         length_penalty=args.length_penalty, features=args.features, batch_size=args.batch_size,
         workers=args.workers, device=args.device, limit=args.limit, progress=not args.quiet,
     )  # fmt: skip
-    from rnncap.utils.device import DeviceError
-
     try:
         result = evaluate(cfg)
     except DeviceError as e:
@@ -60,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         from rnncap.utils.io import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
-    print(f"{args.split} split, {result['images']} images, beam {args.beam}, model {args.model}")
+    beam = result["config"]["beam"]
+    print(f"{args.split} split, {result['images']} images, beam {beam}, model {args.model}")
     print(format_table(result["scores"]))
     return 0

@@ -56,7 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=30.0,
         help="seconds a request may wait for its captions, 504 beyond (default: 30)",
     )
-    parser.add_argument("--beam", type=int, default=3, help="beam size (default: 3)")
+    parser.add_argument(
+        "--beam", type=int, default=None,
+        help="beam size (default: the model's decoding setting, 3 unless set)",
+    )  # fmt: skip
     parser.add_argument(
         "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)"
     )
@@ -65,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         for flag in ("max_batch", "beam"):
-            if getattr(args, flag) < 1:
+            if getattr(args, flag) is not None and getattr(args, flag) < 1:
                 raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
         if not 0 <= args.port <= 65535:
             raise UsageError(f"--port {args.port}: must be between 0 and 65535")
@@ -80,11 +83,11 @@ def run(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from rnncap.models.folder import load_model
+    from rnncap.decode.captioner import load
     from rnncap.serving.app import ServeConfig, create_app
 
     try:
-        model, vocab = load_model(args.model, device)
+        captioner = load(args.model, device)
     except (FileNotFoundError, ValueError) as error:
         return fail(f"--model: {error}")
     config = ServeConfig(
@@ -94,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         beam_size=args.beam,
     )
-    app = create_app(model, vocab, config, model_name=str(args.model))
+    app = create_app(captioner, config)
     print(f"rnncap: serving {args.model} on http://{args.host}:{args.port}/", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

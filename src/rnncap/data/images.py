@@ -5,6 +5,7 @@ Shared by the encoders, the feature cache, the `caption` command and the web ser
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Iterable
@@ -19,7 +20,14 @@ IMAGE_EXTENSIONS = frozenset(
 
 
 class ImageError(ValueError):
-    """A file that cannot be used as an image; the message is one line naming the file."""
+    """A file that cannot be used as an image; the message is one line naming the file.
+
+    `kind` says why: "missing", "empty", "not_image", "bomb" (too many pixels) or "broken".
+    """
+
+    def __init__(self, message: str, kind: str = "broken") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def open_image(path: str | os.PathLike) -> Image.Image:
@@ -30,31 +38,45 @@ def open_image(path: str | os.PathLike) -> Image.Image:
     """
     path = Path(path)
     if not path.exists():
-        raise ImageError(f"{path}: no such file")
+        raise ImageError(f"{path}: no such file", "missing")
     if not path.is_file():
-        raise ImageError(f"{path}: not a file")
+        raise ImageError(f"{path}: not a file", "missing")
     if path.stat().st_size == 0:
-        raise ImageError(f"{path}: empty file (0 bytes)")
+        raise ImageError(f"{path}: empty file (0 bytes)", "empty")
+    return _decode(path, str(path))
+
+
+def decode_image_bytes(data: bytes, name: str = "image") -> Image.Image:
+    """`open_image` for the bytes of an image file (an upload); `name` appears in errors."""
+    if not data:
+        raise ImageError(f"{name}: empty file (0 bytes)", "empty")
+    return _decode(io.BytesIO(data), name)
+
+
+def _decode(source: Path | io.BytesIO, name: str) -> Image.Image:
+    """Decode fully (with the decompression-bomb guard), undo EXIF rotation, convert to RGB."""
     try:
         # PIL only warns between MAX_IMAGE_PIXELS and twice that; refuse the whole range.
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 _check_pixels(image)
                 image.load()  # decode now so that truncated data fails here, not later
                 image = ImageOps.exif_transpose(image)
                 return to_rgb(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageError(
-            f"{path}: too many pixels, refused as a decompression bomb ({error})"
+            f"{name}: too many pixels, refused as a decompression bomb ({error})", "bomb"
         ) from None
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image (unknown or unsupported format)") from None
+        raise ImageError(
+            f"{name}: not an image (unknown or unsupported format)", "not_image"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         if "truncated" in reason or isinstance(error, EOFError):
             reason = f"truncated or corrupt image data ({reason})"
-        raise ImageError(f"{path}: cannot read image: {reason}") from None
+        raise ImageError(f"{name}: cannot read image: {reason}") from None
 
 
 def _check_pixels(image: Image.Image) -> None:

@@ -6,9 +6,35 @@ cell type (rnn, lstm, attn) alike.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
+
+from rnncap.utils.config import config_from_dict
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How a caption is searched for. A model folder may set these in config.json "decoding"."""
+
+    beam_size: int = 3  # hypotheses kept per image; 1 = greedy
+    max_length: int | None = None  # words per caption at most; None: the model's max_length
+    length_penalty: float = 0.0  # rank finished beams by score / length**a; 0: the plain sum
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
+        if self.max_length is not None and self.max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {self.max_length}")
+        if self.length_penalty < 0:
+            raise ValueError(f"length_penalty must be >= 0, got {self.length_penalty}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> DecodeOptions:
+        return config_from_dict(cls, values, "decoding options")
 
 
 @dataclass
@@ -118,3 +144,14 @@ def beam_search(
         if attn_history is not None:
             out_attn.append(attn_history[n * K + best, : len(candidates[best])].cpu())
     return Decoded(out_tokens, out_scores, out_attn if attn_history is not None else None)
+
+
+def decode(model, features: torch.Tensor, options: DecodeOptions) -> Decoded:
+    """Beam search (greedy when beam_size is 1) with every setting taken from `options`."""
+    return beam_search(
+        model,
+        features,
+        beam_size=options.beam_size,
+        max_length=options.max_length,
+        length_penalty=options.length_penalty,
+    )

@@ -6,14 +6,11 @@ temporary one, so training and evaluation see the same float16 encoder outputs.
 
 from __future__ import annotations
 
-import sys
+import dataclasses
 import tempfile
 from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
-
-from rnncap.decode.pipeline import caption_features
 
 
 @dataclass
@@ -22,9 +19,9 @@ class EvalConfig:
     data: str = ""  # data set root
     format: str = "flickr8k"  # flickr8k | coco | karpathy
     split: str = "test"
-    beam: int = 3  # 1 = greedy
-    length_penalty: float = 0.0
-    max_length: int | None = None  # None: the model's own
+    beam: int | None = None  # None: the model's decoding setting; 1 = greedy
+    length_penalty: float | None = None  # None: the model's decoding setting
+    max_length: int | None = None  # None: the model's decoding setting
     features: str | None = None  # feature cache folder; None: a temporary one
     batch_size: int = 100  # images decoded at once
     workers: int = 2  # image-decoding processes when features are computed
@@ -53,57 +50,49 @@ def split_features(model, samples, cache_dir: str | None, device, workers: int, 
         return compute(tmp)
 
 
-@torch.no_grad()
-def caption_in_batches(model, vocab, features, beam: int, batch_size: int, length_penalty=0.0,
-                       max_length=None, progress=True):  # fmt: skip
-    """features (I, ...) -> (captions, scores) lists, decoded `batch_size` images at a time."""
-    device = next(model.parameters()).device
-    captions, scores = [], []
-    starts = range(0, len(features), batch_size)
-    for start in tqdm(
-        starts, desc=f"beam {beam}", unit="batch", disable=not progress, file=sys.stderr
-    ):
-        batch = features[start : start + batch_size].to(device).float()
-        for caption, score, _ in caption_features(
-            model, vocab, batch, beam, max_length=max_length, length_penalty=length_penalty
-        ):
-            captions.append(caption)
-            scores.append(score)
-    return captions, scores
-
-
 def evaluate(cfg: EvalConfig) -> dict:
     """-> {"scores": {...}, "predictions": [{"image", "caption", "score"}], "config": {...}}."""
     from dataclasses import asdict
 
     from rnncap.data.datasets import load_dataset
+    from rnncap.decode.captioner import load
     from rnncap.engine.metrics import score
-    from rnncap.models.folder import load_model
-    from rnncap.utils.device import resolve_device
 
-    device = resolve_device(cfg.device)
-    model, vocab = load_model(cfg.model, device)
+    captioner = load(cfg.model, cfg.device)
+    options = captioner.decode_options(cfg.beam, cfg.max_length)
+    if cfg.length_penalty is not None:
+        options = dataclasses.replace(options, length_penalty=cfg.length_penalty)
     samples = list(load_dataset(cfg.data, cfg.format, cfg.split))
     if cfg.limit:
         samples = samples[: cfg.limit]
     if not samples:
         raise ValueError(f"{cfg.data}: the {cfg.split} split has no images")
-    features = split_features(model, samples, cfg.features, device, cfg.workers, cfg.progress)
-    captions, scores = caption_in_batches(
-        model, vocab, features, cfg.beam, cfg.batch_size, cfg.length_penalty, cfg.max_length,
-        cfg.progress,
-    )  # fmt: skip
+    features = split_features(
+        captioner.model, samples, cfg.features, captioner.device, cfg.workers, cfg.progress
+    )
+    results = captioner.caption_feature_batches(features, options, cfg.batch_size, cfg.progress)
+    captions = [r.text for r in results]
+    scores = [r.score for r in results]
     predictions = {s.name: c for s, c in zip(samples, captions, strict=True)}
     references = {s.name: list(s.captions) for s in samples}
     metrics = score(references, predictions)
     return {
-        "config": asdict(cfg),
+        "config": {**asdict(cfg), **_resolved(options)},
         "images": len(samples),
         "scores": metrics,
         "predictions": [
             {"image": s.name, "caption": c, "score": v}
             for s, c, v in zip(samples, captions, scores, strict=True)
         ],
+    }
+
+
+def _resolved(options) -> dict:
+    """The decoding settings actually used, under EvalConfig's names."""
+    return {
+        "beam": options.beam_size,
+        "length_penalty": options.length_penalty,
+        "max_length": options.max_length,
     }
 
 

@@ -19,7 +19,8 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from rnncap.data.vocab import Vocabulary
-from rnncap.decode.pipeline import caption_features
+from rnncap.decode.beam import DecodeOptions
+from rnncap.decode.captioner import Captioner
 from rnncap.engine.train_config import TrainConfig
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
 from rnncap.models.folder import save_model
@@ -27,6 +28,7 @@ from rnncap.nn.loss import temporal_softmax_loss
 from rnncap.utils.io import atomic_write
 
 TRAIN_STATE = "train_state.pt"
+GREEDY = DecodeOptions(beam_size=1)  # dev captions for CIDEr model selection
 
 
 # --------------------------------------------------------------------------- data
@@ -106,9 +108,9 @@ def evaluate_split(model, vocab, split: CaptionSplit, device, max_images: int, b
         loss = caption_loss(model, features, captions, counts.to(device), 0.0)
         total += float(loss) * captions.shape[0]
         count += captions.shape[0]
-        greedy = caption_features(model, vocab, features, beam_size=1)
-        for i, (caption, _, _) in zip(index, greedy, strict=True):
-            predictions[split.names[i]] = caption
+        greedy = Captioner(model, vocab, GREEDY).caption_features(features)
+        for i, caption in zip(index, greedy, strict=True):
+            predictions[split.names[i]] = caption.text
             references[split.names[i]] = split.references[i]
     scores = score(references, predictions, metrics=("CIDEr",))
     return {"dev_loss": total / max(count, 1), "dev_cider": scores["CIDEr"]}

@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import functools
-import io
 import time
-import warnings
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -21,12 +19,12 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from rnncap.data.images import to_rgb
-from rnncap.decode.pipeline import Captioned, caption_batch
+from rnncap.data.images import ImageError, decode_image_bytes
+from rnncap.decode.captioner import Caption, Captioner
 from rnncap.serving.batcher import MicroBatcher
 from rnncap.serving.errors import ApiError
 
@@ -39,35 +37,20 @@ class ServeConfig:
     max_wait_ms: float = 10.0  # how long a batch waits for more requests before it runs
     max_bytes: int = 10 * 1024 * 1024  # request body size cap (413 beyond)
     timeout: float = 30.0  # seconds a request may wait for its captions (504 beyond)
-    beam_size: int = 3
+    beam_size: int | None = None  # None: the model's decoding setting
     max_queue: int = 1024  # images waiting at most; more requests get 503
 
 
 # ------------------------------------------------------------------------ uploads
-def decode_image_bytes(data: bytes, name: str) -> Image.Image:
-    """Decode an uploaded file fully into an RGB image, or raise ApiError (415, 400 or 413)."""
-    if not data:
-        raise ApiError(400, f"{name}: empty file (0 bytes)")
+_STATUS = {"not_image": 415, "bomb": 413}  # every other bad upload is a 400
+
+
+def decode_upload(data: bytes, name: str) -> Image.Image:
+    """Decode an uploaded file fully into an RGB image, or raise ApiError (415, 413 or 400)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                limit = Image.MAX_IMAGE_PIXELS
-                if limit is not None and image.width * image.height > limit:
-                    raise Image.DecompressionBombError(
-                        f"{image.width}x{image.height} pixels, limit {limit}"
-                    )
-                image.load()  # decode now: truncated data fails here
-                return to_rgb(ImageOps.exif_transpose(image))
-    except UnidentifiedImageError:
-        raise ApiError(415, f"{name}: not an image (unknown or unsupported format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ApiError(
-            413, f"{name}: too many pixels, refused as a decompression bomb ({error})"
-        ) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ApiError(400, f"{name}: broken image ({reason})") from None
+        return decode_image_bytes(data, name)
+    except ImageError as error:
+        raise ApiError(_STATUS.get(error.kind, 400), str(error)) from None
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -135,8 +118,8 @@ def release_free_memory() -> None:
 
 
 # ------------------------------------------------------------------------ the application
-def _result_json(result: Captioned, attention: bool) -> dict:
-    out = {"image": result.image, "caption": result.caption, "score": round(result.score, 4)}
+def _result_json(result: Caption, attention: bool) -> dict:
+    out = {"image": result.image, "caption": result.text, "score": round(result.score, 4)}
     if attention:
         out["words"] = result.words
         out["grid"] = list(result.grid) if result.grid is not None else None
@@ -152,20 +135,23 @@ def _index_html() -> str:
     return (resources.files("rnncap") / "web" / "index.html").read_text(encoding="utf-8")
 
 
-def create_app(model, vocab, config: ServeConfig | None = None, model_name: str = "") -> FastAPI:
-    """The FastAPI application around one loaded model (in eval mode, on its device)."""
+def create_app(
+    captioner: Captioner, config: ServeConfig | None = None, model_name: str | None = None
+) -> FastAPI:
+    """The FastAPI application around one loaded `Captioner` (its model on its device)."""
     config = config or ServeConfig()
-    encoder = model.encoder  # build the CNN now, not on the first request
-    preprocess = encoder.preprocess
+    options = captioner.decode_options(beam=config.beam_size)
+    model_name = captioner.name if model_name is None else model_name
+    _ = captioner.model.encoder  # build the CNN now, not on the first request
 
-    def run_batch(images: torch.Tensor, names: Sequence[str]) -> list[Captioned]:
+    def run_batch(images: torch.Tensor, names: Sequence[str]) -> list[Caption]:
         try:
-            return caption_batch(model, vocab, images, list(names), beam_size=config.beam_size)
+            return captioner.caption_images(images, list(names), options)
         finally:
             release_free_memory()
 
     def prepare(uploads: list[tuple[str, bytes]]) -> list[torch.Tensor]:
-        return [preprocess(decode_image_bytes(data, name)) for name, data in uploads]
+        return [captioner.preprocess(decode_upload(data, name)) for name, data in uploads]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -202,10 +188,10 @@ def create_app(model, vocab, config: ServeConfig | None = None, model_name: str 
         return {
             "status": "ok",
             "model": model_name,
-            "encoder": model.config.encoder,
-            "cell_type": model.config.cell_type,
-            "vocab_size": len(vocab),
-            "config": asdict(config),
+            "encoder": captioner.config.encoder,
+            "cell_type": captioner.config.cell_type,
+            "vocab_size": len(captioner.vocab),
+            "config": {**asdict(config), "beam_size": options.beam_size},
             "batches": asdict(app.state.batcher.stats),
         }
 

@@ -1,0 +1,277 @@
+"""The one way from images to captions: `load()` returns a `Captioner` that owns the model, its
+vocabulary, its preprocessing and its decoding options.
+
+    captioner = rnncap.load("default")
+    captioner("photo.jpg").text                      # a path, Path, PIL image, HxWx3 array or bytes
+    captioner([a, b, c], beam=5)                     # a list is captioned as one batch
+    for result in captioner.caption_files(paths):    # a large folder, DataLoader workers decoding
+        ...
+
+The command line, the web service, evaluation and training's dev captions all go through
+`Captioner.caption_features`, the single place where encoder features become caption strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from rnncap.data.images import (
+    ImageError,
+    ImageFiles,
+    collate_images,
+    decode_image_bytes,
+    open_image,
+    to_rgb,
+)
+from rnncap.decode.beam import DecodeOptions, decode
+
+BACKENDS = ("torch",)
+
+
+class CaptionError(ValueError):
+    """An input that cannot be captioned; the message names the item (its path, or its index)."""
+
+
+@dataclass
+class Caption:
+    """One image's caption."""
+
+    text: str
+    score: float  # sum of the words' log-probabilities (divided by length**a with a penalty a)
+    words: list[str]  # the caption's words, one per attention row
+    attention: torch.Tensor | None  # (L, P) float32 on the CPU: weights behind each word (attn)
+    grid: tuple[int, int] | None  # (h, w) of the encoder's feature grid, P = h * w
+    image: str | None = None  # the file (or upload name) it came from, when there is one
+
+
+@dataclass
+class Failed:
+    """An image of `caption_files` that could not be captioned; `reason` names the file."""
+
+    image: str
+    reason: str
+
+
+def load(
+    model: str | os.PathLike = "default",
+    device: str | torch.device = "auto",
+    backend: str | None = None,
+) -> Captioner:
+    """A `Captioner` for a model folder ("default": the bundled model, or a run folder).
+
+    device: "auto" (CUDA when available), "cpu", "cuda", "cuda:N" or a torch.device.
+    backend: how the network runs; None or "torch" (the only one so far).
+    Decoding defaults come from the folder's config.json "decoding" entry when it has one.
+    """
+    from rnncap.models.folder import load_model, read_config, resolve_model_dir
+    from rnncap.utils.device import resolve_device
+
+    backend = _check_backend(backend)
+    device = resolve_device(device) if isinstance(device, str) else device
+    folder = resolve_model_dir(model)
+    network, vocab = load_model(folder, device)
+    options = DecodeOptions.from_dict(read_config(folder).get("decoding", {}))
+    return Captioner(network, vocab, options, backend=backend, name=str(model))
+
+
+def _check_backend(backend: str | None) -> str:
+    backend = backend or "torch"
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+    return backend
+
+
+class Captioner:
+    """A captioning model ready to use: call it on images, or on encoder features.
+
+    model: a `CaptioningRNN` in eval mode (on its device); vocab: its `Vocabulary`;
+    options: the default `DecodeOptions` (each call may override beam and max_length).
+    """
+
+    def __init__(
+        self,
+        model,
+        vocab,
+        options: DecodeOptions | None = None,
+        backend: str | None = None,
+        name: str = "",
+    ) -> None:
+        self.model = model
+        self.vocab = vocab
+        self.options = options or DecodeOptions()
+        self.backend = _check_backend(backend)
+        self.name = name
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def config(self):
+        """The model's `CaptionerConfig` (encoder, cell type, sizes)."""
+        return self.model.config
+
+    def decode_options(
+        self, beam: int | None = None, max_length: int | None = None
+    ) -> DecodeOptions:
+        """The held options, with `beam` and `max_length` replaced when given."""
+        changes = {"beam_size": beam, "max_length": max_length}
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self.options, **changes) if changes else self.options
+
+    # ------------------------------------------------------------------ features -> captions
+    @torch.inference_mode()
+    def caption_features(
+        self,
+        features: torch.Tensor,
+        options: DecodeOptions | None = None,
+        names: Sequence[str] | None = None,
+    ) -> list[Caption]:
+        """Encoder features (N, C, h, w) or (N, C) -> a `Caption` per image (one batched search)."""
+        features = features.to(self.device, non_blocking=True).float()
+        decoded = decode(self.model, features, options or self.options)
+        grid = tuple(features.shape[2:4]) if features.dim() == 4 else None
+        attention = decoded.attention or [None] * len(decoded.tokens)
+        names = names if names is not None else [None] * len(decoded.tokens)
+        return [
+            Caption(
+                text=self.vocab.decode(tokens),
+                score=float(score),
+                words=[self.vocab.itos[t] for t in tokens],
+                attention=weights.float() if weights is not None else None,
+                grid=grid if weights is not None else None,
+                image=None if name is None else str(name),
+            )
+            for tokens, score, weights, name in zip(
+                decoded.tokens, decoded.scores, attention, names, strict=True
+            )
+        ]
+
+    def caption_feature_batches(
+        self,
+        features: torch.Tensor,
+        options: DecodeOptions | None = None,
+        batch_size: int = 100,
+        progress: bool = False,
+    ) -> list[Caption]:
+        """`caption_features` over many images' features (I, ...), `batch_size` at a time."""
+        from tqdm import tqdm
+
+        options = options or self.options
+        captions: list[Caption] = []
+        starts = range(0, len(features), batch_size)
+        desc = f"beam {options.beam_size}"
+        for start in tqdm(starts, desc=desc, unit="batch", disable=not progress, file=sys.stderr):
+            captions += self.caption_features(features[start : start + batch_size], options)
+        return captions
+
+    # ------------------------------------------------------------------ images -> captions
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """An RGB PIL image -> the encoder's input (3, S, S)."""
+        return self.model.encoder.preprocess(image)
+
+    @torch.inference_mode()
+    def caption_images(
+        self,
+        images: torch.Tensor,
+        names: Sequence[str] | None = None,
+        options: DecodeOptions | None = None,
+    ) -> list[Caption]:
+        """Preprocessed images (N, 3, S, S) -> a `Caption` each: one encoder call, one search."""
+        features = self.model.encode(images.to(self.device, non_blocking=True))
+        return self.caption_features(features, options, names)
+
+    def __call__(
+        self, x, *, beam: int | None = None, max_length: int | None = None
+    ) -> Caption | list[Caption]:
+        """Caption one image, or a list of them (as one batch).
+
+        An image is a file path (str or Path), a PIL image, a NumPy (H, W, 3) uint8 array or the
+        bytes of an image file. Raises CaptionError naming the item that cannot be used.
+        """
+        options = self.decode_options(beam, max_length)
+        if isinstance(x, list | tuple):
+            if not x:
+                return []
+            images = [self._to_pil(item, f"item {i}") for i, item in enumerate(x)]
+            names = [_name(item) for item in x]
+        else:
+            images, names = [self._to_pil(x, "input")], [_name(x)]
+        batch = torch.stack([self.preprocess(image) for image in images])  # (N, 3, S, S)
+        captions = self.caption_images(batch, names, options)
+        return captions if isinstance(x, list | tuple) else captions[0]
+
+    @staticmethod
+    def _to_pil(x, label: str) -> Image.Image:
+        """One input -> an RGB PIL image, or CaptionError naming it."""
+        try:
+            if isinstance(x, str | os.PathLike):
+                return open_image(x)
+            if isinstance(x, bytes | bytearray | memoryview):
+                return decode_image_bytes(bytes(x), f"{label} (bytes)")
+        except ImageError as error:
+            raise CaptionError(str(error)) from None
+        if isinstance(x, Image.Image):
+            return to_rgb(x)
+        if isinstance(x, np.ndarray):
+            if x.ndim != 3 or x.shape[2] != 3 or x.dtype != np.uint8:
+                raise CaptionError(
+                    f"{label}: an array must be (H, W, 3) uint8, got {x.shape} {x.dtype}"
+                )
+            return Image.fromarray(x, mode="RGB")
+        raise CaptionError(
+            f"{label}: cannot caption a {type(x).__name__}; give a path, a PIL image, "
+            f"an (H, W, 3) uint8 array or the bytes of an image file"
+        )
+
+    # ------------------------------------------------------------------ many files
+    def caption_files(
+        self,
+        paths: Sequence[str | os.PathLike],
+        progress: bool = True,
+        batch_size: int = 32,
+        workers: int = 2,
+        beam: int | None = None,
+        max_length: int | None = None,
+    ) -> Iterator[Caption | Failed]:
+        """Caption image files, yielding one `Caption` or `Failed` per path, in the input order.
+
+        `workers` DataLoader processes open and preprocess the images (0: in this process) while
+        this one runs the encoder and the beam search on batches of `batch_size` images.
+        """
+        from torch.utils.data import DataLoader
+        from tqdm import tqdm
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        options = self.decode_options(beam, max_length)
+        encoder = self.model.encoder  # built once here, before the workers fork
+        loader = DataLoader(
+            ImageFiles(paths, encoder.preprocess),
+            batch_size=batch_size,
+            num_workers=min(workers, -(-len(paths) // batch_size)),  # no idle workers
+            collate_fn=collate_images,
+            pin_memory=self.device.type == "cuda",
+        )
+        names = [str(p) for p in paths]
+        with tqdm(total=len(names), unit="img", disable=not progress, desc="caption") as bar:
+            for images, indices, bad in loader:
+                results = [(i, Failed(names[i], message)) for message, i in bad]
+                if images is not None:
+                    captions = self.caption_images(images, [names[i] for i in indices], options)
+                    results += list(zip(indices, captions, strict=True))
+                for _, result in sorted(results, key=lambda r: r[0]):
+                    yield result
+                bar.update(len(results))
+
+
+def _name(x) -> str | None:
+    return str(x) if isinstance(x, str | os.PathLike) else None
