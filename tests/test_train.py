@@ -60,16 +60,16 @@ def test_resume_continues_exactly(dataset, tmp_path, monkeypatch):
     killed = tmp_path / "killed"
     import rnncap.engine.train as train_module
 
-    real_plot = train_module._plot
+    real_plot = train_module.plot_training_curves
 
     def die_after_first_epoch(history, path):
         real_plot(history, path)
         raise KeyboardInterrupt  # as if the process were killed right after epoch 1's checkpoint
 
-    monkeypatch.setattr(train_module, "_plot", die_after_first_epoch)
+    monkeypatch.setattr(train_module, "plot_training_curves", die_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         train(config(dataset, killed, epochs=2))
-    monkeypatch.setattr(train_module, "_plot", real_plot)
+    monkeypatch.setattr(train_module, "plot_training_curves", real_plot)
     with pytest.raises(FileExistsError, match="--resume"):
         train(config(dataset, killed, epochs=2))
     train(config(dataset, killed, epochs=2, resume=True))

@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rnncap.engine import lm_train
     from rnncap.models import lm
+    from rnncap.utils.plotting import plot_lm_history
 
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = args.out or Path("runs") / f"lm-{args.cell}"
     lm_train.save(model, vocab, config, history, out)
-    lm_train.plot_history(history, out / "curve.png", f"{args.cell} language model")
+    plot_lm_history(history, out / "curve.png", f"{args.cell} language model")
     summary = {"cell": args.cell, "val_perplexity": history.epoch_val_ppl[-1],
                "train_seconds": round(seconds, 1), "device": str(device), **asdict(config)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -165,26 +165,6 @@ def train(
     return history
 
 
-def plot_history(history: History, path: Path, title: str) -> None:
-    """Train loss per step and validation perplexity per epoch, side by side, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(history.step_loss, linewidth=0.7)
-    left.set(xlabel="step", ylabel="train cross-entropy (nats/word)", title=title)
-    epochs = range(1, len(history.epoch_val_ppl) + 1)
-    right.plot(epochs, history.epoch_train_ppl, "o-", label="train")
-    right.plot(epochs, history.epoch_val_ppl, "o-", label="validation")
-    right.set(xlabel="epoch", ylabel="perplexity", title="perplexity")
-    right.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def save(model: LanguageModel, vocab: Vocabulary, config: LMTrainConfig, history: History,
          out: Path) -> None:
     """model.safetensors, config.json (model + training config), vocab.json, history.json."""

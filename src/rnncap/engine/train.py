@@ -2,6 +2,9 @@
 
 `TrainConfig` holds every choice; `train(config)` writes a run folder with the resolved config,
 `metrics.jsonl`, `curves.png`, `last/` (resumable, every epoch) and `best/` (highest dev CIDEr).
+The parts, in order: set up the run (`_start`, resuming from `last/`), build the model and its
+optimiser (`_optimizer`), then per epoch `_train_epoch`, `_end_epoch` (dev loss and CIDEr,
+checkpoints, curves) and the early-stopping check (`_should_stop`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,8 +28,8 @@ from rnncap.decode.captioner import Captioner
 from rnncap.engine.train_config import TrainConfig
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
 from rnncap.models.folder import save_model
-from rnncap.nn.loss import temporal_softmax_loss
-from rnncap.utils.io import atomic_write
+from rnncap.nn.loss import captioning_loss
+from rnncap.utils.plotting import plot_training_curves
 
 TRAIN_STATE = "train_state.pt"
 GREEDY = DecodeOptions(beam_size=1)  # dev captions for CIDEr model selection
@@ -77,39 +81,38 @@ def collate(split: CaptionSplit, index: list[int], pad_id: int):
     return split.features[index], captions, counts
 
 
+def _head(split: CaptionSplit, n: int) -> CaptionSplit:
+    return CaptionSplit(
+        split.names[:n], split.features[:n], split.captions[:n], split.references[:n]
+    )
+
+
 # --------------------------------------------------------------------------- loss
-def caption_loss(model, features, captions, counts, attention_reg: float) -> torch.Tensor:
-    """Temporal softmax loss (+ the doubly stochastic attention penalty for attn models)."""
-    logits, weights = model(features, captions[:, :-1], counts)  # (N, T, V), (N, T, P) | None
-    targets = captions[:, 1:]
-    loss = temporal_softmax_loss(logits.float(), targets, ignore_index=0)
-    if weights is not None and attention_reg > 0:
-        mask = (targets != 0).to(weights.dtype)[:, :, None]  # (N, T, 1)
-        # Each grid cell should receive, summed over the words, about one unit of attention.
-        coverage = (weights * mask).sum(1)  # (N, P)
-        loss = loss + attention_reg * ((1.0 - coverage) ** 2).sum(1).mean()
-    return loss
+def batch_loss(net, features, captions, counts, attention_reg: float) -> torch.Tensor:
+    """Teacher-forced `captioning_loss` of one batch; `net` may be the DDP-wrapped model."""
+    logits, weights = net(features, captions[:, :-1], counts)  # (N, T, V), (N, T, P) | None
+    return captioning_loss(logits, captions[:, 1:], weights, attention_reg, ignore_index=0)
 
 
 # --------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def evaluate_split(model, vocab, split: CaptionSplit, device, max_images: int, batch: int = 100):
+def evaluate_split(captioner: Captioner, split: CaptionSplit, max_images: int, batch: int = 100):
     """Dev loss (teacher forcing) and CIDEr of greedy captions on the first max_images."""
     from rnncap.engine.metrics import score
 
+    model, pad_id = captioner.model, captioner.vocab.pad_id
     model.eval()
     n = len(split.names) if max_images <= 0 else min(max_images, len(split.names))
     total, count = 0.0, 0
     predictions, references = {}, {}
     for start in range(0, n, batch):
         index = list(range(start, min(n, start + batch)))
-        features, captions, counts = collate(split, index, vocab.pad_id)
-        features, captions = features.to(device).float(), captions.to(device)
-        loss = caption_loss(model, features, captions, counts.to(device), 0.0)
+        features, captions, counts = collate(split, index, pad_id)
+        features, captions = features.to(captioner.device).float(), captions.to(captioner.device)
+        loss = batch_loss(model, features, captions, counts.to(captioner.device), 0.0)
         total += float(loss) * captions.shape[0]
         count += captions.shape[0]
-        greedy = Captioner(model, vocab, GREEDY).caption_features(features)
-        for i, caption in zip(index, greedy, strict=True):
+        for i, caption in zip(index, captioner.caption_features(features, GREEDY), strict=True):
             predictions[split.names[i]] = caption.text
             references[split.names[i]] = split.references[i]
     scores = score(references, predictions, metrics=("CIDEr",))
@@ -133,24 +136,6 @@ def _dist_setup(cfg: TrainConfig):
     return 0, 1, resolve_device(cfg.device)
 
 
-def _plot(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
-    a.plot(epochs, [h["dev_loss"] for h in history], "o-", label="dev")
-    a.set_xlabel("epoch"), a.set_ylabel("loss per caption"), a.legend()
-    b.plot(epochs, [h.get("dev_cider", float("nan")) for h in history], "o-", color="C2")
-    b.set_xlabel("epoch"), b.set_ylabel("dev CIDEr (greedy)")
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
-
-
 def _lr_lambda(cfg: TrainConfig, total_steps: int):
     def f(step: int) -> float:
         if step < cfg.warmup_steps:
@@ -161,29 +146,71 @@ def _lr_lambda(cfg: TrainConfig, total_steps: int):
     return f
 
 
-# --------------------------------------------------------------------------- the loop
+# --------------------------------------------------------------------------- the run
+@dataclass
+class _Run:
+    """Everything one training run carries from epoch to epoch."""
+
+    cfg: TrainConfig
+    out: Path
+    rank: int
+    world: int
+    device: torch.device
+    log: Callable[..., None]
+    captioner: Captioner  # the model and vocabulary; dev captions go through it
+    train_split: CaptionSplit
+    dev_split: CaptionSplit
+    net: torch.nn.Module = None  # the model, DDP-wrapped when world > 1
+    optimizer: torch.optim.Optimizer = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler = None
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"dev_cider": -1.0, "epoch": 0})
+    start_epoch: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def model(self) -> CaptioningRNN:
+        return self.captioner.model
+
+    @property
+    def vocab(self) -> Vocabulary:
+        return self.captioner.vocab
+
+
 def train(cfg: TrainConfig) -> dict:
     """Train, validate every epoch, keep last/ and best/; returns the best epoch's metrics."""
+    run = _start(cfg)
+    epochs_since_best = 0 if not run.history else run.history[-1]["epoch"] - run.best["epoch"]
+    for epoch in range(run.start_epoch, cfg.epochs + 1):
+        if _should_stop(run, epochs_since_best):
+            break
+        t0 = time.time()
+        record = _train_epoch(run, epoch)
+        if run.main:
+            epochs_since_best = _end_epoch(run, record, t0)
+        if run.world > 1:  # every process learns the main one's count
+            stop = torch.tensor([float(epochs_since_best)])
+            dist.broadcast(stop, 0)
+            epochs_since_best = int(stop[0])
+        if cfg.dry_run:
+            break
+    if run.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return run.best
+
+
+def _start(cfg: TrainConfig) -> _Run:
+    """Processes, run folder, data, model, optimiser; the saved state when resuming."""
     rank, world, device = _dist_setup(cfg)
-    main = rank == 0
     out = Path(cfg.out)
-    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if main else (lambda *a: None)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        if not cfg.resume and (out / "last").exists() and not cfg.dry_run:
-            raise FileExistsError(
-                f"{out} already holds a run (use --resume to continue it, or another --out)"
-            )
-
-    resume_state = None
-    if cfg.resume:
-        if not (out / "last" / TRAIN_STATE).is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint in {out / 'last'}")
-        resume_state = torch.load(out / "last" / TRAIN_STATE, weights_only=True)
-        vocab = Vocabulary.load(out / "last" / "vocab.json")
-    else:
-        vocab = None
-
+    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if rank == 0 else (lambda *a: None)
+    if rank == 0:
+        _check_out(cfg, out)
+    resume_state, vocab = _read_resume_state(cfg, out)
     train_split, vocab = load_split(cfg, "train", vocab)
     dev_split, _ = load_split(cfg, "dev", vocab)
     if cfg.dry_run:
@@ -193,161 +220,163 @@ def train(cfg: TrainConfig) -> dict:
         f"train: {len(train_split.names)} images, dev: {len(dev_split.names)} images, "
         f"vocabulary {len(vocab)}"
     )
+    model = _build_model(cfg, train_split.features.shape[1], vocab, device)
+    run = _Run(cfg, out, rank, world, device, log, Captioner(model, vocab, GREEDY),
+               train_split, dev_split)  # fmt: skip
+    steps_per_epoch = math.ceil(len(train_split.names) / (cfg.batch_images * world))
+    total_steps = 1 if cfg.dry_run else steps_per_epoch * cfg.epochs
+    run.optimizer = _optimizer(cfg, model)
+    run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, _lr_lambda(cfg, total_steps))
+    if resume_state is not None:
+        _restore(run, resume_state)
+    if run.main:
+        config = {"train": asdict(cfg), "captioner": model.config.to_dict()}
+        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    run.net = model
+    if world > 1:
+        ids = [device] if device.type == "cuda" else None
+        run.net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return run
 
-    feature_dim = train_split.features.shape[1]
+
+def _check_out(cfg: TrainConfig, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    if not cfg.resume and (out / "last").exists() and not cfg.dry_run:
+        raise FileExistsError(
+            f"{out} already holds a run (use --resume to continue it, or another --out)"
+        )
+
+
+def _read_resume_state(cfg: TrainConfig, out: Path) -> tuple[dict | None, Vocabulary | None]:
+    """(training state, vocabulary) of `last/` with --resume, else (None, None)."""
+    if not cfg.resume:
+        return None, None
+    if not (out / "last" / TRAIN_STATE).is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint in {out / 'last'}")
+    state = torch.load(out / "last" / TRAIN_STATE, weights_only=True)
+    return state, Vocabulary.load(out / "last" / "vocab.json")
+
+
+def _build_model(cfg: TrainConfig, feature_dim: int, vocab: Vocabulary, device) -> CaptioningRNN:
     model_cfg = CaptionerConfig(
         encoder=cfg.encoder, feature_dim=feature_dim, cell_type=cfg.cell_type,
         wordvec_dim=cfg.wordvec_dim, hidden_dim=cfg.hidden_dim, vocab_size=len(vocab),
         max_length=cfg.max_length, dropout=cfg.dropout, deep_output=cfg.deep_output,
     )  # fmt: skip
     torch.manual_seed(cfg.seed)
-    model = CaptioningRNN(model_cfg).to(device)
-    steps_per_epoch = math.ceil(len(train_split.names) / (cfg.batch_images * world))
-    total_steps = 1 if cfg.dry_run else steps_per_epoch * cfg.epochs
+    return CaptioningRNN(model_cfg).to(device)
+
+
+def _optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices only (not on biases, gains or the word embedding)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.dim() < 2 or name.startswith("embed") else decay).append(p)
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=cfg.lr,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, total_steps))
-    history: list[dict] = []
-    best = {"dev_cider": -1.0, "epoch": 0}
-    start_epoch = 1
-    if resume_state is not None:
-        from safetensors.torch import load_file
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr)
 
-        model.load_state_dict(load_file(str(out / "last" / "model.safetensors")))
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        history = json.loads(resume_state["history"])
-        best = json.loads(resume_state["best"])
-        start_epoch = int(resume_state["epoch"]) + 1
-        torch.set_rng_state(resume_state["rng"])
-        log(f"resumed from epoch {start_epoch - 1} in {out}")
-    if main:
-        (out / "config.json").write_text(
-            json.dumps({"train": asdict(cfg), "captioner": model_cfg.to_dict()}, indent=2) + "\n"
-        )
 
-    ddp_model = model
-    if world > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device] if device.type == "cuda" else None
-        )
+def _restore(run: _Run, state: dict) -> None:
+    """Continue from `last/`: weights, optimiser, schedule, history and the RNG."""
+    from safetensors.torch import load_file
+
+    run.model.load_state_dict(load_file(str(run.out / "last" / "model.safetensors")))
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.history = json.loads(state["history"])
+    run.best = json.loads(state["best"])
+    run.start_epoch = int(state["epoch"]) + 1
+    torch.set_rng_state(state["rng"])
+    run.log(f"resumed from epoch {run.start_epoch - 1} in {run.out}")
+
+
+def _epoch_batches(run: _Run, epoch: int) -> list[torch.Tensor]:
+    """The epoch's global batches of image indices (seeded by epoch, the same in every process)."""
+    cfg, world = run.cfg, run.world
+    generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+    order = torch.randperm(len(run.train_split.names), generator=generator)
+    size = cfg.batch_images * world
+    batches = [order[i : i + size] for i in range(0, len(order), size)]
+    batches = [b for b in batches if len(b) >= world]  # every process needs an image
+    return batches[:1] if cfg.dry_run else batches
+
+
+def _train_epoch(run: _Run, epoch: int) -> dict:
+    """One pass over the train split -> {"epoch", "train_loss", "lr"}."""
+    cfg, device = run.cfg, run.device
     use_amp = cfg.amp and device.type == "cuda"
-
-    epochs_since_best = 0 if not history else history[-1]["epoch"] - best["epoch"]
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        if epochs_since_best >= cfg.patience:
-            log(f"early stop: dev CIDEr has not improved for {cfg.patience} epochs")
-            break
-        t0 = time.time()
-        model.train()
-        order = torch.randperm(
-            len(train_split.names), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        )
-        batches = [
-            order[i : i + cfg.batch_images * world]
-            for i in range(0, len(order), cfg.batch_images * world)
-        ]
-        batches = [b for b in batches if len(b) >= world]  # every process needs an image
-        if cfg.dry_run:
-            batches = batches[:1]
-        running, seen = 0.0, 0
-        bar = tqdm(
-            batches,
-            desc=f"epoch {epoch}/{cfg.epochs}",
-            disable=not (main and cfg.progress),
-            unit="batch",
-            file=sys.stderr,
-        )
-        for batch in bar:
-            mine = batch[rank::world].tolist()  # this process's share of the global batch
-            features, captions, counts = collate(train_split, mine, vocab.pad_id)
-            features, captions, counts = (
-                features.to(device).float(),
-                captions.to(device),
-                counts.to(device),
-            )
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = caption_loss(
-                    ddp_model,
-                    features,
-                    captions,
-                    counts,
-                    cfg.attention_reg if cfg.cell_type == "attn" else 0.0,
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            optimizer.step()
-            scheduler.step()
-            running += float(loss.detach()) * captions.shape[0]
-            seen += captions.shape[0]
-            bar.set_postfix(loss=f"{running / seen:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-        record = {
-            "epoch": epoch,
-            "train_loss": running / max(seen, 1),
-            "lr": scheduler.get_last_lr()[0],
-        }
-        stop = torch.zeros(1)
-        if main:
-            record.update(
-                evaluate_split(
-                    model, vocab, dev_split, device, 8 if cfg.dry_run else cfg.eval_images
-                )
-            )
-            record["seconds"] = round(time.time() - t0, 1)
-            history.append(record)
-            improved = record["dev_cider"] > best["dev_cider"]
-            if improved:
-                best = dict(record)
-                save_model(
-                    out / "best", model, vocab, extra={"train": asdict(cfg), "metrics": record}
-                )
-            epochs_since_best = epoch - best["epoch"]
-            _save_last(out, model, vocab, cfg, optimizer, scheduler, epoch, history, best)
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-            _plot(history, out / "curves.png")
-            log(
-                f"epoch {epoch}: train loss {record['train_loss']:.3f}  "
-                f"dev loss {record['dev_loss']:.3f}  dev CIDEr {record['dev_cider']:.3f}"
-                f"{'  (best)' if improved else ''}  {record['seconds']:.0f}s"
-            )
-            stop[0] = epochs_since_best
-        if world > 1:
-            dist.broadcast(stop, 0)
-            epochs_since_best = int(stop[0])
-        if cfg.dry_run:
-            break
-    if world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
-    return best
+    reg = cfg.attention_reg if cfg.cell_type == "attn" else 0.0
+    run.model.train()
+    running, seen = 0.0, 0
+    bar = tqdm(_epoch_batches(run, epoch), desc=f"epoch {epoch}/{cfg.epochs}",
+               disable=not (run.main and cfg.progress), unit="batch", file=sys.stderr)  # fmt: skip
+    for batch in bar:
+        mine = batch[run.rank :: run.world].tolist()  # this process's share of the global batch
+        features, captions, counts = collate(run.train_split, mine, run.vocab.pad_id)
+        features, captions = features.to(device).float(), captions.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            loss = batch_loss(run.net, features, captions, counts.to(device), reg)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip)
+        run.optimizer.step()
+        run.scheduler.step()
+        running += float(loss.detach()) * captions.shape[0]
+        seen += captions.shape[0]
+        bar.set_postfix(loss=f"{running / seen:.3f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}")
+    lr = run.scheduler.get_last_lr()[0]
+    return {"epoch": epoch, "train_loss": running / max(seen, 1), "lr": lr}
 
 
-def _head(split: CaptionSplit, n: int) -> CaptionSplit:
-    return CaptionSplit(
-        split.names[:n], split.features[:n], split.captions[:n], split.references[:n]
+def _end_epoch(run: _Run, record: dict, t0: float) -> int:
+    """Main process: dev scores, best/ and last/ checkpoints, metrics.jsonl, curves.png.
+
+    Returns the number of epochs since the best one.
+    """
+    cfg, epoch = run.cfg, record["epoch"]
+    dev_images = 8 if cfg.dry_run else cfg.eval_images
+    record.update(evaluate_split(run.captioner, run.dev_split, dev_images))
+    record["seconds"] = round(time.time() - t0, 1)
+    run.history.append(record)
+    improved = record["dev_cider"] > run.best["dev_cider"]
+    if improved:
+        run.best = dict(record)
+        extra = {"train": asdict(cfg), "metrics": record}
+        save_model(run.out / "best", run.model, run.vocab, extra=extra)
+    _save_last(run, epoch)
+    with open(run.out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    plot_training_curves(run.history, run.out / "curves.png")
+    run.log(
+        f"epoch {epoch}: train loss {record['train_loss']:.3f}  "
+        f"dev loss {record['dev_loss']:.3f}  dev CIDEr {record['dev_cider']:.3f}"
+        f"{'  (best)' if improved else ''}  {record['seconds']:.0f}s"
     )
+    return epoch - run.best["epoch"]
 
 
-def _save_last(out, model, vocab, cfg, optimizer, scheduler, epoch, history, best) -> None:
+def _should_stop(run: _Run, epochs_since_best: int) -> bool:
+    """Early stopping: dev CIDEr has not improved for `patience` epochs."""
+    if epochs_since_best >= run.cfg.patience:
+        run.log(f"early stop: dev CIDEr has not improved for {run.cfg.patience} epochs")
+        return True
+    return False
+
+
+def _save_last(run: _Run, epoch: int) -> None:
+    """last/: the model folder plus the training state, written together atomically."""
     state = {
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
         "epoch": epoch,
-        "history": json.dumps(history),
-        "best": json.dumps(best),
+        "history": json.dumps(run.history),
+        "best": json.dumps(run.best),
         "rng": torch.get_rng_state(),
     }
     save_model(
-        out / "last", model, vocab, extra={"train": asdict(cfg), "epoch": epoch},
+        run.out / "last", run.model, run.vocab, extra={"train": asdict(run.cfg), "epoch": epoch},
         files={TRAIN_STATE: lambda path: torch.save(state, path)},
     )  # fmt: skip

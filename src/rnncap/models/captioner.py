@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from rnncap.nn.attention import AttentionLSTM
-from rnncap.nn.loss import temporal_softmax_loss
 from rnncap.nn.lstm import LSTM
 from rnncap.nn.rnn import RNN
 from rnncap.utils.config import config_from_dict
@@ -158,17 +157,6 @@ class CaptioningRNN(nn.Module):
         if context is not None:
             z = z + self.out_context(context)
         return self.vocab_proj(self.drop(torch.tanh(z)))
-
-    def loss(
-        self, features: torch.Tensor, captions: torch.Tensor, repeats: int | torch.Tensor = 1
-    ) -> torch.Tensor:
-        """Temporal softmax loss (summed over time, mean over captions), padding ignored.
-
-        captions: (sum(repeats), T + 1) with <start> first; the model reads captions[:, :-1] and
-        predicts captions[:, 1:].
-        """
-        logits, _ = self(features, captions[:, :-1], repeats)
-        return temporal_softmax_loss(logits, captions[:, 1:], ignore_index=self.config.pad_id)
 
     # ----------------------------------------------------------------- decoding interface
     @property

@@ -11,6 +11,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from rnncap.nn.lstm import lstm_cell_update
+
 
 def dot_product_attention(prev_h: Tensor, A: Tensor) -> tuple[Tensor, Tensor]:
     """Attend over A (N, H, P) with prev_h (N, H) -> (context (N, H), weights (N, P))."""
@@ -68,14 +70,9 @@ class AttentionLSTM(nn.Module):
         return self._step(torch.addmm(self.b, x, self.Wx), prev_h, prev_c, A)
 
     def _step(self, xa: Tensor, prev_h: Tensor, prev_c: Tensor, A: Tensor):
-        H = self.hidden_size
         context, weights = dot_product_attention(prev_h, A)  # (N, H), (N, P)
         a = xa + prev_h @ self.Wh + context @ self.Wattn  # (N, 4H)
-        ifo = torch.sigmoid(a[:, : 3 * H])
-        i, f, o = ifo[:, :H], ifo[:, H : 2 * H], ifo[:, 2 * H :]
-        g = torch.tanh(a[:, 3 * H :])
-        next_c = f * prev_c + i * g
-        next_h = o * torch.tanh(next_c)
+        next_h, next_c = lstm_cell_update(a, prev_c)
         return next_h, next_c, weights
 
     @classmethod

@@ -12,6 +12,21 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 
+def lstm_cell_update(a: Tensor, prev_c: Tensor) -> tuple[Tensor, Tensor]:
+    """The LSTM gate maths of one step: pre-activations a (N, 4H), prev_c (N, H) -> (h, c).
+
+    Gate order i, f, o, g: i, f, o = sigmoid, g = tanh; c = f * prev_c + i * g; h = o * tanh(c).
+    Shared by `LSTM.step` and `AttentionLSTM` (the sequence Function fuses it in place).
+    """
+    H = prev_c.shape[1]
+    ifo = torch.sigmoid(a[:, : 3 * H])
+    i, f, o = ifo[:, :H], ifo[:, H : 2 * H], ifo[:, 2 * H :]
+    g = torch.tanh(a[:, 3 * H :])
+    next_c = f * prev_c + i * g
+    next_h = o * torch.tanh(next_c)
+    return next_h, next_c
+
+
 class _LSTMFunction(torch.autograd.Function):
     """The whole sequence as one autograd node.
 
@@ -132,14 +147,8 @@ class LSTM(nn.Module):
 
     def step(self, x: Tensor, prev_h: Tensor, prev_c: Tensor) -> tuple[Tensor, Tensor]:
         """One timestep: x (N, D), prev_h/prev_c (N, H) -> (next_h, next_c), each (N, H)."""
-        H = self.hidden_size
         a = torch.addmm(self.b, x, self.Wx) + prev_h @ self.Wh  # (N, 4H)
-        ifo = torch.sigmoid(a[:, : 3 * H])
-        i, f, o = ifo[:, :H], ifo[:, H : 2 * H], ifo[:, 2 * H :]
-        g = torch.tanh(a[:, 3 * H :])
-        next_c = f * prev_c + i * g
-        next_h = o * torch.tanh(next_c)
-        return next_h, next_c
+        return lstm_cell_update(a, prev_c)
 
     @classmethod
     def from_torch(cls, m: nn.Module) -> LSTM:

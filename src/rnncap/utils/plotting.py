@@ -1,6 +1,7 @@
-"""Attention pictures: the photo with a heatmap of the attention weights behind each emitted word.
+"""Pictures: attention heatmaps over the photo, one per emitted word, and training curves.
 
-Rendered with matplotlib's Agg backend (no display needed); files are written atomically.
+Figures are `matplotlib.figure.Figure` objects rendered by the Agg canvas (no display needed, no
+global backend switch); files are written atomically.
 """
 
 from __future__ import annotations
@@ -96,13 +97,49 @@ def save_attention_png(
     caption: str | None = None,
 ) -> Path:
     """Render `attention_figure` to a PNG at `path` atomically (a temporary file renamed)."""
+    return save_figure_png(attention_figure(image, words, attention, grid, caption), path)
+
+
+def save_figure_png(fig, path: str | os.PathLike, dpi: float | None = None) -> Path:
+    """Render a Figure with the Agg canvas to a PNG at `path`, atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    fig = attention_figure(image, words, attention, grid, caption)
     FigureCanvasAgg(fig)
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
-            fig.savefig(f, format="png")
+            fig.savefig(f, format="png", dpi=dpi)
 
     return atomic_write(path, write)
+
+
+def plot_training_curves(history: Sequence[dict], path: str | os.PathLike) -> Path:
+    """A captioner's run: train/dev loss and dev CIDEr per epoch (records of metrics.jsonl)."""
+    from matplotlib.figure import Figure
+
+    epochs = [h["epoch"] for h in history]
+    fig = Figure(figsize=(10, 4), layout="tight")
+    a, b = fig.subplots(1, 2)
+    a.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    a.plot(epochs, [h["dev_loss"] for h in history], "o-", label="dev")
+    a.set(xlabel="epoch", ylabel="loss per caption")
+    a.legend()
+    b.plot(epochs, [h.get("dev_cider", float("nan")) for h in history], "o-", color="C2")
+    b.set(xlabel="epoch", ylabel="dev CIDEr (greedy)")
+    return save_figure_png(fig, path, dpi=100)
+
+
+def plot_lm_history(history, path: str | os.PathLike, title: str) -> Path:
+    """A language model's run: train loss per step, train/validation perplexity per epoch."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), layout="tight")
+    left, right = fig.subplots(1, 2)
+    left.plot(history.step_loss, linewidth=0.7)
+    left.set(xlabel="step", ylabel="train cross-entropy (nats/word)", title=title)
+    epochs = range(1, len(history.epoch_val_ppl) + 1)
+    right.plot(epochs, history.epoch_train_ppl, "o-", label="train")
+    right.plot(epochs, history.epoch_val_ppl, "o-", label="validation")
+    right.set(xlabel="epoch", ylabel="perplexity", title="perplexity")
+    right.legend()
+    return save_figure_png(fig, path, dpi=100)
