@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rnncap.decode.beam import beam_search, greedy
-from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
+from rnncap.models.captioner import CaptionerConfig, CaptioningRNN, list_cell_types
 
 WORDS = 4  # ordinary words; ids 4..7 after the four specials
 END = 2
@@ -54,7 +54,7 @@ def brute_force(model, feature, max_length: int) -> tuple[tuple[int, ...], float
     return max(scored, key=lambda s: s[1])
 
 
-@pytest.mark.parametrize("cell_type", ["rnn", "lstm", "attn"])
+@pytest.mark.parametrize("cell_type", list_cell_types())
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_exhaustive_beam_equals_brute_force(cell_type, seed):
     model = tiny_model(cell_type, seed)
@@ -69,7 +69,7 @@ def test_exhaustive_beam_equals_brute_force(cell_type, seed):
         assert out.scores[n] == pytest.approx(best_score, abs=1e-9)
 
 
-@pytest.mark.parametrize("cell_type", ["rnn", "lstm", "attn"])
+@pytest.mark.parametrize("cell_type", list_cell_types())
 def test_beam_as_wide_as_vocabulary_length_two_is_exact(cell_type):
     model = tiny_model(cell_type, 5)
     feats = features_for(cell_type, 4, 5)
@@ -80,7 +80,7 @@ def test_beam_as_wide_as_vocabulary_length_two_is_exact(cell_type):
         assert out.scores[n] == pytest.approx(best_score, abs=1e-9)
 
 
-@pytest.mark.parametrize("cell_type", ["rnn", "lstm", "attn"])
+@pytest.mark.parametrize("cell_type", list_cell_types())
 def test_beam_one_is_greedy(cell_type):
     model = tiny_model(cell_type, 3)
     feats = features_for(cell_type, 5, 3)
@@ -102,7 +102,7 @@ def test_beam_one_is_greedy(cell_type):
         assert g.tokens[n] == seq
 
 
-@pytest.mark.parametrize("cell_type", ["rnn", "lstm", "attn"])
+@pytest.mark.parametrize("cell_type", list_cell_types())
 def test_batch_equals_each_image_alone(cell_type):
     model = tiny_model(cell_type, 4)
     feats = features_for(cell_type, 6, 4)

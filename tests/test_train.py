@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from rnncap.engine.train import train
 from rnncap.engine.train_config import TrainConfig
+from rnncap.models.captioner import list_cell_types
 from tinydata import WORDS, make_dataset
 
 
@@ -38,7 +39,7 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "model.safetensors"))
 
 
-@pytest.mark.parametrize("cell_type", ["rnn", "lstm", "attn"])
+@pytest.mark.parametrize("cell_type", list_cell_types())
 def test_training_lowers_loss_and_writes_a_run(dataset, tmp_path, cell_type):
     out = tmp_path / "run"
     best = train(

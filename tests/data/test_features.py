@@ -1,8 +1,6 @@
 """The feature cache against a direct forward pass of a tiny fake encoder; resume and staleness."""
 
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -170,14 +168,10 @@ def _flickr_folder(root, count):
 
 @pytest.fixture
 def fake_encoders(monkeypatch):
-    def build_encoder(name, pretrained=True):
-        if name != "tiny":
-            raise ValueError(f"unknown encoder {name!r}; valid: tiny")
-        return TinyEncoder()
+    """A tiny encoder registered beside the real ones, as a new entry would be."""
+    from rnncap.models import encoders
 
-    module = types.ModuleType("rnncap.models.encoders")
-    module.build_encoder = build_encoder
-    monkeypatch.setitem(sys.modules, "rnncap.models.encoders", module)
+    monkeypatch.setitem(encoders.ENCODERS, "tiny", lambda **kwargs: TinyEncoder())
 
 
 def test_command_builds_then_resumes(tmp_path, capsys, fake_encoders):

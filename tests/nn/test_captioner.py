@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
+from rnncap.models.captioner import CaptionerConfig, CaptioningRNN, list_cell_types
 from rnncap.nn.loss import captioning_loss
 
 
@@ -21,7 +21,7 @@ def feats(cell_type: str, n: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("deep_output", [False, True])
-@pytest.mark.parametrize("cell_type", ["rnn", "lstm", "attn"])
+@pytest.mark.parametrize("cell_type", list_cell_types())
 def test_teacher_forcing_equals_stepping(cell_type, deep_output):
     model = make(cell_type, deep_output)
     f = feats(cell_type, 3)
@@ -35,7 +35,7 @@ def test_teacher_forcing_equals_stepping(cell_type, deep_output):
             torch.testing.assert_close(w, weights[:, t])
 
 
-@pytest.mark.parametrize("cell_type", ["rnn", "lstm", "attn"])
+@pytest.mark.parametrize("cell_type", list_cell_types())
 def test_repeats_share_one_projection_per_image(cell_type):
     model = make(cell_type)
     f = feats(cell_type, 2)

@@ -13,6 +13,8 @@ from rnncap.models.encoders import (
     ENCODERS,
     WeightsUnavailableError,
     build_encoder,
+    get_encoder,
+    list_encoders,
 )
 
 
@@ -40,10 +42,29 @@ def _odd_images() -> list[Image.Image]:
     ]
 
 
+@pytest.mark.parametrize("name", list_encoders())
+def test_every_registered_encoder_builds_preprocesses_and_runs(name):
+    torch.manual_seed(0)
+    encoder = build_encoder(name, pretrained=False)
+    assert encoder.name == name and get_encoder(name) is ENCODERS[name]
+    x = encoder.preprocess(_odd_images()[1])  # RGBA, 80 x 50
+    assert x.shape == (3, encoder.image_size, encoder.image_size)
+    encoder.train()
+    assert not encoder.training and not any(p.requires_grad for p in encoder.parameters())
+    with torch.no_grad():
+        features = encoder(x[None])
+    if encoder.spatial:
+        assert features.dim() == 4 and features.shape[:2] == (1, encoder.out_channels)
+    else:
+        assert features.shape == (1, encoder.out_channels)
+
+
 def test_unknown_name_lists_valid_ones():
     with pytest.raises(ValueError, match="efficientnet_lite0.*regnet_x_400mf.*resnet152"):
         build_encoder("vgg16")
-    assert set(ENCODERS) == {"efficientnet_lite0", "regnet_x_400mf", "resnet152"}
+    assert list_encoders() == ["efficientnet_lite0", "regnet_x_400mf", "resnet152"]
+    with pytest.raises(ValueError, match="valid encoders: efficientnet_lite0"):
+        get_encoder("vgg16")
     with pytest.raises(ValueError, match="image_size"):
         build_encoder("regnet_x_400mf", pretrained=False, image_size=100)
 

@@ -1,4 +1,4 @@
-"""temporal_softmax_loss against the cs231n definition written out with loops."""
+"""The captioning loss: temporal_softmax_loss against cs231n's loops, and the attention penalty."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rnncap.nn import temporal_softmax_loss
+from rnncap.nn import attention_penalty, captioning_loss, temporal_softmax_loss
 
 
 def test_matches_loops_and_ignores_padding():
@@ -40,3 +40,27 @@ def test_matches_numpy_reference_with_gradient():
     loss.backward()
     assert abs(loss.item() - loss_ref) < 1e-10
     np.testing.assert_allclose(xt.grad.numpy(), dx_ref, rtol=0, atol=1e-10)
+
+
+def test_captioning_loss_adds_the_attention_penalty():
+    torch.manual_seed(0)
+    N, T, V, P = 3, 4, 6, 2
+    logits = torch.randn(N, T, V, dtype=torch.float64)
+    targets = torch.randint(1, V, (N, T))
+    targets[0, 2:] = 0  # padding
+    # Attention that gives each of the P cells exactly one unit over the non-pad words...
+    weights = torch.full((N, T, P), 0.5, dtype=torch.float64)
+    weights[0] = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, 0.7], [0.3, 0.7]])
+    weights[1:, :, 0] = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    weights[1:, :, 1] = torch.tensor([0.0, 0.5, 0.25, 0.25])
+    assert float(attention_penalty(weights, targets)) == pytest.approx(0.0, abs=1e-12)
+    # ... and attention piled on one cell: (1 - 0)^2 + (1 - T)^2 per caption of T words.
+    piled = torch.zeros(N, T, P, dtype=torch.float64)
+    piled[..., 0] = 1.0
+    targets_full = torch.randint(1, V, (N, T))
+    assert float(attention_penalty(piled, targets_full)) == pytest.approx(1.0 + (1 - T) ** 2)
+    base = temporal_softmax_loss(logits, targets_full)
+    torch.testing.assert_close(captioning_loss(logits, targets_full, piled, 0.0), base)
+    torch.testing.assert_close(
+        captioning_loss(logits, targets_full, piled, 0.5), base + 0.5 * (1.0 + (1 - T) ** 2)
+    )

@@ -1,4 +1,4 @@
-"""The NumPy CaptioningRNN: loss gradients against centred differences and a torch float64
+"""The NumPy NumpyCaptioner: loss gradients against centred differences and a torch float64
 model built from torch's own layers, shape errors, and overfitting 50 real Flickr8k captions."""
 
 import re
@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from rnncap.numpy_ref import Adam, CaptioningRNN, CaptioningRNNConfig, rel_error
+from rnncap.numpy_ref import Adam, NumpyCaptioner, NumpyCaptionerConfig, rel_error
 from rnncap.numpy_ref.checks import LOSS_TOLERANCE, POINTS, STEP
 from rnncap.numpy_ref.gradcheck import eval_numerical_gradient
 
@@ -23,7 +23,7 @@ def ifog_to_ifgo(W: np.ndarray) -> np.ndarray:
     return np.concatenate([i, f, g, o], axis=-1)
 
 
-def torch_loss(model: CaptioningRNN, features: np.ndarray, captions: np.ndarray):
+def torch_loss(model: NumpyCaptioner, features: np.ndarray, captions: np.ndarray):
     """The captioner's loss from torch layers (nn.RNN, nn.LSTMCell, SDPA, cross_entropy).
 
     Returns (loss, {name: tensor with .grad after backward}) in NumPy parameter layout.
@@ -82,7 +82,7 @@ def torch_loss(model: CaptioningRNN, features: np.ndarray, captions: np.ndarray)
 
 def make_problem(cell_type, N=3, T=6, V=11, C=7, seed=0):
     rng = np.random.default_rng(seed)
-    config = CaptioningRNNConfig(
+    config = NumpyCaptionerConfig(
         vocab_size=V, input_dim=C, wordvec_dim=4, hidden_dim=5, cell_type=cell_type, seed=seed
     )
     shape = (N, C, 2, 3) if cell_type == "attn" else (N, C)
@@ -93,7 +93,7 @@ def make_problem(cell_type, N=3, T=6, V=11, C=7, seed=0):
         captions[0, 3], captions[0, 4:] = END, PAD  # a short caption
     if N > 1:
         captions[-1, 1:] = PAD  # a row whose mask is all zeros
-    return CaptioningRNN(config), features, captions
+    return NumpyCaptioner(config), features, captions
 
 
 @pytest.mark.parametrize("cell_type", CELL_TYPES)
@@ -139,7 +139,7 @@ def test_captioner_wrong_shapes_raise(cell_type, features, message):
 
 def test_captioner_rejects_bad_cell_type_and_captions():
     with pytest.raises(ValueError, match=r"cell_type: expected one of .*'gru'"):
-        CaptioningRNN(CaptioningRNNConfig(vocab_size=5, cell_type="gru"))
+        NumpyCaptioner(NumpyCaptionerConfig(vocab_size=5, cell_type="gru"))
     model, features, _ = make_problem("rnn")
     with pytest.raises(ValueError, match=r"captions: expected shape \(N, T\) with T >= 2"):
         model.loss(features, np.ones((3, 1), dtype=np.int64))
@@ -175,10 +175,10 @@ def test_captioner_overfits_50_flickr8k_captions(flickr8k_dir, cell_type):
     rng = np.random.default_rng(0)
     C = 16
     features = rng.standard_normal((N, C, 2, 2) if cell_type == "attn" else (N, C))
-    config = CaptioningRNNConfig(
+    config = NumpyCaptionerConfig(
         vocab_size=vocab_size, input_dim=C, wordvec_dim=32, hidden_dim=32, cell_type=cell_type
     )
-    model = CaptioningRNN(config)
+    model = NumpyCaptioner(config)
     optimiser = Adam(lr=3e-2)
     for _ in range(400):
         loss, grads = model.loss(features, captions)

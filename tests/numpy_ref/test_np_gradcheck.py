@@ -60,9 +60,9 @@ def test_gradcheck_command_passes_and_prints_json(capsys):
         "word_embedding",
         "temporal_affine",
         "temporal_softmax_loss",
-        "CaptioningRNN[rnn].loss",
-        "CaptioningRNN[lstm].loss",
-        "CaptioningRNN[attn].loss",
+        "NumpyCaptioner[rnn].loss",
+        "NumpyCaptioner[lstm].loss",
+        "NumpyCaptioner[attn].loss",
     ]:
         assert name in functions
     assert {"dx", "dh0", "dWx", "dWh", "db"} <= {

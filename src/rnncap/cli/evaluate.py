@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from rnncap.cli._common import UsageError, device_usage_error, fail
+from rnncap.data.datasets import list_formats
 
 NAME = "evaluate"
 HELP = "caption a data set split and score it with the COCO caption metrics"
@@ -15,7 +16,7 @@ HELP = "caption a data set split and score it with the COCO caption metrics"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="default", help="default | model folder | run folder")
     parser.add_argument("--data", required=True, help="data set root folder")
-    parser.add_argument("--format", default="flickr8k", choices=["flickr8k", "coco", "karpathy"],
+    parser.add_argument("--format", default="flickr8k", choices=list_formats(),
                         help="data set format (default: flickr8k)")  # fmt: skip
     parser.add_argument("--split", default="test", choices=["train", "dev", "test"],
                         help="split to caption (default: test)")  # fmt: skip

@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from rnncap.cli._common import UsageError, fail, resolve_device
+from rnncap.data.datasets import list_formats
 
 NAME = "features"
 HELP = "encode every image of a data set once and cache the features (float16, resumable)"
@@ -21,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format",
         default="flickr8k",
-        choices=("flickr8k", "coco", "karpathy"),
+        choices=list_formats(),
         help="data set layout (default: flickr8k)",
     )
     parser.add_argument(
@@ -31,7 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="which images to encode (default: all, every image with captions)",
     )
     parser.add_argument(
-        "--encoder", default="efficientnet_lite0", help="encoder name (default: efficientnet_lite0)"
+        "--encoder",
+        default="efficientnet_lite0",
+        help="encoder name, one of rnncap.models.encoders.list_encoders() "
+        "(default: efficientnet_lite0)",
     )
     parser.add_argument("--out", required=True, help="cache folder; features go in OUT/<encoder>/")
     parser.add_argument(
@@ -50,7 +54,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import importlib
 
     from rnncap.data.datasets import DatasetError, load_dataset
     from rnncap.data.features import FeatureCache, build_cache
@@ -63,11 +66,11 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--workers must be 0 or more")
         device = resolve_device(args.device)
         dataset = load_dataset(args.data, args.format, args.split)
-        encoders = importlib.import_module("rnncap.models.encoders")
-        unavailable = getattr(encoders, "WeightsUnavailableError", ValueError)
+        from rnncap.models.encoders import WeightsUnavailableError, build_encoder
+
         try:
-            encoder = encoders.build_encoder(args.encoder)
-        except (ValueError, unavailable) as error:
+            encoder = build_encoder(args.encoder)
+        except (ValueError, WeightsUnavailableError) as error:
             raise UsageError(f"--encoder: {error}") from None
         cache = FeatureCache(args.out, encoder.name)
     except (UsageError, DatasetError) as error:

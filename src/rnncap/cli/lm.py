@@ -72,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from rnncap.engine import lm_train
-    from rnncap.models import lm
     from rnncap.utils.plotting import plot_lm_history
 
     torch.manual_seed(args.seed)
@@ -84,13 +83,32 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     from rnncap.data.datasets import DatasetError, load_dataset
-    from rnncap.data.vocab import Vocabulary
 
     try:
         train_set = load_dataset(args.data, "flickr8k", "train")
         dev_set = load_dataset(args.data, "flickr8k", "dev")
     except DatasetError as e:
         return fail(f"--data {args.data}: {e}")
+
+    model, vocab, config, history, seconds = _train(args, train_set, dev_set, device)
+    out = args.out or Path("runs") / f"lm-{args.cell}"
+    lm_train.save(model, vocab, config, history, out)
+    plot_lm_history(history, out / "curve.png", f"{args.cell} language model")
+    summary = {"cell": args.cell, "val_perplexity": history.epoch_val_ppl[-1],
+               "train_seconds": round(seconds, 1), "device": str(device), **asdict(config)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"validation perplexity {history.epoch_val_ppl[-1]:.2f} after {config.epochs} epochs "
+          f"({seconds:.0f} s); saved to {out}")
+    for sentence in lm_train.sample(model, vocab, args.sample, generator=generator):
+        print(sentence)
+    return 0
+
+
+def _train(args: argparse.Namespace, train_set, dev_set, device):
+    """Build the vocabulary and the model, train -> (model, vocab, config, history, seconds)."""
+    from rnncap.data.vocab import Vocabulary
+    from rnncap.engine import lm_train
+    from rnncap.models import lm
 
     config = lm_train.LMTrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_count=args.min_count,
@@ -110,17 +128,7 @@ def run(args: argparse.Namespace) -> int:
     model = lm.LanguageModel(config.model).to(device)
     start = time.perf_counter()
     history = lm_train.train(model, train_seqs, val_seqs, config, vocab.pad_id,
-                       max_batches=1 if args.dry_run else None, progress=not args.no_progress)
+                             max_batches=1 if args.dry_run else None,
+                             progress=not args.no_progress)
     seconds = time.perf_counter() - start
-
-    out = args.out or Path("runs") / f"lm-{args.cell}"
-    lm_train.save(model, vocab, config, history, out)
-    plot_lm_history(history, out / "curve.png", f"{args.cell} language model")
-    summary = {"cell": args.cell, "val_perplexity": history.epoch_val_ppl[-1],
-               "train_seconds": round(seconds, 1), "device": str(device), **asdict(config)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"validation perplexity {history.epoch_val_ppl[-1]:.2f} after {config.epochs} epochs "
-          f"({seconds:.0f} s); saved to {out}")
-    for sentence in lm_train.sample(model, vocab, args.sample, generator=generator):
-        print(sentence)
-    return 0
+    return model, vocab, config, history, seconds

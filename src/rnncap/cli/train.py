@@ -9,13 +9,14 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from rnncap.cli._common import UsageError, device_usage_error, fail
+from rnncap.data.datasets import list_formats
 
 NAME = "train"
 HELP = "train a captioning model (rnn | lstm | attn) on cached encoder features"
 
 _HELP = {
     "data": "data set root folder",
-    "format": "data set format: flickr8k | coco | karpathy",
+    "format": "data set format: " + " | ".join(list_formats()),
     "features": "feature cache folder written by `rnncap features`",
     "encoder": "encoder whose cached features are used",
     "out": "run folder: config.json, metrics.jsonl, curves.png, last/, best/",
@@ -83,8 +84,12 @@ def resolve_config(args: argparse.Namespace):
         cfg = TrainConfig.from_dict(values)
     except (TypeError, ValueError) as e:
         raise UsageError(f"--config {args.config}: {e}") from e
-    if cfg.cell_type not in ("rnn", "lstm", "attn"):
-        raise UsageError(f"--cell-type must be rnn, lstm or attn, got {cfg.cell_type!r}")
+    from rnncap.models.captioner import list_cell_types
+
+    cells = list_cell_types()
+    if cfg.cell_type not in cells:
+        names = f"{', '.join(cells[:-1])} or {cells[-1]}"
+        raise UsageError(f"--cell-type must be {names}, got {cfg.cell_type!r}")
     return cfg
 
 

@@ -312,26 +312,37 @@ FORMATS: dict[str, Callable[[Path, str, _Problems], list[Sample]]] = {
 _STDERR = object()  # "sys.stderr as it is when called" (tests and tools replace sys.stderr)
 
 
+def list_formats() -> list[str]:
+    """Names of the data-set formats `load_dataset` reads."""
+    return list(FORMATS)
+
+
+def get_format(name: str) -> Callable[[Path, str, _Problems], list[Sample]]:
+    """The reader registered as `name`; an unknown name raises DatasetError listing them."""
+    if name not in FORMATS:
+        raise DatasetError(f"unknown format {name!r}; valid formats: {', '.join(FORMATS)}")
+    return FORMATS[name]
+
+
 def load_dataset(
     root: str | Path, format: str, split: str = "all", report: TextIO | None = _STDERR
 ) -> CaptionDataset:
     """Read one split of a caption data set.
 
-    `format` is one of FORMATS; `split` one of train, dev (alias val), test, all. Malformed lines
-    and captions whose image is missing are skipped; each is printed to `report` (None: silent)
-    as "file:line: reason", followed by the counts loaded and skipped.
+    `format` is one of `list_formats()`; `split` one of train, dev (alias val), test, all.
+    Malformed lines and captions whose image is missing are skipped; each is printed to `report`
+    (None: silent) as "file:line: reason", followed by the counts loaded and skipped.
     Raises DatasetError when the data set itself cannot be found or read.
     """
     if report is _STDERR:
         report = sys.stderr
-    if format not in FORMATS:
-        raise DatasetError(f"unknown format {format!r}; valid formats: {', '.join(FORMATS)}")
+    reader = get_format(format)
     split = _normalise_split(split)
     root = Path(root)
     if not root.exists():
         raise DatasetError(f"{root}: no such file or directory")
     problems = _Problems()
-    samples = FORMATS[format](root, split, problems)
+    samples = reader(root, split, problems)
     dataset = CaptionDataset(format, split, samples, problems.skipped, problems.messages)
     if report is not None:
         for message in problems.messages[:MAX_REPORTED]:

@@ -202,24 +202,18 @@ def build_cache(
 
     if getattr(encoder, "name", cache.encoder_name) != cache.encoder_name:
         raise ValueError(f"encoder {encoder.name!r} does not match cache {cache.encoder_name!r}")
-    by_key: dict[str, Path] = {}
+    by_key = {}  # content key -> the first path with that content
     for path in paths:
         by_key.setdefault(file_key(path), Path(path))
     todo = [k for k in by_key if k not in cache]
     stats = BuildStats(len(by_key), len(by_key) - len(todo), 0, [], 0.0)
     if not todo:
         return stats
-
     device = torch.device(device)
     encoder = encoder.to(device).eval()
-    loader = DataLoader(
-        ImageFiles([by_key[k] for k in todo], encoder.preprocess),
-        batch_size=batch_size,
-        num_workers=workers,
-        collate_fn=collate_images,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-    )
+    files = ImageFiles([by_key[k] for k in todo], encoder.preprocess)
+    loader = DataLoader(files, batch_size=batch_size, num_workers=workers,
+                        collate_fn=collate_images, pin_memory=device.type == "cuda")  # fmt: skip
     pending_keys: list[str] = []
     pending: list[torch.Tensor] = []
     start = time.perf_counter()

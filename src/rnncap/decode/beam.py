@@ -54,6 +54,49 @@ def _normalise(score: float, length: int, length_penalty: float) -> float:
     return score / max(length, 1) ** length_penalty if length_penalty > 0 else score
 
 
+def _extend(scores, log_probs, finished, banned: list[int], pad_id: int):
+    """One search step: every beam's best continuations -> (scores, parent beam, word), (N, K).
+
+    scores (N, K) so far, log_probs (N*K, V) of the next word, finished (N, K). Banned words are
+    never emitted; a finished hypothesis can only be extended by padding, at no cost.
+    """
+    N, K = scores.shape
+    V = log_probs.shape[1]
+    log_probs[:, banned] = float("-inf")
+    done = finished.view(-1)
+    log_probs[done] = float("-inf")
+    log_probs[done, pad_id] = 0.0
+    total = scores[:, :, None] + log_probs.view(N, K, V)  # (N, K, V)
+    scores, flat = total.view(N, K * V).topk(K, dim=1)  # (N, K)
+    beam = torch.div(flat, V, rounding_mode="floor")  # (N, K) which parent
+    return scores, beam, flat % V
+
+
+def _best_of_beams(history, scores, attn_history, cfg, length_penalty: float) -> Decoded:
+    """Each image's best finished beam (by score / length**a with a length penalty a)."""
+    N, K = scores.shape
+    out_tokens, out_scores, out_attn = [], [], []
+    for n in range(N):
+        candidates = [_words(history[n * K + k].tolist(), cfg) for k in range(K)]
+        values = [
+            _normalise(float(scores[n, k]), len(candidates[k]), length_penalty) for k in range(K)
+        ]
+        best = max(range(K), key=lambda k: (values[k], -k))  # the first of equal values
+        out_tokens.append(candidates[best])
+        out_scores.append(values[best])
+        if attn_history is not None:
+            out_attn.append(attn_history[n * K + best, : len(candidates[best])].cpu())
+    return Decoded(out_tokens, out_scores, out_attn if attn_history is not None else None)
+
+
+def _words(sequence: list[int], cfg) -> list[int]:
+    """Emitted ids up to (not including) the first <end> or padding."""
+    for t, token in enumerate(sequence):
+        if token in (cfg.end_id, cfg.pad_id):
+            return sequence[:t]
+    return sequence
+
+
 @torch.no_grad()
 def greedy(model, features: torch.Tensor, max_length: int | None = None) -> Decoded:
     """The most probable word at every step, for a batch of images' features (N, ...)."""
@@ -98,17 +141,7 @@ def beam_search(
 
     for _ in range(max_length):
         log_probs, state, weights = model.step(tokens, state)  # (N*K, V)
-        log_probs = log_probs.to(dtype)
-        V = log_probs.shape[1]
-        log_probs[:, banned] = float("-inf")
-        # A finished hypothesis can only be extended by padding, at no cost.
-        done = finished.view(-1)
-        log_probs[done] = float("-inf")
-        log_probs[done, cfg.pad_id] = 0.0
-        total = scores[:, :, None] + log_probs.view(N, K, V)  # (N, K, V)
-        scores, flat = total.view(N, K * V).topk(K, dim=1)  # (N, K)
-        beam = torch.div(flat, V, rounding_mode="floor")  # (N, K) which parent
-        word = flat % V  # (N, K)
+        scores, beam, word = _extend(scores, log_probs.to(dtype), finished, banned, cfg.pad_id)
         parent = (base + beam).view(-1)  # (N*K,)
         # Entries the model declares static (the attention grid A) are the same for every beam
         # of an image, so reordering beams leaves them unchanged: skip the copy.
@@ -123,27 +156,7 @@ def beam_search(
         tokens = word.view(-1)
         if bool(finished.all()):
             break
-
-    out_tokens, out_scores, out_attn = [], [], []
-    for n in range(N):
-        best, best_value = 0, float("-inf")
-        candidates = []
-        for k in range(K):
-            seq = history[n * K + k].tolist()
-            words = []
-            for t in seq:
-                if t in (cfg.end_id, cfg.pad_id):
-                    break
-                words.append(t)
-            value = _normalise(float(scores[n, k]), len(words), length_penalty)
-            candidates.append(words)
-            if value > best_value:
-                best, best_value = k, value
-        out_tokens.append(candidates[best])
-        out_scores.append(best_value)
-        if attn_history is not None:
-            out_attn.append(attn_history[n * K + best, : len(candidates[best])].cpu())
-    return Decoded(out_tokens, out_scores, out_attn if attn_history is not None else None)
+    return _best_of_beams(history, scores, attn_history, cfg, length_penalty)
 
 
 def decode(model, features: torch.Tensor, options: DecodeOptions) -> Decoded:

@@ -16,12 +16,26 @@ from rnncap.nn.lstm import LSTM
 from rnncap.nn.rnn import RNN
 from rnncap.utils.config import config_from_dict
 
-CELL_TYPES = ("rnn", "lstm", "attn")
+# The recurrent cells a captioner can use: name -> class(input_size, hidden_size). "attn" is the
+# one that attends over the feature grid (its state carries the grid A).
+CELLS: dict[str, type[nn.Module]] = {"rnn": RNN, "lstm": LSTM, "attn": AttentionLSTM}
+
+
+def list_cell_types() -> list[str]:
+    """Names of the registered recurrent cells."""
+    return list(CELLS)
+
+
+def get_cell(name: str) -> type[nn.Module]:
+    """The cell class registered as `name`; an unknown name raises ValueError listing them."""
+    if name not in CELLS:
+        raise ValueError(f"cell_type must be one of {', '.join(CELLS)}, got {name!r}")
+    return CELLS[name]
 
 
 @dataclass
 class CaptionerConfig:
-    encoder: str = "efficientnet_lite0"  # name in rnncap.models.encoders.ENCODERS
+    encoder: str = "efficientnet_lite0"  # see rnncap.models.encoders.list_encoders()
     feature_dim: int = 1280  # channels of the encoder output
     cell_type: str = "attn"  # rnn | lstm | attn
     wordvec_dim: int = 256  # word embedding size
@@ -38,10 +52,7 @@ class CaptionerConfig:
     deep_output: bool = False
 
     def __post_init__(self) -> None:
-        if self.cell_type not in CELL_TYPES:
-            raise ValueError(
-                f"cell_type must be one of {', '.join(CELL_TYPES)}, got {self.cell_type!r}"
-            )
+        get_cell(self.cell_type)  # ValueError for an unknown cell
         if self.vocab_size <= 0:
             raise ValueError(f"vocab_size must be positive, got {self.vocab_size}")
 
@@ -67,12 +78,7 @@ class CaptioningRNN(nn.Module):
         V, W, H, C = config.vocab_size, config.wordvec_dim, config.hidden_dim, config.feature_dim
         self.embed = nn.Embedding(V, W)
         self.feature_proj = nn.Linear(C, H)
-        if config.cell_type == "rnn":
-            self.cell = RNN(W, H)
-        elif config.cell_type == "lstm":
-            self.cell = LSTM(W, H)
-        else:
-            self.cell = AttentionLSTM(W, H)
+        self.cell = get_cell(config.cell_type)(W, H)
         self.drop = nn.Dropout(config.dropout)
         if config.deep_output:
             self.out_h = nn.Linear(H, W)

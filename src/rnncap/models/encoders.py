@@ -1,6 +1,7 @@
 """Frozen, pretrained image encoders (CNNs) with their own preprocessing, behind a name registry.
 
-`build_encoder(name)` returns an `Encoder`; `ENCODERS` maps each name to its builder.
+`build_encoder(name)` returns an `Encoder`; `list_encoders()` names them, `get_encoder(name)`
+returns a builder; `ENCODERS` is the registry (name -> builder) a new encoder is added to.
 """
 
 from __future__ import annotations
@@ -199,13 +200,23 @@ ENCODERS: dict[str, Callable[..., Encoder]] = {
 }
 
 
+def list_encoders() -> list[str]:
+    """Names of the registered encoders, the default first."""
+    return list(ENCODERS)
+
+
+def get_encoder(name: str) -> Callable[..., Encoder]:
+    """The builder registered as `name`; an unknown name raises ValueError listing valid ones."""
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}; valid encoders: {', '.join(ENCODERS)}")
+    return ENCODERS[name]
+
+
 def build_encoder(
     name: str = DEFAULT_ENCODER, pretrained: bool = True, image_size: int | None = None
 ) -> Encoder:
-    """Build encoder `name` (see ENCODERS); an unknown name raises ValueError listing valid ones.
+    """Build encoder `name` (see `list_encoders`); an unknown name raises ValueError.
 
     image_size: input side in pixels; None picks the encoder's default (224).
     """
-    if name not in ENCODERS:
-        raise ValueError(f"unknown encoder {name!r}; valid encoders: {', '.join(ENCODERS)}")
-    return ENCODERS[name](pretrained=pretrained, image_size=image_size)
+    return get_encoder(name)(pretrained=pretrained, image_size=image_size)

@@ -10,7 +10,7 @@ from rnncap.numpy_ref.attention import (
     attention_lstm_step_forward,
     softmax,
 )
-from rnncap.numpy_ref.captioning import CELL_TYPES, CaptioningRNN, CaptioningRNNConfig
+from rnncap.numpy_ref.captioning import CELL_TYPES, NumpyCaptioner, NumpyCaptionerConfig
 from rnncap.numpy_ref.gradcheck import (
     eval_numerical_gradient,
     eval_numerical_gradient_array,
@@ -38,8 +38,8 @@ from rnncap.numpy_ref.rnn import rnn_backward, rnn_forward, rnn_step_backward, r
 __all__ = [
     "CELL_TYPES",
     "Adam",
-    "CaptioningRNN",
-    "CaptioningRNNConfig",
+    "NumpyCaptioner",
+    "NumpyCaptionerConfig",
     "SGDMomentum",
     "affine_backward",
     "affine_forward",

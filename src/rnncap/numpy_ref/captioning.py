@@ -31,7 +31,7 @@ CELL_TYPES = ("rnn", "lstm", "attn")
 
 
 @dataclass
-class CaptioningRNNConfig:
+class NumpyCaptionerConfig:
     vocab_size: int  # V, special ids included
     input_dim: int = 512  # C, channels of the image features
     wordvec_dim: int = 128  # D
@@ -44,13 +44,13 @@ class CaptioningRNNConfig:
     seed: int = 0  # for the weight initialisation
 
 
-class CaptioningRNN:
+class NumpyCaptioner:
     """Features -> initial state (rnn, lstm) or attention grid A (attn); words -> RNN -> vocab.
 
     Parameters live in `self.params` (float64 arrays), named like their gradients in `loss`.
     """
 
-    def __init__(self, config: CaptioningRNNConfig):
+    def __init__(self, config: NumpyCaptionerConfig):
         if config.cell_type not in CELL_TYPES:
             raise ValueError(f"cell_type: expected one of {CELL_TYPES}, got {config.cell_type!r}")
         self.config = config

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rnncap.numpy_ref import attention, layers, lstm, rnn
-from rnncap.numpy_ref.captioning import CELL_TYPES, CaptioningRNN, CaptioningRNNConfig
+from rnncap.numpy_ref.captioning import CELL_TYPES, NumpyCaptioner, NumpyCaptionerConfig
 from rnncap.numpy_ref.gradcheck import (
     eval_numerical_gradient,
     eval_numerical_gradient_array,
@@ -83,81 +83,42 @@ def layer_checks(seed: int = 0) -> list[GradCheck]:
         "Wattn": randn(H, 4 * H) * 0.5,
         "b": lstm_params["b"],
     }  # in argument order
+    # (name, forward, backward, inputs in argument order, number of outputs)
     cases = [
-        (
-            "rnn_step",
-            rnn.rnn_step_forward,
-            rnn.rnn_step_backward,
-            {"x": randn(N, D), "prev_h": randn(N, H), **rnn_params},
-            1,
-        ),
-        (
-            "rnn",
-            rnn.rnn_forward,
-            rnn.rnn_backward,
-            {"x": randn(N, T, D), "h0": randn(N, H), **rnn_params},
-            1,
-        ),
-        (
-            "lstm_step",
-            lstm.lstm_step_forward,
-            lstm.lstm_step_backward,
-            {"x": randn(N, D), "prev_h": randn(N, H), "prev_c": randn(N, H), **lstm_params},
-            2,
-        ),
-        (
-            "lstm",
-            lstm.lstm_forward,
-            lstm.lstm_backward,
-            {"x": randn(N, T, D), "h0": randn(N, H), **lstm_params},
-            1,
-        ),
-        (
-            "attention",
-            attention.attention_forward,
-            attention.attention_backward,
-            {"prev_h": randn(N, H), "A": randn(N, H, P)},
-            1,
-        ),
-        (
-            "attention_lstm_step",
-            attention.attention_lstm_step_forward,
-            attention.attention_lstm_step_backward,
-            {
-                "x": randn(N, D),
-                "prev_h": randn(N, H),
-                "prev_c": randn(N, H),
-                "A": randn(N, H, P),
-                **attn_params,
-            },
-            2,
-        ),
-        (
-            "attention_lstm",
-            attention.attention_lstm_forward,
-            attention.attention_lstm_backward,
-            {"x": randn(N, T, D), "A": randn(N, H, P), **attn_params},
-            1,
-        ),
-        (
-            "affine",
-            layers.affine_forward,
-            layers.affine_backward,
-            {"x": randn(N, D), "w": randn(D, H), "b": randn(H)},
-            1,
-        ),
-        (
-            "temporal_affine",
-            layers.temporal_affine_forward,
-            layers.temporal_affine_backward,
-            {"x": randn(N, T, D), "w": randn(D, H), "b": randn(H)},
-            1,
-        ),
-    ]
+        ("rnn_step", rnn.rnn_step_forward, rnn.rnn_step_backward,
+         {"x": randn(N, D), "prev_h": randn(N, H), **rnn_params}, 1),
+        ("rnn", rnn.rnn_forward, rnn.rnn_backward,
+         {"x": randn(N, T, D), "h0": randn(N, H), **rnn_params}, 1),
+        ("lstm_step", lstm.lstm_step_forward, lstm.lstm_step_backward,
+         {"x": randn(N, D), "prev_h": randn(N, H), "prev_c": randn(N, H), **lstm_params}, 2),
+        ("lstm", lstm.lstm_forward, lstm.lstm_backward,
+         {"x": randn(N, T, D), "h0": randn(N, H), **lstm_params}, 1),
+        ("attention", attention.attention_forward, attention.attention_backward,
+         {"prev_h": randn(N, H), "A": randn(N, H, P)}, 1),
+        ("attention_lstm_step", attention.attention_lstm_step_forward,
+         attention.attention_lstm_step_backward,
+         {"x": randn(N, D), "prev_h": randn(N, H), "prev_c": randn(N, H), "A": randn(N, H, P),
+          **attn_params}, 2),
+        ("attention_lstm", attention.attention_lstm_forward, attention.attention_lstm_backward,
+         {"x": randn(N, T, D), "A": randn(N, H, P), **attn_params}, 1),
+        ("affine", layers.affine_forward, layers.affine_backward,
+         {"x": randn(N, D), "w": randn(D, H), "b": randn(H)}, 1),
+        ("temporal_affine", layers.temporal_affine_forward, layers.temporal_affine_backward,
+         {"x": randn(N, T, D), "w": randn(D, H), "b": randn(H)}, 1),
+    ]  # fmt: skip
     for function, forward, backward, inputs, n_outputs in cases:
         wrt = [name for name in inputs]  # every input is differentiable here
         results += check_layer(function, forward, backward, inputs, wrt, n_outputs, rng)
+    return results + _embedding_and_loss_checks(rng, N, T, D, V)
 
+
+def _embedding_and_loss_checks(rng: np.random.Generator, N: int, T: int, D: int, V: int):
+    """The word embedding (gradient for W only) and the temporal softmax loss (for the scores)."""
+
+    def randn(*shape: int) -> np.ndarray:
+        return rng.standard_normal(shape)
+
+    results: list[GradCheck] = []
     words = rng.integers(0, V, size=(N, T))
     results += check_layer(
         "word_embedding",
@@ -182,15 +143,15 @@ def layer_checks(seed: int = 0) -> list[GradCheck]:
 
 
 def captioner_checks(seed: int = 0) -> list[GradCheck]:
-    """Gradient checks of `CaptioningRNN.loss` for every cell type, parameter by parameter."""
+    """Gradient checks of `NumpyCaptioner.loss` for every cell type, parameter by parameter."""
     rng = np.random.default_rng(seed)
     N, T, V, C, grid = 2, 5, 9, 6, (2, 2)
     results: list[GradCheck] = []
     for cell_type in CELL_TYPES:
-        config = CaptioningRNNConfig(
+        config = NumpyCaptionerConfig(
             vocab_size=V, input_dim=C, wordvec_dim=4, hidden_dim=5, cell_type=cell_type, seed=seed
         )
-        model = CaptioningRNN(config)
+        model = NumpyCaptioner(config)
         shape = (N, C, *grid) if cell_type == "attn" else (N, C)
         features = rng.standard_normal(shape)
         captions = rng.integers(3, V, size=(N, T))
@@ -205,7 +166,7 @@ def captioner_checks(seed: int = 0) -> list[GradCheck]:
             numeric = eval_numerical_gradient(loss, model.params[name], STEP, POINTS)
             error = rel_error(numeric, grads[name])
             results.append(
-                GradCheck(f"CaptioningRNN[{cell_type}].loss", f"d{name}", error, LOSS_TOLERANCE)
+                GradCheck(f"NumpyCaptioner[{cell_type}].loss", f"d{name}", error, LOSS_TOLERANCE)
             )
     return results
 

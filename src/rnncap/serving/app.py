@@ -153,31 +153,12 @@ def create_app(
     def prepare(uploads: list[tuple[str, bytes]]) -> list[torch.Tensor]:
         return [captioner.preprocess(decode_upload(data, name)) for name, data in uploads]
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        batcher = MicroBatcher(run_batch, config.max_batch, config.max_wait_ms, config.max_queue)
-        batcher.start()
-        app.state.batcher = batcher
-        yield
-        await batcher.stop()
-
-    app = FastAPI(title="rnncap", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="rnncap", lifespan=_lifespan(run_batch, config), docs_url=None, redoc_url=None
+    )
     page = _index_html()
 
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, error: ApiError) -> JSONResponse:
-        return JSONResponse({"error": error.message}, status_code=error.status)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in error.errors()
-        )
-        return JSONResponse({"error": f"invalid request ({problems})"}, status_code=422)
+    _add_error_handlers(app)
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> HTMLResponse:
@@ -185,15 +166,13 @@ def create_app(
 
     @app.get("/healthz")
     async def healthz() -> dict:
+        model = captioner.config
         return {
-            "status": "ok",
-            "model": model_name,
-            "encoder": captioner.config.encoder,
-            "cell_type": captioner.config.cell_type,
-            "vocab_size": len(captioner.vocab),
+            "status": "ok", "model": model_name, "encoder": model.encoder,
+            "cell_type": model.cell_type, "vocab_size": len(captioner.vocab),
             "config": {**asdict(config), "beam_size": options.beam_size},
             "batches": asdict(app.state.batcher.stats),
-        }
+        }  # fmt: skip
 
     @app.post("/caption")
     async def caption(request: Request, attention: bool = False) -> dict:
@@ -215,3 +194,36 @@ def create_app(
         return {"results": [_result_json(r, attention) for r in results]}
 
     return app
+
+
+def _lifespan(run_batch, config: ServeConfig):
+    """The app's lifespan: one MicroBatcher (app.state.batcher) running while the app serves."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher = MicroBatcher(run_batch, config.max_batch, config.max_wait_ms, config.max_queue)
+        batcher.start()
+        app.state.batcher = batcher
+        yield
+        await batcher.stop()
+
+    return lifespan
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error, ours or the framework's, is answered as JSON {"error": message}."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError) -> JSONResponse:
+        return JSONResponse({"error": error.message}, status_code=error.status)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in error.errors()
+        )
+        return JSONResponse({"error": f"invalid request ({problems})"}, status_code=422)
