@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
 
-from rnncap.decode.beam import beam_search, greedy
+from rnncap.decode.beam import DecodeOptions, beam_search, decode, greedy
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN, list_cell_types
 
 WORDS = 4  # ordinary words; ids 4..7 after the four specials
@@ -126,11 +127,50 @@ def test_attention_weights_per_word():
         )
 
 
-def test_length_penalty_prefers_longer_captions():
-    model = tiny_model("lstm", 8)
-    feats = features_for("lstm", 8, 8)
-    plain = beam_search(model, feats, beam_size=4, max_length=5)
-    normalised = beam_search(model, feats, beam_size=4, max_length=5, length_penalty=1.0)
-    assert sum(map(len, normalised.tokens)) >= sum(map(len, plain.tokens))
+class ScriptedModel:
+    """A decoder whose next-word probabilities depend only on the last word (ids below).
+
+    From <start>: "A <end>" has probability 0.5 * 0.9 = 0.45 (one word), "B C D <end>" has
+    0.4 * 0.95 * 0.95 * 1.0 = 0.361 (three words). The plain sum of log-probabilities prefers
+    "A"; per-word (length_penalty 1: -1.019 / 3 = -0.340 against -0.799) prefers "B C D".
+    """
+
+    PAD, START, END, UNK, A, B, C, D = range(8)
+    NEXT = {  # last word -> {next word: probability}
+        START: {A: 0.5, B: 0.4, C: 0.05, D: 0.05},
+        A: {END: 0.9, C: 0.05, D: 0.05},
+        B: {C: 0.95, D: 0.05},
+        C: {D: 0.95, END: 0.05},
+        D: {END: 1.0},
+    }
+
+    def __init__(self):
+        self.config = CaptionerConfig(encoder="none", feature_dim=1, vocab_size=8, max_length=6)
+        self.table = torch.full((8, 8), 1e-12, dtype=torch.float64)
+        for last, probs in self.NEXT.items():
+            for word, p in probs.items():
+                self.table[last, word] = p
+        self.table = self.table.log()
+
+    def init_state(self, features):
+        return (torch.full((features.shape[0],), self.START, dtype=torch.long),)
+
+    def step(self, tokens, state):
+        return self.table[tokens].clone(), (tokens,), None
+
+
+def test_length_penalty_changes_the_chosen_caption():
+    model, feats = ScriptedModel(), torch.zeros(2, 1)
+    M = ScriptedModel
+    plain = beam_search(model, feats, beam_size=2)
+    assert plain.tokens == [[M.A], [M.A]]
+    assert plain.scores[0] == pytest.approx(math.log(0.45))
+    for penalty in (0.5, 1.0):
+        long = decode(model, feats, DecodeOptions(beam_size=2, length_penalty=penalty))
+        assert long.tokens == [[M.B, M.C, M.D]] * 2, penalty
+        assert long.scores[0] == pytest.approx(math.log(0.4 * 0.95 * 0.95) / 3**penalty)
+    # Greedy never sees "B C D": the penalty only re-ranks the beams that were kept.
+    assert greedy(model, feats).tokens == [[M.A], [M.A]]
+    model, feats = tiny_model("lstm", 8), features_for("lstm", 2, 8)
     with pytest.raises(ValueError, match="beam_size"):
         beam_search(model, feats, beam_size=0)

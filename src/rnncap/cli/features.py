@@ -32,10 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="which images to encode (default: all, every image with captions)",
     )
     parser.add_argument(
-        "--encoder",
-        default="efficientnet_lite0",
-        help="encoder name, one of rnncap.models.encoders.list_encoders() "
-        "(default: efficientnet_lite0)",
+        "--encoder", default="efficientnet_lite0", help="encoder name (default: efficientnet_lite0)"
     )
     parser.add_argument("--out", required=True, help="cache folder; features go in OUT/<encoder>/")
     parser.add_argument(
