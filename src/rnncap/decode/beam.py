@@ -97,10 +97,48 @@ def _words(sequence: list[int], cfg) -> list[int]:
     return sequence
 
 
+def _block_repeats(log_probs: torch.Tensor, history: torch.Tensor, n: int) -> None:
+    """Forbid, in place, every word that would complete an n-gram already in the hypothesis.
+
+    log_probs (B, V); history (B, t) the words emitted so far. For n = 2: if "in a" was emitted,
+    "a" cannot follow "in" again.
+    """
+    t = history.shape[1]
+    if t < n - 1:
+        return
+    prefix = history[:, t - n + 1 :]  # (B, n-1): the words the next one would extend
+    for j in range(t - n + 1):
+        match = (history[:, j : j + n - 1] == prefix).all(1)  # (B,)
+        rows = match.nonzero().squeeze(1)
+        log_probs[rows, history[rows, j + n - 1]] = float("-inf")
+
+
+def _per_hypothesis(word_bonus, N: int, K: int, dtype, device) -> torch.Tensor | None:
+    """The images' word bonus (N, V) repeated for each of their K hypotheses: (N*K, V)."""
+    if word_bonus is None:
+        return None
+    if word_bonus.shape[0] != N:
+        raise ValueError(f"word_bonus has {word_bonus.shape[0]} rows for {N} images")
+    return word_bonus.to(device, dtype).repeat_interleave(K, dim=0)
+
+
+def _constrain(log_probs, history, bonus, no_repeat_ngram: int) -> torch.Tensor:
+    """Next-word log-probabilities (N*K, V) plus the unspent word bonus, repeats blocked."""
+    if bonus is not None:
+        log_probs += bonus
+    if no_repeat_ngram > 0:
+        _block_repeats(log_probs, history, no_repeat_ngram)
+    return log_probs
+
+
 @torch.no_grad()
-def greedy(model, features: torch.Tensor, max_length: int | None = None) -> Decoded:
+def greedy(
+    model, features: torch.Tensor, max_length: int | None = None, no_repeat_ngram: int = 0
+) -> Decoded:
     """The most probable word at every step, for a batch of images' features (N, ...)."""
-    return beam_search(model, features, beam_size=1, max_length=max_length)
+    return beam_search(
+        model, features, beam_size=1, max_length=max_length, no_repeat_ngram=no_repeat_ngram
+    )
 
 
 @torch.no_grad()
@@ -110,6 +148,8 @@ def beam_search(
     beam_size: int = 3,
     max_length: int | None = None,
     length_penalty: float = 0.0,
+    no_repeat_ngram: int = 0,
+    word_bonus: torch.Tensor | None = None,
 ) -> Decoded:
     """Beam search over a batch of N images at once (N * beam_size hypotheses per step).
 
@@ -117,9 +157,14 @@ def beam_search(
     words. Finished hypotheses stay in the beam with a frozen score, so the search stops when every
     beam of every image has ended. With `length_penalty` a > 0 the final choice among the beams
     uses score / length**a. beam_size may exceed the vocabulary; impossible beams score -inf.
+    With `no_repeat_ngram` n > 0 no hypothesis ever contains the same n words in a row twice.
+    `word_bonus` (N, V) is added to the log-probability of a word until the hypothesis has
+    emitted it once: a per-image prior (e.g. words for what an image classifier sees).
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    if no_repeat_ngram < 0:
+        raise ValueError(f"no_repeat_ngram must be >= 0, got {no_repeat_ngram}")
     cfg = model.config
     max_length = cfg.max_length if max_length is None else max_length
     K = beam_size
@@ -138,15 +183,19 @@ def beam_search(
     banned = _banned(model)
     static = set(getattr(model, "static_state", ()))
     base = (torch.arange(N, device=device) * K)[:, None]  # (N, 1)
+    bonus = _per_hypothesis(word_bonus, N, K, dtype, device)  # (N*K, V) | None
 
     for _ in range(max_length):
         log_probs, state, weights = model.step(tokens, state)  # (N*K, V)
-        scores, beam, word = _extend(scores, log_probs.to(dtype), finished, banned, cfg.pad_id)
+        log_probs = _constrain(log_probs.to(dtype), history, bonus, no_repeat_ngram)
+        scores, beam, word = _extend(scores, log_probs, finished, banned, cfg.pad_id)
         parent = (base + beam).view(-1)  # (N*K,)
         # Entries the model declares static (the attention grid A) are the same for every beam
         # of an image, so reordering beams leaves them unchanged: skip the copy.
         state = tuple(s if i in static else s[parent] for i, s in enumerate(state))
         history = torch.cat([history[parent], word.view(-1, 1)], 1)  # (N*K, t)
+        if bonus is not None:  # a word's bonus is spent once the hypothesis has said it
+            bonus = bonus[parent].scatter_(1, word.view(-1, 1), 0.0)
         if weights is not None:
             w = weights.to(dtype)[parent][:, None]  # (N*K, 1, P)
             attn_history = w if attn_history is None else torch.cat([attn_history[parent], w], 1)

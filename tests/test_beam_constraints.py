@@ -1,0 +1,125 @@
+"""Beam search with n-gram blocking and a per-image word bonus, against brute force."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from rnncap.decode.beam import beam_search, greedy
+from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
+
+WORDS = 3  # ordinary words: ids 4, 5, 6 after the four specials
+END = 2
+
+
+def repeating_model(cell_type: str, seed: int) -> CaptioningRNN:
+    """A tiny model whose best captions repeat a word pair: the bias strongly favours word 4."""
+    torch.manual_seed(seed)
+    cfg = CaptionerConfig(
+        encoder="none", feature_dim=6, cell_type=cell_type, wordvec_dim=5, hidden_dim=7,
+        vocab_size=4 + WORDS, max_length=4,
+    )  # fmt: skip
+    model = CaptioningRNN(cfg).double().eval()
+    with torch.no_grad():
+        model.vocab_proj.weight.mul_(3.0)
+        model.vocab_proj.bias.normal_(0, 0.5)
+        model.vocab_proj.bias[4] += 4.0  # "4 4 4 4" is the unconstrained favourite
+    return model
+
+
+def features(cell_type: str, n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    shape = (n, 6, 2, 2) if cell_type == "attn" else (n, 6)
+    return torch.randn(shape, generator=g, dtype=torch.float64)
+
+
+def has_repeat(words: tuple[int, ...], n: int) -> bool:
+    grams = [words[i : i + n] for i in range(len(words) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+@torch.no_grad()
+def log_prob(model, feature, words, max_length, bonus=None) -> float:
+    """Score of one caption, one word at a time (the independent reference)."""
+    state = model.init_state(feature[None])
+    token = torch.tensor([model.config.start_id])
+    total, said = 0.0, set()
+    for w in list(words) + ([END] if len(words) < max_length else []):
+        log_probs, state, _ = model.step(token, state)
+        total += float(log_probs[0, w])
+        if bonus is not None and w not in said:
+            total += float(bonus[w])
+            said.add(w)
+        token = torch.tensor([w])
+    return total
+
+
+def brute_force(model, feature, max_length, allowed=lambda words: True, bonus=None):
+    candidates = [
+        seq
+        for L in range(max_length + 1)
+        for seq in itertools.product(range(4, 4 + WORDS), repeat=L)
+        if allowed(seq)
+    ]
+    return max(
+        ((seq, log_prob(model, feature, seq, max_length, bonus)) for seq in candidates),
+        key=lambda s: s[1],
+    )
+
+
+@pytest.mark.parametrize("cell_type", ["rnn", "lstm", "attn"])
+@pytest.mark.parametrize("n", [1, 2])
+def test_exhaustive_blocked_beam_equals_constrained_brute_force(cell_type, n):
+    model = repeating_model(cell_type, seed=n)
+    feats = features(cell_type, 3, seed=n)
+    L = 4
+    plain = beam_search(model, feats, beam_size=(WORDS + 1) ** (L - 1), max_length=L)
+    assert any(has_repeat(tuple(t), n) for t in plain.tokens), "the model must want to repeat"
+    out = beam_search(
+        model, feats, beam_size=(WORDS + 1) ** (L - 1), max_length=L, no_repeat_ngram=n
+    )
+    for i in range(3):
+        best, score = brute_force(model, feats[i], L, lambda s: not has_repeat(s, n))
+        assert tuple(out.tokens[i]) == best
+        assert out.scores[i] == pytest.approx(score, abs=1e-9)
+
+
+@pytest.mark.parametrize("cell_type", ["rnn", "lstm", "attn"])
+def test_blocked_repeat_is_never_emitted(cell_type):
+    model = repeating_model(cell_type, seed=7)
+    feats = features(cell_type, 16, seed=7)
+    for beam in (1, 3):
+        out = beam_search(model, feats, beam_size=beam, max_length=12, no_repeat_ngram=2)
+        assert not any(has_repeat(tuple(t), 2) for t in out.tokens)
+    assert greedy(model, feats, max_length=12, no_repeat_ngram=2).tokens == beam_search(
+        model, feats, beam_size=1, max_length=12, no_repeat_ngram=2
+    ).tokens
+
+
+@pytest.mark.parametrize("cell_type", ["rnn", "attn"])
+def test_word_bonus_equals_brute_force_with_bonus(cell_type):
+    model = repeating_model(cell_type, seed=3)
+    feats = features(cell_type, 3, seed=3)
+    L = 3
+    bonus = torch.zeros(3, 4 + WORDS, dtype=torch.float64)
+    bonus[:, 6] = 6.0  # word 6 is rare without the bonus
+    out = beam_search(
+        model, feats, beam_size=(WORDS + 1) ** (L - 1), max_length=L, word_bonus=bonus
+    )
+    plain = beam_search(model, feats, beam_size=(WORDS + 1) ** (L - 1), max_length=L)
+    assert sum(t.count(6) for t in out.tokens) > sum(t.count(6) for t in plain.tokens)
+    for i in range(3):
+        best, score = brute_force(model, feats[i], L, bonus=bonus[i])
+        assert tuple(out.tokens[i]) == best
+        assert out.scores[i] == pytest.approx(score, abs=1e-9)
+
+
+def test_bad_arguments():
+    model = repeating_model("rnn", 0)
+    feats = features("rnn", 2, 0)
+    with pytest.raises(ValueError, match="no_repeat_ngram"):
+        beam_search(model, feats, no_repeat_ngram=-1)
+    with pytest.raises(ValueError, match="word_bonus"):
+        beam_search(model, feats, word_bonus=torch.zeros(3, 4 + WORDS))
