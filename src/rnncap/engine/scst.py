@@ -1,0 +1,94 @@
+"""Self-critical sequence training (Rennie et al. 2017): raise the probability of sampled
+captions that score above the image's other samples on CIDEr-D, lower those below.
+
+The baseline of each sample is the mean reward of the other K-1 samples of the same image
+(Luo 2020), so no greedy decode is needed. Runs on cached features, after cross-entropy training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from rnncap.decode.sample import sample_captions
+
+
+def sequence_log_probs(model, features: torch.Tensor, samples: torch.Tensor, repeats: int):
+    """Log-probability of each sampled caption under the model, with gradients.
+
+    features (N, ...); samples (N * repeats, L) as returned by `sample_captions` (no <start>,
+    <end> kept, padding after). The distribution is the one sampled from: padding, <start> and
+    <unk> excluded. Returns (N * repeats,) sums over each caption's words and its <end>.
+    """
+    cfg = model.config
+    start = samples.new_full((samples.shape[0], 1), cfg.start_id)
+    captions_in = torch.cat([start, samples[:, :-1]], 1)  # (B, L): the word before each target
+    logits, _ = model(features, captions_in, repeats)  # (B, L, V)
+    never = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    never[[cfg.pad_id, cfg.start_id, cfg.unk_id]] = True
+    log_probs = torch.log_softmax(logits.float().masked_fill(never, float("-inf")), dim=-1)
+    picked = log_probs.gather(2, samples.unsqueeze(2)).squeeze(2)  # (B, L)
+    mask = samples != cfg.pad_id
+    return (picked.masked_fill(~mask, 0.0)).sum(1)
+
+
+def self_critical_loss(
+    log_probs: torch.Tensor, rewards: torch.Tensor, samples_per_image: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """REINFORCE with the mean of the image's other samples as baseline.
+
+    log_probs (N*K,) with gradients, rewards (N*K,); the K samples of an image are consecutive.
+    Returns (loss, advantage (N*K,)): loss = -mean(advantage * log_prob).
+    """
+    K = samples_per_image
+    if K < 2:
+        raise ValueError("self-critical training needs at least 2 samples per image")
+    r = rewards.to(log_probs.device, log_probs.dtype).view(-1, K)  # (N, K)
+    baseline = (r.sum(1, keepdim=True) - r) / (K - 1)  # mean of the other samples
+    advantage = (r - baseline).view(-1)
+    return -(advantage.detach() * log_probs).mean(), advantage
+
+
+def caption_words(samples: torch.Tensor, itos: Sequence[str], end_id: int, pad_id: int):
+    """Sampled ids (B, L) -> the words of each caption (what CIDEr-D scores)."""
+    out = []
+    for row in samples.tolist():
+        words = []
+        for t in row:
+            if t in (end_id, pad_id):
+                break
+            words.append(itos[t])
+        out.append(words)
+    return out
+
+
+def scst_batch(
+    model,
+    features: torch.Tensor,
+    images: np.ndarray,
+    scorer,
+    itos: Sequence[str],
+    samples_per_image: int,
+    max_length: int,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict]:
+    """Sample, reward with CIDEr-D, and return the self-critical loss for one batch of images.
+
+    features (N, ...) on the model's device; images (N,) their rows in `scorer`'s references.
+    The model is in eval mode throughout (no dropout), so the captions scored are drawn from the
+    very distribution whose gradient is taken.
+    """
+    cfg = model.config
+    K = samples_per_image
+    samples = sample_captions(model, features, K, max_length, generator=generator)  # (N*K, L)
+    words = caption_words(samples, itos, cfg.end_id, cfg.pad_id)
+    rewards = torch.from_numpy(scorer.score(np.repeat(images, K), words))  # (N*K,)
+    log_probs = sequence_log_probs(model, features, samples, K)
+    loss, _ = self_critical_loss(log_probs, rewards, K)
+    stats = {
+        "reward": float(rewards.mean()),
+        "words": float(np.mean([len(w) for w in words])),
+    }
+    return loss, stats
