@@ -20,6 +20,11 @@ _HELP = {
     "features": "feature cache folder written by `rnncap features`",
     "encoder": "encoder whose cached features are used",
     "out": "run folder: config.json, metrics.jsonl, curves.png, last/, best/",
+    "objective": "xe: cross-entropy with teacher forcing | scst: self-critical sequence training "
+    "on CIDEr-D (needs --init)",
+    "init": "start from this model folder or run folder (weights and vocabulary); "
+    "the sizes, cell type and encoder then come from it",
+    "samples_per_image": "scst: captions sampled per image, each rewarded against the others' mean",
     "cell_type": "recurrent cell: rnn | lstm | attn",
     "wordvec_dim": "word embedding size",
     "hidden_dim": "recurrent state size",
@@ -90,7 +95,17 @@ def resolve_config(args: argparse.Namespace):
     if cfg.cell_type not in cells:
         names = f"{', '.join(cells[:-1])} or {cells[-1]}"
         raise UsageError(f"--cell-type must be {names}, got {cfg.cell_type!r}")
+    _check_objective(cfg)
     return cfg
+
+
+def _check_objective(cfg) -> None:
+    if cfg.objective not in ("xe", "scst"):
+        raise UsageError(f"--objective must be xe or scst, got {cfg.objective!r}")
+    if cfg.objective == "scst" and not cfg.init:
+        raise UsageError("--objective scst needs --init (a cross-entropy model or run folder)")
+    if cfg.samples_per_image < 2:
+        raise UsageError(f"--samples-per-image must be at least 2, got {cfg.samples_per_image}")
 
 
 def run(args: argparse.Namespace) -> int:

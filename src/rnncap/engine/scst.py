@@ -7,28 +7,34 @@ The baseline of each sample is the mean reward of the other K-1 samples of the s
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from rnncap.decode.sample import sample_captions
 
 
-def sequence_log_probs(model, features: torch.Tensor, samples: torch.Tensor, repeats: int):
+def sequence_log_probs(
+    net, config, features: torch.Tensor, samples: torch.Tensor, repeats: int
+) -> torch.Tensor:
     """Log-probability of each sampled caption under the model, with gradients.
 
-    features (N, ...); samples (N * repeats, L) as returned by `sample_captions` (no <start>,
-    <end> kept, padding after). The distribution is the one sampled from: padding, <start> and
-    <unk> excluded. Returns (N * repeats,) sums over each caption's words and its <end>.
+    net: the model (or its DDP wrapper), config its `CaptionerConfig`; features (N, ...);
+    samples (N * repeats, L) as returned by `sample_captions` (no <start>, <end> kept, padding
+    after). The distribution is the one sampled from: padding, <start> and <unk> excluded.
+    Returns (N * repeats,) sums over each caption's words and its <end>.
     """
-    cfg = model.config
+    cfg = config
     start = samples.new_full((samples.shape[0], 1), cfg.start_id)
     captions_in = torch.cat([start, samples[:, :-1]], 1)  # (B, L): the word before each target
-    logits, _ = model(features, captions_in, repeats)  # (B, L, V)
+    logits, _ = net(features, captions_in, repeats)  # (B, L, V)
     never = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
     never[[cfg.pad_id, cfg.start_id, cfg.unk_id]] = True
-    log_probs = torch.log_softmax(logits.float().masked_fill(never, float("-inf")), dim=-1)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 under autocast
+    log_probs = torch.log_softmax(logits.masked_fill(never, float("-inf")), dim=-1)
     picked = log_probs.gather(2, samples.unsqueeze(2)).squeeze(2)  # (B, L)
     mask = samples != cfg.pad_id
     return (picked.masked_fill(~mask, 0.0)).sum(1)
@@ -66,6 +72,7 @@ def caption_words(samples: torch.Tensor, itos: Sequence[str], end_id: int, pad_i
 
 def scst_batch(
     model,
+    net,
     features: torch.Tensor,
     images: np.ndarray,
     scorer,
@@ -77,6 +84,7 @@ def scst_batch(
     """Sample, reward with CIDEr-D, and return the self-critical loss for one batch of images.
 
     features (N, ...) on the model's device; images (N,) their rows in `scorer`'s references.
+    `net` is the model or its DDP wrapper (the gradient pass goes through it).
     The model is in eval mode throughout (no dropout), so the captions scored are drawn from the
     very distribution whose gradient is taken.
     """
@@ -85,10 +93,46 @@ def scst_batch(
     samples = sample_captions(model, features, K, max_length, generator=generator)  # (N*K, L)
     words = caption_words(samples, itos, cfg.end_id, cfg.pad_id)
     rewards = torch.from_numpy(scorer.score(np.repeat(images, K), words))  # (N*K,)
-    log_probs = sequence_log_probs(model, features, samples, K)
+    log_probs = sequence_log_probs(net, cfg, features, samples, K)
     loss, _ = self_critical_loss(log_probs, rewards, K)
     stats = {
         "reward": float(rewards.mean()),
         "words": float(np.mean([len(w) for w in words])),
     }
     return loss, stats
+
+
+def scst_epoch(run, batches: Sequence[torch.Tensor], epoch: int) -> dict:
+    """One self-critical pass over the train split's image `batches` (training-loop `run`).
+
+    Sampling is seeded by (seed, epoch, process), so a resumed run repeats an uninterrupted one.
+    Returns {"epoch", "train_loss", "train_reward", "lr"}.
+    """
+    cfg, device, model = run.cfg, run.device, run.model
+    model.eval()  # no dropout: the sampled captions and the gradient share one distribution
+    generator = torch.Generator().manual_seed(10_000 + cfg.seed * 1000 + epoch + 100_000 * run.rank)
+    losses, rewards = [], []
+    bar = tqdm(batches, desc=f"scst {epoch}/{cfg.epochs}", unit="batch", file=sys.stderr,
+               disable=not (run.main and cfg.progress))  # fmt: skip
+    for batch in bar:
+        mine = batch[run.rank :: run.world].tolist()  # this process's share of the global batch
+        features = run.train_split.features[mine].to(device).float()
+        loss, stats = scst_batch(
+            model, run.net, features, np.array(mine), run.scorer, run.vocab.itos,
+            cfg.samples_per_image, cfg.max_caption_words, generator,
+        )  # fmt: skip
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        run.optimizer.step()
+        run.scheduler.step()
+        losses.append(float(loss.detach()))
+        rewards.append(stats["reward"])
+        bar.set_postfix(reward=f"{np.mean(rewards[-20:]):.3f}", words=f"{stats['words']:.1f}")
+    lr = run.scheduler.get_last_lr()[0]
+    return {
+        "epoch": epoch,
+        "train_loss": float(np.mean(losses)) if losses else 0.0,
+        "train_reward": float(np.mean(rewards)) if rewards else 0.0,
+        "lr": lr,
+    }

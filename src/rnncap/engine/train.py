@@ -25,9 +25,11 @@ from tqdm import tqdm
 from rnncap.data.vocab import Vocabulary
 from rnncap.decode.beam import DecodeOptions
 from rnncap.decode.captioner import Captioner
+from rnncap.engine.cider import CiderD, cider_d
+from rnncap.engine.scst import scst_epoch
 from rnncap.engine.train_config import TrainConfig
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
-from rnncap.models.folder import save_model
+from rnncap.models.folder import load_model, save_model
 from rnncap.nn.loss import captioning_loss
 from rnncap.utils.plotting import plot_training_curves
 
@@ -97,9 +99,11 @@ def batch_loss(net, features, captions, counts, attention_reg: float) -> torch.T
 # --------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def evaluate_split(captioner: Captioner, split: CaptionSplit, max_images: int, batch: int = 100):
-    """Dev loss (teacher forcing) and CIDEr of greedy captions on the first max_images."""
-    from rnncap.engine.metrics import score
+    """Dev loss (teacher forcing) and CIDEr-D of greedy captions on the first max_images.
 
+    CIDEr-D is computed in-process (`rnncap.engine.cider`, equal to pycocoevalcap's): training
+    needs no Java.
+    """
     model, pad_id = captioner.model, captioner.vocab.pad_id
     model.eval()
     n = len(split.names) if max_images <= 0 else min(max_images, len(split.names))
@@ -115,8 +119,7 @@ def evaluate_split(captioner: Captioner, split: CaptionSplit, max_images: int, b
         for i, caption in zip(index, captioner.caption_features(features, GREEDY), strict=True):
             predictions[split.names[i]] = caption.text
             references[split.names[i]] = split.references[i]
-    scores = score(references, predictions, metrics=("CIDEr",))
-    return {"dev_loss": total / max(count, 1), "dev_cider": scores["CIDEr"]}
+    return {"dev_loss": total / max(count, 1), "dev_cider": cider_d(references, predictions)}
 
 
 # --------------------------------------------------------------------------- distributed
@@ -166,6 +169,7 @@ class _Run:
     history: list[dict] = field(default_factory=list)
     best: dict = field(default_factory=lambda: {"dev_cider": -1.0, "epoch": 0})
     start_epoch: int = 1
+    scorer: CiderD | None = None  # scst: CIDEr-D against the train references
 
     @property
     def main(self) -> bool:
@@ -211,6 +215,15 @@ def _start(cfg: TrainConfig) -> _Run:
     if rank == 0:
         _check_out(cfg, out)
     resume_state, vocab = _read_resume_state(cfg, out)
+    init_model = None
+    if cfg.init:
+        init_model, init_vocab = load_model(cfg.init)
+        if init_model.config.encoder != cfg.encoder:
+            raise ValueError(
+                f"--init {cfg.init}: trained on {init_model.config.encoder} features, "
+                f"not {cfg.encoder} (pass --encoder {init_model.config.encoder})"
+            )
+        vocab = vocab or init_vocab
     train_split, vocab = load_split(cfg, "train", vocab)
     dev_split, _ = load_split(cfg, "dev", vocab)
     if cfg.dry_run:
@@ -220,13 +233,15 @@ def _start(cfg: TrainConfig) -> _Run:
         f"train: {len(train_split.names)} images, dev: {len(dev_split.names)} images, "
         f"vocabulary {len(vocab)}"
     )
-    model = _build_model(cfg, train_split.features.shape[1], vocab, device)
+    model = _build_model(cfg, train_split.features.shape[1], vocab, device, init_model)
     run = _Run(cfg, out, rank, world, device, log, Captioner(model, vocab, GREEDY),
                train_split, dev_split)  # fmt: skip
     steps_per_epoch = math.ceil(len(train_split.names) / (cfg.batch_images * world))
     total_steps = 1 if cfg.dry_run else steps_per_epoch * cfg.epochs
     run.optimizer = _optimizer(cfg, model)
     run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, _lr_lambda(cfg, total_steps))
+    if cfg.objective == "scst":
+        run.scorer = CiderD(train_split.references)  # rewards: CIDEr-D against train references
     if resume_state is not None:
         _restore(run, resume_state)
     if run.main:
@@ -257,7 +272,19 @@ def _read_resume_state(cfg: TrainConfig, out: Path) -> tuple[dict | None, Vocabu
     return state, Vocabulary.load(out / "last" / "vocab.json")
 
 
-def _build_model(cfg: TrainConfig, feature_dim: int, vocab: Vocabulary, device) -> CaptioningRNN:
+def _build_model(
+    cfg: TrainConfig, feature_dim: int, vocab: Vocabulary, device, init: CaptioningRNN | None
+) -> CaptioningRNN:
+    """A new model from the flags, or the --init model (its own sizes, cell type and weights)."""
+    if init is not None:
+        if init.config.feature_dim != feature_dim:
+            raise ValueError(
+                f"--init {cfg.init}: expects {init.config.feature_dim}-channel features, "
+                f"the cache holds {feature_dim}"
+            )
+        if len(vocab) != init.config.vocab_size:
+            raise ValueError(f"--init {cfg.init}: its vocabulary differs from this run's")
+        return init.to(device)
     model_cfg = CaptionerConfig(
         encoder=cfg.encoder, feature_dim=feature_dim, cell_type=cfg.cell_type,
         wordvec_dim=cfg.wordvec_dim, hidden_dim=cfg.hidden_dim, vocab_size=len(vocab),
@@ -305,7 +332,9 @@ def _epoch_batches(run: _Run, epoch: int) -> list[torch.Tensor]:
 
 
 def _train_epoch(run: _Run, epoch: int) -> dict:
-    """One pass over the train split -> {"epoch", "train_loss", "lr"}."""
+    """One pass over the train split -> {"epoch", "train_loss", "lr"} (+ "train_reward": scst)."""
+    if run.cfg.objective == "scst":
+        return scst_epoch(run, _epoch_batches(run, epoch), epoch)
     cfg, device = run.cfg, run.device
     use_amp = cfg.amp and device.type == "cuda"
     reg = cfg.attention_reg if cfg.cell_type == "attn" else 0.0
@@ -339,6 +368,7 @@ def _end_epoch(run: _Run, record: dict, t0: float) -> int:
     cfg, epoch = run.cfg, record["epoch"]
     dev_images = 8 if cfg.dry_run else cfg.eval_images
     record.update(evaluate_split(run.captioner, run.dev_split, dev_images))
+    reward = f"  reward {record['train_reward']:.3f}" if "train_reward" in record else ""
     record["seconds"] = round(time.time() - t0, 1)
     run.history.append(record)
     improved = record["dev_cider"] > run.best["dev_cider"]
@@ -351,7 +381,7 @@ def _end_epoch(run: _Run, record: dict, t0: float) -> int:
         f.write(json.dumps(record) + "\n")
     plot_training_curves(run.history, run.out / "curves.png")
     run.log(
-        f"epoch {epoch}: train loss {record['train_loss']:.3f}  "
+        f"epoch {epoch}: train loss {record['train_loss']:.3f}{reward}  "
         f"dev loss {record['dev_loss']:.3f}  dev CIDEr {record['dev_cider']:.3f}"
         f"{'  (best)' if improved else ''}  {record['seconds']:.0f}s"
     )

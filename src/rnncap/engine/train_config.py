@@ -14,6 +14,9 @@ class TrainConfig:
     features: str = "cache/features"  # feature cache folder (`rnncap features --out`)
     encoder: str = "efficientnet_lite0"
     out: str = "runs/attn"  # run folder
+    objective: str = "xe"  # xe: cross-entropy (teacher forcing) | scst: self-critical, CIDEr-D
+    init: str = ""  # start from this model folder / run (its weights and vocabulary); scst needs it
+    samples_per_image: int = 5  # scst: captions sampled per image (baseline: the others' mean)
     cell_type: str = "attn"  # rnn | lstm | attn
     wordvec_dim: int = 256
     hidden_dim: int = 512

@@ -114,12 +114,18 @@ def save_figure_png(fig, path: str | os.PathLike, dpi: float | None = None) -> P
 
 
 def plot_training_curves(history: Sequence[dict], path: str | os.PathLike) -> Path:
-    """A captioner's run: train/dev loss and dev CIDEr per epoch (records of metrics.jsonl)."""
+    """A captioner's run: train/dev loss and dev CIDEr per epoch (records of metrics.jsonl), and
+    the mean CIDEr-D reward of the sampled captions for self-critical epochs."""
     from matplotlib.figure import Figure
 
     epochs = [h["epoch"] for h in history]
-    fig = Figure(figsize=(10, 4), layout="tight")
-    a, b = fig.subplots(1, 2)
+    rewards = [h.get("train_reward", float("nan")) for h in history]
+    scst = any("train_reward" in h for h in history)
+    fig = Figure(figsize=(15 if scst else 10, 4), layout="tight")
+    a, b, *c = fig.subplots(1, 3 if scst else 2)
+    if c:
+        c[0].plot(epochs, rewards, "o-", color="C3")
+        c[0].set(xlabel="epoch", ylabel="mean reward of samples (CIDEr-D)")
     a.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
     a.plot(epochs, [h["dev_loss"] for h in history], "o-", label="dev")
     a.set(xlabel="epoch", ylabel="loss per caption")
