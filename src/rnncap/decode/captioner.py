@@ -109,6 +109,7 @@ class Captioner:
         self.options = options or DecodeOptions()
         self.backend = _check_backend(backend)
         self.name = name
+        self._guide = None  # classifier guidance, built on first use
 
     @property
     def device(self) -> torch.device:
@@ -137,7 +138,8 @@ class Captioner:
     ) -> list[Caption]:
         """Encoder features (N, C, h, w) or (N, C) -> a `Caption` per image (one batched search)."""
         features = features.to(self.device, non_blocking=True).float()
-        decoded = decode(self.model, features, options or self.options)
+        options = options or self.options
+        decoded = decode(self.model, features, options, self._word_bonus(features, options))
         grid = tuple(features.shape[2:4]) if features.dim() == 4 else None
         attention = decoded.attention or [None] * len(decoded.tokens)
         names = names if names is not None else [None] * len(decoded.tokens)
@@ -154,6 +156,18 @@ class Captioner:
                 decoded.tokens, decoded.scores, attention, names, strict=True
             )
         ]
+
+    def _word_bonus(self, features: torch.Tensor, options: DecodeOptions):
+        """Classifier guidance's per-image word bonus (N, V), or None when it is off."""
+        if options.guidance <= 0:
+            return None
+        if self._guide is None:
+            from rnncap.models.encoders import build_encoder
+            from rnncap.models.guidance import ClassifierGuide
+
+            encoder = build_encoder(self.config.encoder).to(self.device)  # its classifier
+            self._guide = ClassifierGuide(encoder.classify, self.vocab.stoi, len(self.vocab))
+        return self._guide.bonus(features, options.guidance, options.guidance_threshold)
 
     def caption_feature_batches(
         self,

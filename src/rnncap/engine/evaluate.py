@@ -56,8 +56,9 @@ def evaluate(cfg: EvalConfig) -> dict:
 
     from rnncap.data.datasets import load_dataset
     from rnncap.decode.captioner import load
-    from rnncap.engine.metrics import score
+    from rnncap.engine.metrics import check_java, score
 
+    check_java()  # METEOR and the PTB tokenizer run on Java: fail before encoding anything
     captioner = load(cfg.model, cfg.device)
     options = captioner.decode_options(cfg.beam, cfg.max_length)
     if cfg.length_penalty is not None:

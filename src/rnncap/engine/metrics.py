@@ -16,7 +16,8 @@ class MetricsError(RuntimeError):
     """The scorers cannot run (no Java) or the inputs do not match."""
 
 
-def _check_java() -> None:
+def check_java() -> None:
+    """Raise MetricsError now, before any work, when the scorers' Java runtime is missing."""
     if shutil.which("java") is None:
         raise MetricsError(
             "java not found on PATH: pycocoevalcap's PTB tokenizer and METEOR need a Java runtime "
@@ -92,7 +93,7 @@ def score(
     empty = [k for k, refs in references.items() if not refs]
     if empty:
         raise MetricsError(f"{len(empty)} images have no reference captions (e.g. {empty[0]!r})")
-    _check_java()
+    check_java()
 
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider

