@@ -124,6 +124,13 @@ def _block_repeats(log_probs: torch.Tensor, history: torch.Tensor, n: int) -> No
         log_probs[rows, history[rows, j + n - 1]] = float("-inf")
 
 
+def _check_arguments(beam_size: int, no_repeat_ngram: int) -> None:
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    if no_repeat_ngram < 0:
+        raise ValueError(f"no_repeat_ngram must be >= 0, got {no_repeat_ngram}")
+
+
 def _per_hypothesis(word_bonus, N: int, K: int, dtype, device) -> torch.Tensor | None:
     """The images' word bonus (N, V) repeated for each of their K hypotheses: (N*K, V)."""
     if word_bonus is None:
@@ -165,23 +172,18 @@ def beam_search(
     """Beam search over a batch of N images at once (N * beam_size hypotheses per step).
 
     A hypothesis ends when it emits <end> (its log-probability counts) or after `max_length`
-    words. Finished hypotheses stay in the beam with a frozen score, so the search stops when every
-    beam of every image has ended. With `length_penalty` a > 0 the final choice among the beams
-    uses score / length**a. beam_size may exceed the vocabulary; impossible beams score -inf.
-    With `no_repeat_ngram` n > 0 no hypothesis ever contains the same n words in a row twice.
-    `word_bonus` (N, V) is added to the log-probability of a word until the hypothesis has
-    emitted it once: a per-image prior (e.g. words for what an image classifier sees).
+    words. Finished hypotheses keep a frozen score; the search stops when every beam has ended.
+    With `length_penalty` a > 0 the final choice among the beams uses score / length**a.
+    beam_size may exceed the vocabulary (impossible beams score -inf). `no_repeat_ngram` n > 0:
+    no hypothesis holds the same n words in a row twice. `word_bonus` (N, V) is added to a
+    word's log-probability until the hypothesis has said it once (a per-image prior).
     """
-    if beam_size < 1:
-        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-    if no_repeat_ngram < 0:
-        raise ValueError(f"no_repeat_ngram must be >= 0, got {no_repeat_ngram}")
+    _check_arguments(beam_size, no_repeat_ngram)
     cfg = model.config
     max_length = cfg.max_length if max_length is None else max_length
     K = beam_size
     state = model.init_state(features)
-    N = state[0].shape[0]
-    device = state[0].device
+    N, device = state[0].shape[0], state[0].device
     # Every image starts with K copies of its state; only the first copy is live.
     state = tuple(s.repeat_interleave(K, dim=0) for s in state)  # (N*K, ...)
     dtype = torch.float64 if state[0].dtype == torch.float64 else torch.float32  # scores accumulate

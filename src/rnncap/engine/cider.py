@@ -88,6 +88,15 @@ def _term_frequencies(
     return unique_keys // id_count, first, counts.astype(np.float64)
 
 
+def _word_ids(token_lists: Sequence[Sequence[str]]) -> dict[str, int]:
+    """Each distinct word -> an id, in order of first appearance."""
+    ids: dict[str, int] = {}
+    for tokens in token_lists:
+        for word in tokens:
+            ids.setdefault(word, len(ids))
+    return ids
+
+
 class CiderD:
     """CIDEr-D against fixed references: document frequencies and reference vectors are built once.
 
@@ -119,10 +128,7 @@ class CiderD:
         )
         self.max_refs = int(self.refs_per_image.max())
 
-        self.word_ids: dict[str, int] = {}
-        for tokens in ref_tokens:
-            for word in tokens:
-                self.word_ids.setdefault(word, len(self.word_ids))
+        self.word_ids = _word_ids(ref_tokens)
         words = np.array([self.word_ids[w] for t in ref_tokens for w in t], dtype=np.int64)
         lengths = np.array([len(t) for t in ref_tokens], dtype=np.int64)
         row_of_position = np.repeat(np.arange(len(ref_tokens)), lengths)
@@ -162,6 +168,22 @@ class CiderD:
         """pycocoevalcap's caption length: its number of bigrams (0 when n < 2)."""
         return np.maximum(lengths - 1, 0).astype(np.float64) if self.n >= 2 else lengths * 0.0
 
+    def _candidate_word_ids(self, cand_tokens: list[list[str]]):
+        """(known (L,) reference word ids, -1 for unseen; local (L,) ids; local id count).
+
+        Words absent from the references get ids after the reference vocabulary, so that
+        repeated unseen n-grams are still counted together within a candidate.
+        """
+        flat = [w for t in cand_tokens for w in t]
+        known = [self.word_ids.get(w, -1) for w in flat]
+        unknown: dict[str, int] = {}
+        local = [
+            i if i >= 0 else unknown.setdefault(w, len(self.word_ids) + len(unknown))
+            for w, i in zip(flat, known, strict=True)
+        ]
+        word_count = max(len(self.word_ids) + len(unknown), 1)
+        return np.array(known, dtype=np.int64), np.array(local, dtype=np.int64), word_count
+
     def score(
         self, image_indices: Sequence[int] | np.ndarray, candidates: Sequence[Caption]
     ) -> np.ndarray:
@@ -174,18 +196,7 @@ class CiderD:
         k_count, n, max_refs = len(images), self.n, self.max_refs
         cand_tokens = [_tokens(c, self.tokenize) for c in candidates]
         lengths = np.array([len(t) for t in cand_tokens], dtype=np.int64)  # (K,)
-        flat = [w for t in cand_tokens for w in t]
-        known = [self.word_ids.get(w, -1) for w in flat]
-        # Words absent from the references get ids after the reference vocabulary, so that
-        # repeated unseen n-grams are still counted together within a candidate.
-        unknown: dict[str, int] = {}
-        local = [
-            i if i >= 0 else unknown.setdefault(w, len(self.word_ids) + len(unknown))
-            for w, i in zip(flat, known, strict=True)
-        ]
-        known_words = np.array(known, dtype=np.int64)  # (L,) -1 for unseen words
-        local_words = np.array(local, dtype=np.int64)  # (L,)
-        word_count = max(len(self.word_ids) + len(unknown), 1)
+        known_words, local_words, word_count = self._candidate_word_ids(cand_tokens)
         cand_of_position = np.repeat(np.arange(k_count), lengths)
 
         known_ids = _lookup_ngrams(known_words, lengths, self._codes, max(len(self.word_ids), 1))

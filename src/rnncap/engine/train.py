@@ -27,6 +27,7 @@ from rnncap.decode.beam import DecodeOptions
 from rnncap.decode.captioner import Captioner
 from rnncap.engine.cider import CiderD, cider_d
 from rnncap.engine.scst import scst_epoch
+from rnncap.engine.splits import CaptionSplit, collate, head, load_split
 from rnncap.engine.train_config import TrainConfig
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
 from rnncap.models.folder import load_model, save_model
@@ -35,58 +36,6 @@ from rnncap.utils.plotting import plot_training_curves
 
 TRAIN_STATE = "train_state.pt"
 GREEDY = DecodeOptions(beam_size=1)  # dev captions for CIDEr model selection
-
-
-# --------------------------------------------------------------------------- data
-@dataclass
-class CaptionSplit:
-    """One split in memory: encoder features per image and encoded captions per image."""
-
-    names: list[str]
-    features: torch.Tensor  # (I, C, h, w) or (I, C), float16
-    captions: list[list[list[int]]]  # per image, its captions as token ids with <start>/<end>
-    references: list[list[str]]  # per image, the raw reference captions
-
-
-def load_split(
-    cfg: TrainConfig, split: str, vocab: Vocabulary | None
-) -> tuple[CaptionSplit, Vocabulary]:
-    """Read the split's captions and its cached features; builds the vocabulary from train."""
-    from rnncap.data.datasets import load_dataset
-    from rnncap.data.features import FeatureCache
-
-    dataset = load_dataset(cfg.data, cfg.format, split)
-    samples = list(dataset)
-    if cfg.limit_images:
-        samples = samples[: cfg.limit_images]
-    if vocab is None:
-        vocab = Vocabulary.build((c for s in samples for c in s.captions), cfg.min_count)
-    features, names = FeatureCache(cfg.features, cfg.encoder).load_split(samples)
-    captions = [
-        [_truncate(vocab.encode(c), cfg.max_caption_words) for c in s.captions] for s in samples
-    ]
-    return CaptionSplit(names, features, captions, [s.captions for s in samples]), vocab
-
-
-def _truncate(ids: list[int], max_words: int) -> list[int]:
-    return ids if len(ids) <= max_words + 2 else ids[: max_words + 1] + [ids[-1]]
-
-
-def collate(split: CaptionSplit, index: list[int], pad_id: int):
-    """Images `index` -> features (B, ...), captions (sum n_i, T+1) padded, counts (B,)."""
-    rows = [c for i in index for c in split.captions[i]]
-    counts = torch.tensor([len(split.captions[i]) for i in index])
-    T = max(len(r) for r in rows)
-    captions = torch.full((len(rows), T), pad_id, dtype=torch.long)
-    for j, r in enumerate(rows):
-        captions[j, : len(r)] = torch.tensor(r)
-    return split.features[index], captions, counts
-
-
-def _head(split: CaptionSplit, n: int) -> CaptionSplit:
-    return CaptionSplit(
-        split.names[:n], split.features[:n], split.captions[:n], split.references[:n]
-    )
 
 
 # --------------------------------------------------------------------------- loss
@@ -227,8 +176,8 @@ def _start(cfg: TrainConfig) -> _Run:
     train_split, vocab = load_split(cfg, "train", vocab)
     dev_split, _ = load_split(cfg, "dev", vocab)
     if cfg.dry_run:
-        train_split = _head(train_split, cfg.batch_images)
-        dev_split = _head(dev_split, min(8, len(dev_split.names)))
+        train_split = head(train_split, cfg.batch_images)
+        dev_split = head(dev_split, min(8, len(dev_split.names)))
     log(
         f"train: {len(train_split.names)} images, dev: {len(dev_split.names)} images, "
         f"vocabulary {len(vocab)}"

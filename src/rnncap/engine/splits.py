@@ -1,0 +1,64 @@
+"""A data split in memory for training: cached encoder features and encoded captions per image,
+and the batches drawn from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from rnncap.data.vocab import Vocabulary
+from rnncap.engine.train_config import TrainConfig
+
+
+@dataclass
+class CaptionSplit:
+    """One split in memory: encoder features per image and encoded captions per image."""
+
+    names: list[str]
+    features: torch.Tensor  # (I, C, h, w) or (I, C), float16
+    captions: list[list[list[int]]]  # per image, its captions as token ids with <start>/<end>
+    references: list[list[str]]  # per image, the raw reference captions
+
+
+def load_split(
+    cfg: TrainConfig, split: str, vocab: Vocabulary | None
+) -> tuple[CaptionSplit, Vocabulary]:
+    """Read the split's captions and its cached features; builds the vocabulary from train."""
+    from rnncap.data.datasets import load_dataset
+    from rnncap.data.features import FeatureCache
+
+    dataset = load_dataset(cfg.data, cfg.format, split)
+    samples = list(dataset)
+    if cfg.limit_images:
+        samples = samples[: cfg.limit_images]
+    if vocab is None:
+        vocab = Vocabulary.build((c for s in samples for c in s.captions), cfg.min_count)
+    features, names = FeatureCache(cfg.features, cfg.encoder).load_split(samples)
+    captions = [
+        [_truncate(vocab.encode(c), cfg.max_caption_words) for c in s.captions] for s in samples
+    ]
+    return CaptionSplit(names, features, captions, [s.captions for s in samples]), vocab
+
+
+def _truncate(ids: list[int], max_words: int) -> list[int]:
+    return ids if len(ids) <= max_words + 2 else ids[: max_words + 1] + [ids[-1]]
+
+
+def collate(split: CaptionSplit, index: list[int], pad_id: int):
+    """Images `index` -> features (B, ...), captions (sum n_i, T+1) padded, counts (B,)."""
+    rows = [c for i in index for c in split.captions[i]]
+    counts = torch.tensor([len(split.captions[i]) for i in index])
+    T = max(len(r) for r in rows)
+    captions = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    for j, r in enumerate(rows):
+        captions[j, : len(r)] = torch.tensor(r)
+    return split.features[index], captions, counts
+
+
+def head(split: CaptionSplit, n: int) -> CaptionSplit:
+    """The first n images of a split (dry runs)."""
+    return CaptionSplit(
+        split.names[:n], split.features[:n], split.captions[:n], split.references[:n]
+    )
