@@ -82,3 +82,16 @@ def test_float16_round_trip(tmp_path, cell_type):
     got = beam_search(loaded, features, beam_size=2)
     assert got.tokens == beam_search(rounded, features, beam_size=2).tokens
     assert got.tokens == beam_search(model, features, beam_size=2).tokens
+
+
+def test_decoding_settings_travel_with_the_model(tmp_path):
+    import rnncap
+
+    model, vocab = tiny("attn")
+    decoding = {"beam_size": 4, "length_penalty": 0.7, "no_repeat_ngram": 2, "guidance": 1.5}
+    save_model(tmp_path / "m", model, vocab, decoding=decoding)
+    captioner = rnncap.load(tmp_path / "m", device="cpu")
+    held = captioner.options.to_dict()
+    assert {k: held[k] for k in decoding} == decoding
+    save_model(tmp_path / "plain", model, vocab)
+    assert rnncap.load(tmp_path / "plain", device="cpu").options.no_repeat_ngram == 0

@@ -27,6 +27,7 @@ def save_model(
     dtype: torch.dtype | None = None,
     extra: dict | None = None,
     files: dict | None = None,
+    decoding: dict | None = None,
 ) -> Path:
     """Write the model folder atomically (a temporary folder renamed into place).
 
@@ -34,6 +35,8 @@ def save_model(
     extra: plain data merged into config.json under "info" (training flags, scores...).
     files: name -> writer(path) for more files that must land together with the weights
     (the training state of a resumable checkpoint).
+    decoding: the model's own decoding settings (`DecodeOptions` as a dict), config.json
+    "decoding": what `rnncap.load` and every command use when no flag overrides them.
     """
     def write(tmp: Path) -> None:
         state = {
@@ -44,6 +47,8 @@ def save_model(
         }
         save_file(state, str(tmp / WEIGHTS))
         config = {"captioner": model.config.to_dict(), "info": extra or {}}
+        if decoding:
+            config["decoding"] = decoding
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
         vocab.save(tmp / VOCAB)
         for name, write_file in (files or {}).items():
