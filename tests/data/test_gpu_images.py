@@ -131,3 +131,24 @@ def test_device_batches_on_cuda_report_bad_files_like_the_pil_path(tmp_path):
     assert len(bad) == 4
     for name, levels in differences.items():
         assert levels.mean() <= 1.0, (name, float(levels.mean()), float(levels.max()))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not EXAMPLES, reason="no example photos")
+def test_caption_files_decoding_on_the_gpu_matches_the_pil_path(tmp_path):
+    """The bundled model on CUDA: the same files fail with the same messages either way, and the
+    captions agree (nvJPEG's pixels differ slightly, so a word may change: printed, not failed)."""
+    from rnncap.decode.captioner import Failed, load
+
+    paths = [*EXAMPLES, *_bad_and_odd_files(tmp_path)]
+    captioner = load("default", device="cuda")
+    runs = [list(captioner.caption_files(paths, progress=False, batch_size=4, workers=2,
+                                         device_decode=on)) for on in (True, False)]  # fmt: skip
+    gpu, pil = ({str(r.image): r for r in run} for run in runs)
+    assert gpu.keys() == pil.keys() == {str(p) for p in paths}
+    failed = {k for k, r in pil.items() if isinstance(r, Failed)}
+    assert failed == {k for k, r in gpu.items() if isinstance(r, Failed)} and len(failed) == 4
+    assert all(gpu[k].reason == pil[k].reason for k in failed)
+    differ = [(k, gpu[k].text, pil[k].text) for k in pil.keys() - failed
+              if gpu[k].text != pil[k].text]  # fmt: skip
+    print(f"{len(differ)} of {len(pil) - len(failed)} captions differ: {differ}")
