@@ -2,6 +2,7 @@
 
 Prints forward and forward+backward times (median of interleaved repeats) and the ratio
 rnncap / torch.nn. Usage: python benchmarks/recurrent.py [--device cuda] [--threads 2]
+[--cuda-graphs] (rnncap's sequence loops replayed as CUDA graphs; step() is not affected)
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from rnncap.nn import LSTM, RNN
 SIZES = [(128, 16, 256, 512), (32, 16, 128, 256), (1, 1, 256, 512)]
 
 
-def bench(cell: str, size: tuple[int, int, int, int], device: torch.device, repeats: int):
+def bench(
+    cell: str,
+    size: tuple[int, int, int, int],
+    device: torch.device,
+    repeats: int,
+    inner: int | None = None,
+    cuda_graphs: bool = False,
+):
     """Seconds (ours_fwd, ref_fwd, ours_fwdbwd, ref_fwdbwd) measured interleaved, as two lists:
     the medians and the minima (the minimum is the steadier one on a shared, busy machine)."""
     N, T, D, H = size
@@ -30,6 +38,7 @@ def bench(cell: str, size: tuple[int, int, int, int], device: torch.device, repe
     else:
         ref = torch.nn.RNN(D, H, batch_first=True).to(device)
         ours = RNN.from_torch(ref)
+    ours.cuda_graphs = cuda_graphs
     x = torch.randn(N, T, D, device=device, requires_grad=True)
     dout = torch.randn(N, T, H, device=device)
     state = [torch.randn(N, H, device=device) for _ in range(2 if cell == "lstm" else 1)]
@@ -62,7 +71,8 @@ def bench(cell: str, size: tuple[int, int, int, int], device: torch.device, repe
         call_ref().backward(dout)
 
     fns = [ours_fwd, ref_fwd, ours_train, ref_train]
-    inner = max(1, 2000 // (N * T))  # tiny problems: time several calls per sample
+    if inner is None:
+        inner = max(1, 2000 // (N * T))  # tiny problems: time several calls per sample
 
     def run(fn):
         return timed(lambda: [fn() for _ in range(inner)], device) / inner
@@ -84,6 +94,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15, help="timed runs per case (default 15)")
     parser.add_argument("--cells", default="rnn,lstm", help="comma-separated: rnn,lstm")
     parser.add_argument("--sizes", default="all", help="all, or one N,T,D,H (e.g. 128,16,256,512)")
+    parser.add_argument(
+        "--inner",
+        type=int,
+        default=None,
+        help="calls per timed sample (default: 2000 // (N*T), at least 1; a GPU needs fewer)",
+    )
+    parser.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="rnncap's RNN/LSTM replay their sequence loops as CUDA graphs (CUDA only)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sizes = SIZES if args.sizes == "all" else [tuple(int(v) for v in args.sizes.split(","))]
@@ -92,6 +113,7 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, device {name}, {args.threads} threads; median of "
         f"{args.repeats} interleaved runs (ms); ratio = rnncap / torch.nn (median, and minimum)"
+        + ("; rnncap with CUDA graphs" if args.cuda_graphs and device.type == "cuda" else "")
     )
     header = (
         f"{'cell':5} {'N':>4} {'T':>3} {'D':>4} {'H':>4} | {'fwd rnncap':>10} "
@@ -102,7 +124,9 @@ def main() -> None:
     print("-" * len(header))
     for cell in args.cells.split(","):
         for size in sizes:
-            (of, rf, ot, rt), (mof, mrf, mot, mrt) = bench(cell, size, device, args.repeats)
+            (of, rf, ot, rt), (mof, mrf, mot, mrt) = bench(
+                cell, size, device, args.repeats, args.inner, args.cuda_graphs
+            )
             N, T, D, H = size
             print(
                 f"{cell:5} {N:4d} {T:3d} {D:4d} {H:4d} | {of * 1e3:10.3f} {rf * 1e3:10.3f} "

@@ -5,19 +5,21 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cuda_helpers import U_TF32, assert_error_like, max_error, rounding_size
 from rnncap.nn import LSTM
+from rnncap.utils.device import cuda_math
 
 
-def _parity_with_torch(device: str) -> None:
+def _run_both(device, dtype=torch.float32, N=3, T=5, D=4, H=6):
+    """(ours, torch.nn) results [out, dx, dh0, dc0, dWx, dWh, db] in torch's layout (gate rows
+    i, f, g, o), same weights."""
     torch.manual_seed(0)
-    N, T, D, H = 3, 5, 4, 6
-    ref = torch.nn.LSTM(D, H, batch_first=True).to(device)
+    ref = torch.nn.LSTM(D, H, batch_first=True).to(device, dtype)
     ours = LSTM.from_torch(ref)
-    assert ours.Wx.device == ref.weight_ih_l0.device
-    x = torch.randn(N, T, D, device=device)
-    h0 = torch.randn(N, H, device=device)
-    c0 = torch.randn(N, H, device=device)
-    dout = torch.randn(N, T, H, device=device)
+    assert ours.Wx.device == ref.weight_ih_l0.device and ours.Wx.dtype == dtype
+    # drawn on the CPU in float32, so every device and dtype gets the same values
+    shapes = ((N, T, D), (N, H), (N, H), (N, T, H))
+    x, h0, c0, dout = (torch.randn(shape).to(device, dtype) for shape in shapes)
 
     inputs_ref = [t.clone().requires_grad_() for t in (x, h0, c0)]
     out_ref, _ = ref(inputs_ref[0], (inputs_ref[1][None], inputs_ref[2][None]))
@@ -26,26 +28,70 @@ def _parity_with_torch(device: str) -> None:
     inputs = [t.clone().requires_grad_() for t in (x, h0, c0)]
     out = ours(*inputs)
     (out * dout).sum().backward()
-
-    torch.testing.assert_close(out, out_ref, atol=1e-5, rtol=1e-5)
-    for a, b in zip(inputs, inputs_ref, strict=True):
-        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-5)
     # parameter gradients, mapped back to torch's layout (i, f, g, o rows)
     order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H),
-                       torch.arange(2 * H, 3 * H)])
-    inv = torch.argsort(order)
-    torch.testing.assert_close(ours.Wx.grad.t()[inv], ref.weight_ih_l0.grad, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(ours.Wh.grad.t()[inv], ref.weight_hh_l0.grad, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(ours.b.grad[inv], ref.bias_ih_l0.grad, atol=1e-5, rtol=1e-5)
+                       torch.arange(2 * H, 3 * H)])  # fmt: skip
+    inv = torch.argsort(order).to(device)
+    return (
+        [out, *(t.grad for t in inputs), ours.Wx.grad.t()[inv], ours.Wh.grad.t()[inv],
+         ours.b.grad[inv]],
+        [out_ref, *(t.grad for t in inputs_ref), ref.weight_ih_l0.grad, ref.weight_hh_l0.grad,
+         ref.bias_ih_l0.grad],
+    )  # fmt: skip
+
+
+NAMES = ["out", "dx", "dh0", "dc0", "dWx", "dWh", "db"]
 
 
 def test_matches_torch_lstm_cpu():
-    _parity_with_torch("cpu")
+    ours, ref = _run_both("cpu")
+    for name, a, b in zip(NAMES, ours, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
 
 
 @pytest.mark.gpu
-def test_matches_torch_lstm_cuda():
-    _parity_with_torch("cuda")
+def test_matches_torch_lstm_cuda_float64():
+    # cuDNN runs float64 LSTMs in float64: the two must agree to float64 rounding.
+    ours, ref = _run_both("cuda", torch.float64)
+    for name, a, b in zip(NAMES, ours, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
+
+
+SIZE = dict(N=16, T=12, D=32, H=64)
+# rounded operations behind each result: a state depends on T steps of D + H products each; a
+# weight gradient sums that over the N sequences
+_STEPS = SIZE["T"] * (SIZE["D"] + SIZE["H"])
+TERMS = dict(zip(NAMES, [_STEPS] * 4 + [SIZE["N"] * _STEPS] * 3, strict=True))
+
+
+@pytest.mark.gpu
+def test_float32_cuda_error_is_like_torch_nn():
+    """Ours and torch.nn (cuDNN) in float32, both against the float64 CPU result."""
+    ours64, _ = _run_both("cpu", torch.float64, **SIZE)
+    with cuda_math(tf32=False):
+        ours, ref = _run_both("cuda", **SIZE)
+    for name, got, trusted, want in zip(NAMES, ours, ref, ours64, strict=True):
+        assert_error_like(name, got, trusted, want, TERMS[name])
+
+
+@pytest.mark.gpu
+def test_tf32_error_is_within_tf32_rounding():
+    """With TF32 allowed (a training option), ours is off by TF32's rounding size, no more."""
+    ours64, _ = _run_both("cpu", torch.float64, **SIZE)
+    with cuda_math(tf32=True):
+        ours, ref = _run_both("cuda", **SIZE)
+    for name, got, trusted, want in zip(NAMES, ours, ref, ours64, strict=True):
+        bound = rounding_size(want, TERMS[name], U_TF32)
+        error, trusted_error = max_error(got, want), max_error(trusted, want)
+        assert error <= bound, f"{name}: {error:.2e} > {bound:.2e} (torch.nn {trusted_error:.2e})"
+
+
+def test_error_check_on_cpu():
+    """The float32-against-float64 check itself, on CPU (oneDNN's LSTM as torch.nn)."""
+    ours64, _ = _run_both("cpu", torch.float64, **SIZE)
+    ours, ref = _run_both("cpu", **SIZE)
+    for name, got, trusted, want in zip(NAMES, ours, ref, ours64, strict=True):
+        assert_error_like(name, got, trusted, want, TERMS[name])
 
 
 def test_step_matches_forward():

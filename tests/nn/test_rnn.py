@@ -5,18 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cuda_helpers import U_TF32, assert_error_like, max_error, rounding_size
 from rnncap.nn import RNN
+from rnncap.utils.device import cuda_math
 
 
-def _parity_with_torch(device: str) -> None:
+def _run_both(device, dtype=torch.float32, N=3, T=5, D=4, H=6):
+    """(ours, torch.nn) results [out, dx, dh0, dWx, dWh, db] in torch's layout, same weights."""
     torch.manual_seed(0)
-    N, T, D, H = 3, 5, 4, 6
-    ref = torch.nn.RNN(D, H, batch_first=True).to(device)
+    ref = torch.nn.RNN(D, H, batch_first=True).to(device, dtype)
     ours = RNN.from_torch(ref)
-    assert ours.Wx.device == ref.weight_ih_l0.device
-    x = torch.randn(N, T, D, device=device)
-    h0 = torch.randn(N, H, device=device)
-    dout = torch.randn(N, T, H, device=device)
+    assert ours.Wx.device == ref.weight_ih_l0.device and ours.Wx.dtype == dtype
+    # drawn on the CPU in float32, so every device and dtype gets the same values
+    x, h0, dout = (torch.randn(shape).to(device, dtype) for shape in ((N, T, D), (N, H), (N, T, H)))
 
     x_ref, h0_ref = x.clone().requires_grad_(), h0.clone().requires_grad_()
     out_ref, _ = ref(x_ref, h0_ref[None])
@@ -25,23 +26,65 @@ def _parity_with_torch(device: str) -> None:
     xs, h0s = x.clone().requires_grad_(), h0.clone().requires_grad_()
     out = ours(xs, h0s)
     (out * dout).sum().backward()
+    return (
+        [out, xs.grad, h0s.grad, ours.Wx.grad.t(), ours.Wh.grad.t(), ours.b.grad],
+        [out_ref, x_ref.grad, h0_ref.grad, ref.weight_ih_l0.grad, ref.weight_hh_l0.grad,
+         ref.bias_ih_l0.grad],
+    )  # fmt: skip
 
-    tol = {"atol": 1e-5, "rtol": 1e-5}
-    torch.testing.assert_close(out, out_ref, **tol)
-    torch.testing.assert_close(xs.grad, x_ref.grad, **tol)
-    torch.testing.assert_close(h0s.grad, h0_ref.grad, **tol)
-    torch.testing.assert_close(ours.Wx.grad.t(), ref.weight_ih_l0.grad, **tol)
-    torch.testing.assert_close(ours.Wh.grad.t(), ref.weight_hh_l0.grad, **tol)
-    torch.testing.assert_close(ours.b.grad, ref.bias_ih_l0.grad, **tol)
+
+NAMES = ["out", "dx", "dh0", "dWx", "dWh", "db"]
 
 
 def test_matches_torch_rnn_cpu():
-    _parity_with_torch("cpu")
+    ours, ref = _run_both("cpu")
+    for name, a, b in zip(NAMES, ours, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
 
 
 @pytest.mark.gpu
-def test_matches_torch_rnn_cuda():
-    _parity_with_torch("cuda")
+def test_matches_torch_rnn_cuda_float64():
+    # cuDNN runs float64 RNNs in float64: the two must agree to float64 rounding.
+    ours, ref = _run_both("cuda", torch.float64)
+    for name, a, b in zip(NAMES, ours, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
+
+
+SIZE = dict(N=16, T=12, D=32, H=64)
+# rounded operations behind each result: a state depends on T steps of D + H products each; a
+# weight gradient sums that over the N sequences
+_STEPS = SIZE["T"] * (SIZE["D"] + SIZE["H"])
+TERMS = dict(zip(NAMES, [_STEPS] * 3 + [SIZE["N"] * _STEPS] * 3, strict=True))
+
+
+@pytest.mark.gpu
+def test_float32_cuda_error_is_like_torch_nn():
+    """Ours and torch.nn (cuDNN) in float32, both against the float64 CPU result."""
+    ours64, _ = _run_both("cpu", torch.float64, **SIZE)
+    with cuda_math(tf32=False):
+        ours, ref = _run_both("cuda", **SIZE)
+    for name, got, trusted, want in zip(NAMES, ours, ref, ours64, strict=True):
+        assert_error_like(name, got, trusted, want, TERMS[name])
+
+
+@pytest.mark.gpu
+def test_tf32_error_is_within_tf32_rounding():
+    """With TF32 allowed (a training option), both are off by TF32's rounding size, no more."""
+    ours64, _ = _run_both("cpu", torch.float64, **SIZE)
+    with cuda_math(tf32=True):
+        ours, ref = _run_both("cuda", **SIZE)
+    for name, got, trusted, want in zip(NAMES, ours, ref, ours64, strict=True):
+        bound = rounding_size(want, TERMS[name], U_TF32)
+        error, trusted_error = max_error(got, want), max_error(trusted, want)
+        assert error <= bound, f"{name}: {error:.2e} > {bound:.2e} (torch.nn {trusted_error:.2e})"
+
+
+def test_error_check_on_cpu():
+    """The float32-against-float64 check itself, on CPU (oneDNN's RNN as torch.nn)."""
+    ours64, _ = _run_both("cpu", torch.float64, **SIZE)
+    ours, ref = _run_both("cpu", **SIZE)
+    for name, got, trusted, want in zip(NAMES, ours, ref, ours64, strict=True):
+        assert_error_like(name, got, trusted, want, TERMS[name])
 
 
 def test_step_matches_forward():

@@ -46,6 +46,9 @@ _HELP = {
     "seed": "random seed (initialisation and shuffling)",
     "device": "auto | cpu | cuda (under torchrun: one process per GPU, or gloo on CPU)",
     "amp": "bfloat16 autocast on CUDA",
+    "tf32": "TensorFloat-32 (10-bit mantissa) for CUDA float32 matrix products; off: full float32",
+    "deterministic": "deterministic CUDA kernels, so that a CUDA run (and its resume) repeats "
+    "bit for bit; somewhat slower",
     "resume": "continue the run in --out from its last checkpoint",
     "dry_run": "one batch and a tiny evaluation: a quick check of the whole pipeline",
     "limit_images": "use only the first N images of each split (0 = all)",

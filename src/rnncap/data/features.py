@@ -187,18 +187,18 @@ def build_cache(
     workers: int = 2,
     shard_size: int = 1024,
     progress: bool = True,
+    device_decode: bool = True,
 ) -> BuildStats:
     """Encode every image of `paths` that `cache` lacks and add the features to it.
 
     Images are opened and preprocessed (`encoder.preprocess`) by `workers` DataLoader processes,
     encoded in batches under `torch.inference_mode` and stored as float16, `shard_size` images
-    per shard; stopping at any point keeps every finished shard, so a rerun resumes.
+    per shard; stopping at any point keeps every finished shard, so a rerun resumes. On CUDA
+    with `device_decode` JPEGs are decoded and preprocessed on the GPU instead
+    (`rnncap.data.gpu_images`); other files take the PIL path.
     """
     import torch
-    from torch.utils.data import DataLoader
     from tqdm import tqdm
-
-    from rnncap.data.images import ImageFiles, collate_images
 
     if getattr(encoder, "name", cache.encoder_name) != cache.encoder_name:
         raise ValueError(f"encoder {encoder.name!r} does not match cache {cache.encoder_name!r}")
@@ -211,9 +211,8 @@ def build_cache(
         return stats
     device = torch.device(device)
     encoder = encoder.to(device).eval()
-    files = ImageFiles([by_key[k] for k in todo], encoder.preprocess)
-    loader = DataLoader(files, batch_size=batch_size, num_workers=workers,
-                        collate_fn=collate_images, pin_memory=device.type == "cuda")  # fmt: skip
+    paths = [by_key[k] for k in todo]
+    loader = _image_batches(paths, encoder, device, batch_size, workers, device_decode)
     pending_keys: list[str] = []
     pending: list[torch.Tensor] = []
     start = time.perf_counter()
@@ -236,3 +235,19 @@ def build_cache(
     for message in stats.failed:
         print(f"warning: {message} (skipped)", file=sys.stderr)
     return stats
+
+
+def _image_batches(paths, encoder, device, batch_size: int, workers: int, device_decode: bool):
+    """(images (B, 3, S, S) | None, indices, [(message, index)]) batches: JPEGs decoded on the
+    GPU when `device` is CUDA and `device_decode`, else by PIL in DataLoader workers."""
+    from torch.utils.data import DataLoader
+
+    from rnncap.data.images import ImageFiles, collate_images
+
+    if device_decode and device.type == "cuda":
+        from rnncap.data.gpu_images import device_batches
+
+        return device_batches(paths, encoder, device, batch_size, workers)
+    return DataLoader(ImageFiles(paths, encoder.preprocess), batch_size=batch_size,
+                      num_workers=workers, collate_fn=collate_images,
+                      pin_memory=device.type == "cuda")  # fmt: skip

@@ -255,11 +255,14 @@ class Captioner:
         workers: int = 2,
         beam: int | None = None,
         max_length: int | None = None,
+        device_decode: bool = True,
     ) -> Iterator[Caption | Failed]:
         """Caption image files, yielding one `Caption` or `Failed` per path, in the input order.
 
         `workers` DataLoader processes open and preprocess the images (0: in this process) while
-        this one runs the encoder and the beam search on batches of `batch_size` images.
+        this one runs the encoder and the beam search on batches of `batch_size` images. On CUDA
+        with `device_decode` the workers only read the files and JPEGs are decoded and
+        preprocessed on the GPU (`rnncap.data.gpu_images`); other files take the PIL path.
         """
         from torch.utils.data import DataLoader
         from tqdm import tqdm
@@ -268,13 +271,18 @@ class Captioner:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         options = self.decode_options(beam, max_length)
         encoder = self.model.encoder  # built once here, before the workers fork
-        loader = DataLoader(
-            ImageFiles(paths, encoder.preprocess),
-            batch_size=batch_size,
-            num_workers=min(workers, -(-len(paths) // batch_size)),  # no idle workers
-            collate_fn=collate_images,
-            pin_memory=self.device.type == "cuda",
-        )
+        if device_decode and self.device.type == "cuda":
+            from rnncap.data.gpu_images import device_batches
+
+            loader = device_batches(paths, encoder, self.device, batch_size, workers)
+        else:
+            loader = DataLoader(
+                ImageFiles(paths, encoder.preprocess),
+                batch_size=batch_size,
+                num_workers=min(workers, -(-len(paths) // batch_size)),  # no idle workers
+                collate_fn=collate_images,
+                pin_memory=self.device.type == "cuda",
+            )
         names = [str(p) for p in paths]
         with tqdm(total=len(names), unit="img", disable=not progress, desc="caption") as bar:
             for images, indices, bad in loader:

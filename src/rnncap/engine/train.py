@@ -135,6 +135,13 @@ class _Run:
 
 def train(cfg: TrainConfig) -> dict:
     """Train, validate every epoch, keep last/ and best/; returns the best epoch's metrics."""
+    from rnncap.utils.device import cuda_math
+
+    with cuda_math(tf32=cfg.tf32, deterministic=cfg.deterministic):
+        return _train(cfg)
+
+
+def _train(cfg: TrainConfig) -> dict:
     run = _start(cfg)
     epochs_since_best = 0 if not run.history else run.history[-1]["epoch"] - run.best["epoch"]
     for epoch in range(run.start_epoch, cfg.epochs + 1):

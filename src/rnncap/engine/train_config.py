@@ -38,6 +38,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # bfloat16 autocast on CUDA
+    tf32: bool = False  # TensorFloat-32 for CUDA float32 products (the recurrence runs in float32)
+    deterministic: bool = False  # deterministic CUDA kernels: a CUDA run repeats bit for bit
     resume: bool = False
     dry_run: bool = False  # one batch, one tiny evaluation, no files beyond the run folder
     limit_images: int = 0  # use only the first N train/dev images (0: all); for smoke tests

@@ -12,36 +12,56 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from rnncap.nn.graphs import LoopGraphs, use_graphs
+
 
 class _RNNFunction(torch.autograd.Function):
     """The whole sequence as one autograd node: per step one matmul forward, one matmul and one
-    multiply backward; weight and input gradients are one matmul each over all N*T positions."""
+    multiply backward; weight and input gradients are one matmul each over all N*T positions.
+    With `graphs` (CUDA only) the two time loops are replayed as recorded CUDA graphs."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, h0: Tensor, Wx: Tensor, Wh: Tensor, b: Tensor):
+    def forward(ctx, x: Tensor, h0: Tensor, Wx: Tensor, Wh: Tensor, b: Tensor,
+                graphs: LoopGraphs | None = None):  # fmt: skip
         N, T, D = x.shape
         H = Wh.shape[0]
-        xa = torch.addmm(b, x.reshape(N * T, D), Wx).view(N, T, H)  # (N, T, H)
-        hs = x.new_empty(N, T, H)
-        h = h0
-        for t in range(T):
-            h = torch.tanh(torch.addmm(xa[:, t], h, Wh), out=hs[:, t])
+        if graphs is None:
+            xa = torch.addmm(b, x.reshape(N * T, D), Wx).view(N, T, H)  # (N, T, H)
+            hs = x.new_empty(N, T, H)
+            _forward_loop(xa, h0, Wh, hs)
+        else:
+            make = lambda: _buffers(x, N, T, H, "xa", "h0", "Wh", "hs")  # noqa: E731
+            run = graphs.get(("forward", T, N, H, x.dtype, x.device), make, _forward_loop)
+            buf = run.buffers
+            torch.addmm(b, x.reshape(N * T, D), Wx, out=buf["xa"].view(N * T, H))
+            buf["h0"].copy_(h0)
+            buf["Wh"].copy_(Wh)
+            run.replay()
+            hs = buf["hs"].clone()  # overwritten by the next call
         ctx.save_for_backward(x, h0, Wx, Wh, hs)
+        ctx.graphs = graphs
         return hs
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dhs: Tensor):
         x, h0, Wx, Wh, hs = ctx.saved_tensors
+        graphs = ctx.graphs
         N, T, D = x.shape
         H = Wh.shape[0]
-        dtanh = 1 - hs * hs  # (N, T, H), tanh' = 1 - y^2 for every step at once
-        dA = x.new_empty(N, T, H)  # gradient of the pre-activations
-        WhT = Wh.t()
-        dh = dhs[:, T - 1]
-        for t in range(T - 1, -1, -1):
-            da = torch.mul(dh, dtanh[:, t], out=dA[:, t])
-            dh = torch.addmm(dhs[:, t - 1], da, WhT) if t > 0 else torch.mm(da, WhT)
+        if graphs is None:
+            dtanh = 1 - hs * hs  # (N, T, H), tanh' = 1 - y^2 for every step at once
+            dA = x.new_empty(N, T, H)  # gradient of the pre-activations
+            dh = _backward_loop(dtanh, dhs, Wh, dA)
+        else:
+            make = lambda: _buffers(x, N, T, H, "dtanh", "dhs", "Wh", "dA", "dh")  # noqa: E731
+            run = graphs.get(("backward", T, N, H, x.dtype, x.device), make, _backward_graphed)
+            buf = run.buffers
+            torch.mul(hs, hs, out=buf["dtanh"]).neg_().add_(1)
+            buf["dhs"].copy_(dhs)
+            buf["Wh"].copy_(Wh)
+            run.replay()
+            dA, dh = buf["dA"], buf["dh"].clone()  # dA is used up below
         dA2 = dA.view(N * T, H)
         needs = ctx.needs_input_grad
         dx = torch.mm(dA2, Wx.t()).view(N, T, D) if needs[0] else None
@@ -51,16 +71,54 @@ class _RNNFunction(torch.autograd.Function):
             h_prev = torch.cat([h0.unsqueeze(1), hs[:, :-1]], dim=1).view(N * T, H)
             dWh = torch.mm(h_prev.t(), dA2)
         db = dA2.sum(0) if needs[4] else None
-        return dx, dh, dWx, dWh, db
+        return dx, dh, dWx, dWh, db, None
+
+
+def _forward_loop(xa, h0, Wh, hs) -> None:
+    """h_t = tanh(xa_t + h_{t-1} Wh) into hs (N, T, H); xa (N, T, H) holds x_t Wx + b."""
+    h = h0
+    for t in range(hs.shape[1]):
+        h = torch.tanh(torch.addmm(xa[:, t], h, Wh), out=hs[:, t])
+
+
+def _backward_loop(dtanh, dhs, Wh, dA):
+    """The reverse recurrence into dA (N, T, H); returns the gradient of h0 (N, H)."""
+    T = dA.shape[1]
+    WhT = Wh.t()
+    dh = dhs[:, T - 1]
+    for t in range(T - 1, -1, -1):
+        da = torch.mul(dh, dtanh[:, t], out=dA[:, t])
+        dh = torch.addmm(dhs[:, t - 1], da, WhT) if t > 0 else torch.mm(da, WhT)
+    return dh
+
+
+# --------------------------------------------------------------------------- CUDA graphs
+def _buffers(like: Tensor, N: int, T: int, H: int, *names: str) -> dict[str, Tensor]:
+    shapes = {
+        "xa": (N, T, H), "h0": (N, H), "Wh": (H, H), "hs": (N, T, H), "dtanh": (N, T, H),
+        "dhs": (N, T, H), "dA": (N, T, H), "dh": (N, H),
+    }  # fmt: skip
+    return {name: like.new_zeros(shapes[name]) for name in names}
+
+
+def _backward_graphed(dtanh, dhs, Wh, dA, dh) -> None:
+    """`_backward_loop` with its result written into a fixed buffer (for recording)."""
+    dh.copy_(_backward_loop(dtanh, dhs, Wh, dA))
 
 
 class RNN(nn.Module):
-    """Single-layer, batch-first tanh RNN: `forward(x (N, T, D)) -> h (N, T, H)`."""
+    """Single-layer, batch-first tanh RNN: `forward(x (N, T, D)) -> h (N, T, H)`.
+
+    Setting `cuda_graphs = True` replays the time loops of `forward` and its backward as CUDA
+    graphs recorded once per (N, T) shape, on CUDA inputs only (see `rnncap.nn.graphs`).
+    """
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
         self.input_size = input_size
         self.hidden_size = hidden_size
+        self.cuda_graphs = False  # opt-in; ignored on CPU
+        self._graphs: LoopGraphs | None = None
         self.Wx = nn.Parameter(torch.empty(input_size, hidden_size))
         self.Wh = nn.Parameter(torch.empty(hidden_size, hidden_size))
         self.b = nn.Parameter(torch.empty(hidden_size))
@@ -78,8 +136,11 @@ class RNN(nn.Module):
             h0 = self.Wh.new_zeros(x.shape[0], self.hidden_size)
         # The hand-written Function computes in the parameters' dtype, also under autocast.
         dtype = self.Wx.dtype
+        graphs = None
+        if use_graphs(self.cuda_graphs, x, self.Wx):
+            graphs = self._graphs = self._graphs or LoopGraphs()
         with torch.autocast(x.device.type, enabled=False):
-            return _RNNFunction.apply(x.to(dtype), h0.to(dtype), self.Wx, self.Wh, self.b)
+            return _RNNFunction.apply(x.to(dtype), h0.to(dtype), self.Wx, self.Wh, self.b, graphs)
 
     def step(self, x: Tensor, prev_h: Tensor) -> Tensor:
         """One timestep: x (N, D), prev_h (N, H) -> next_h (N, H)."""
