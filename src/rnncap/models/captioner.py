@@ -95,13 +95,17 @@ class CaptioningRNN(nn.Module):
         if self._encoder is None:
             from rnncap.models.encoders import build_encoder
 
-            self._encoder = build_encoder(self.config.encoder)
+            self.set_encoder(build_encoder(self.config.encoder))
         param = self.vocab_proj.weight
         return self._encoder.to(param.device)
 
     def set_encoder(self, encoder) -> None:
-        """Use an already built encoder (e.g. shared between models, or a tiny one in tests)."""
-        self._encoder = encoder
+        """Use an already built encoder (shared between models, a tiny one in tests, or any
+        object with the Encoder interface such as the ONNX Runtime one).
+
+        Kept out of the module tree: the state dict and parameters() stay the decoder's only.
+        """
+        object.__setattr__(self, "_encoder", encoder)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
