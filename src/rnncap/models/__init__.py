@@ -1,4 +1,5 @@
 """Models: image encoders, the captioner, the language model, Show and Tell, model folders.
 
-`rnncap.models.captioner`, `.encoders`, `.lm`, `.showtell` and `.folder`; import the one you need.
+`rnncap.models.captioner`, `.encoders`, `.onnx_encoder`, `.lm`, `.showtell` and `.folder`; import
+the one you need.
 """

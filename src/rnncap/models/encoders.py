@@ -60,14 +60,8 @@ class Encoder(nn.Module):
         return super().train(False)
 
     def preprocess(self, image: Image.Image) -> Tensor:
-        """PIL image of any mode and size -> normalised tensor (3, S, S).
-
-        The whole picture is resized to S x S (no crop, so nothing a caption might mention is
-        cut away) with antialiased bicubic filtering.
-        """
-        rgb = to_rgb(image).resize((self.image_size, self.image_size), Image.BICUBIC)
-        pixels = TF.to_tensor(rgb)  # (3, S, S) in [0, 1]
-        return TF.normalize(pixels, self.mean, self.std)
+        """PIL image of any mode and size -> normalised tensor (3, S, S)."""
+        return preprocess_image(image, self.image_size, self.mean, self.std)
 
     def forward(self, images: Tensor) -> Tensor:
         """images (N, 3, S, S) -> features (N, C, h, w) if spatial else (N, C)."""
@@ -89,6 +83,19 @@ class Encoder(nn.Module):
             f"name={self.name!r}, out_channels={self.out_channels}, spatial={self.spatial}, "
             f"image_size={self.image_size}"
         )
+
+
+def preprocess_image(
+    image: Image.Image, image_size: int, mean: Sequence[float], std: Sequence[float]
+) -> Tensor:
+    """PIL image of any mode and size -> normalised tensor (3, S, S), S = image_size.
+
+    The whole picture is resized to S x S (no crop, so nothing a caption might mention is cut
+    away) with antialiased bicubic filtering. Every encoder backend shares this function.
+    """
+    rgb = to_rgb(image).resize((image_size, image_size), Image.BICUBIC)
+    pixels = TF.to_tensor(rgb)  # (3, S, S) in [0, 1]
+    return TF.normalize(pixels, list(mean), list(std))
 
 
 def _check_image_size(name: str, image_size: int | None, allowed: Sequence[int]) -> int:
