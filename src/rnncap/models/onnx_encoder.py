@@ -224,28 +224,54 @@ def resolve_backend(backend: str, device: str | torch.device = "cpu") -> str:
     return backend
 
 
-def use_backend(
-    model, backend: str = "auto", folder: str | Path | None = None, threads: int | None = None
-) -> str:
-    """Give a `CaptioningRNN` the encoder of `backend`; returns the backend it ended up with.
+def encoder_for_backend(
+    encoder,
+    backend: str = "auto",
+    device: str | torch.device = "cpu",
+    folder: str | Path | None = None,
+    threads: int | None = None,
+) -> tuple[object, str]:
+    """A torch `Encoder` -> (the encoder to run under `backend` on `device`, backend used).
 
-    Only the encoder changes (the decoder stays in torch). With 'auto', an encoder that cannot
-    be exported falls back to torch with one line on stderr; with 'onnx' the error is raised.
-    folder: the model folder, searched for an `encoder.onnx` first.
+    With 'auto', an encoder that cannot be exported falls back to torch with one line on
+    stderr; with 'onnx' the error is raised. folder: a model folder, searched for an
+    `encoder.onnx` first.
     """
-    device = next(model.parameters()).device
     resolved = resolve_backend(backend, device)
-    if resolved == "torch":
-        return resolved
-    encoder = model.encoder
-    if isinstance(encoder, OnnxEncoder):
-        return resolved
+    if resolved == "torch" or isinstance(encoder, OnnxEncoder):
+        return encoder, resolved
     try:
-        model.set_encoder(onnx_encoder_for(encoder, folder, threads))
+        return onnx_encoder_for(encoder, folder, threads), resolved
     except Exception as error:
         if backend == "onnx":
             raise
         reason = " ".join(str(error).split()) or type(error).__name__
         print(f"rnncap: ONNX encoder unavailable ({reason}); using torch", file=sys.stderr)
+        return encoder, "torch"
+
+
+def use_backend(
+    model, backend: str = "auto", folder: str | Path | None = None, threads: int | None = None
+) -> str:
+    """Give a `CaptioningRNN` the encoder of `backend`; returns the backend it ended up with.
+
+    Only the encoder changes: the decoder runs in torch either way.
+    """
+    device = next(model.parameters()).device
+    if resolve_backend(backend, device) == "torch":
         return "torch"
+    encoder, resolved = encoder_for_backend(model.encoder, backend, device, folder, threads)
+    model.set_encoder(encoder)
     return resolved
+
+
+def max_feature_difference(
+    reference, candidate, images: torch.Tensor, batch_size: int = 8
+) -> float:
+    """Largest |reference(images) - candidate(images)| over preprocessed images (N, 3, S, S)."""
+    worst = 0.0
+    with torch.inference_mode():
+        for batch in images.split(batch_size):
+            difference = (reference(batch).float() - candidate(batch).float()).abs().max()
+            worst = max(worst, float(difference))
+    return worst

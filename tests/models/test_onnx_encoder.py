@@ -1,0 +1,188 @@
+"""The ONNX Runtime encoder against the torch encoder it was exported from: same features (1e-4)
+on the sample photos, same interface, same captions through the pipeline; the export cache."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from inference_helpers import example_images, shared_encoder  # noqa: E402
+from rnncap.data.images import open_image  # noqa: E402
+from rnncap.models import onnx_encoder  # noqa: E402
+from rnncap.models.captioner import CaptionerConfig, CaptioningRNN  # noqa: E402
+from rnncap.models.encoders import Encoder  # noqa: E402
+from rnncap.models.onnx_encoder import (  # noqa: E402
+    OnnxEncoder,
+    export_encoder,
+    onnx_encoder_for,
+    resolve_backend,
+    use_backend,
+)
+
+ATTRIBUTES = ("name", "out_channels", "spatial", "image_size", "mean", "std")
+
+
+def tiny_encoder(spatial: bool = True, seed: int = 0) -> Encoder:
+    """A two-layer CNN with the Encoder interface: 16 channels, 4 x 4 grid at 32 px."""
+    torch.manual_seed(seed)
+    layers = [nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU6()]
+    layers += [nn.Conv2d(8, 16, 3, stride=4, padding=1)]
+    if not spatial:
+        layers.append(nn.AdaptiveAvgPool2d(1))
+    trunk = nn.Sequential(*layers)
+    return Encoder("tiny", trunk, 16, spatial, 32, mean=[0.5] * 3, std=[0.25] * 3)
+
+
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def lite0_pair(tmp_path_factory):
+    torch_encoder = shared_encoder()
+    path = export_encoder(torch_encoder, tmp_path_factory.mktemp("onnx") / "encoder.onnx")
+    return torch_encoder, OnnxEncoder(path, threads=1)
+
+
+def test_lite0_features_match_torch_on_photos(lite0_pair):
+    torch_encoder, ort_encoder = lite0_pair
+    for attribute in ATTRIBUTES:
+        assert getattr(ort_encoder, attribute) == getattr(torch_encoder, attribute), attribute
+    photos = [open_image(p) for p in example_images()]
+    images = torch.stack([torch_encoder.preprocess(p) for p in photos])  # (5, 3, 224, 224)
+    assert torch.equal(images, torch.stack([ort_encoder.preprocess(p) for p in photos]))
+    with torch.inference_mode():
+        expected = torch_encoder(images)
+        got = ort_encoder(images)
+        one = ort_encoder(images[:1])  # the batch axis is dynamic
+    assert got.shape == expected.shape == (len(photos), 1280, 7, 7)
+    assert got.dtype == expected.dtype
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(one, expected[:1], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("spatial", [True, False])
+def test_tiny_encoder_round_trip(tmp_path, spatial):
+    torch_encoder = tiny_encoder(spatial)
+    ort_encoder = OnnxEncoder(export_encoder(torch_encoder, tmp_path / "tiny.onnx"))
+    for attribute in ATTRIBUTES:
+        assert getattr(ort_encoder, attribute) == getattr(torch_encoder, attribute), attribute
+    images = torch.randn(3, 3, 32, 32)
+    expected = torch_encoder(images)
+    assert expected.shape == ((3, 16, 4, 4) if spatial else (3, 16))
+    torch.testing.assert_close(ort_encoder(images), expected, atol=1e-5, rtol=0)
+    assert not list(tmp_path.glob(".*.tmp"))  # the atomic write left nothing behind
+
+
+def test_cpu_only_eval_only_and_picklable(tmp_path):
+    ort_encoder = OnnxEncoder(export_encoder(tiny_encoder(), tmp_path / "tiny.onnx"))
+    assert ort_encoder.to("cpu") is ort_encoder
+    assert ort_encoder.to(torch.device("cpu")).eval() is ort_encoder
+    with pytest.raises(ValueError, match="CPU"):
+        ort_encoder.to("cuda")
+    images = torch.randn(2, 3, 32, 32)
+    copy = pickle.loads(pickle.dumps(ort_encoder))  # DataLoader workers under "spawn"
+    torch.testing.assert_close(copy(images), ort_encoder(images), atol=0, rtol=0)
+
+
+def test_not_an_rnncap_graph(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("features", TensorProto.FLOAT, [1])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["images"], ["features"])], "g", [x], [y]
+    )
+    onnx.save(helper.make_model(graph), tmp_path / "plain.onnx")
+    with pytest.raises(ValueError, match="not an encoder exported by rnncap"):
+        OnnxEncoder(tmp_path / "plain.onnx")
+
+
+def test_user_cache_exports_once(tmp_path, capsys):
+    torch_encoder = tiny_encoder()
+    first = onnx_encoder_for(torch_encoder)
+    assert "exporting encoder tiny to ONNX once" in capsys.readouterr().err
+    assert first.path.parent == tmp_path / "cache" / "rnncap" / "encoders"
+    second = onnx_encoder_for(torch_encoder)
+    assert capsys.readouterr().err == ""
+    assert second.path == first.path
+    other = onnx_encoder_for(tiny_encoder(seed=1))  # other weights: another file
+    assert other.path != first.path
+
+
+def test_model_folder_copy_used_only_for_the_same_weights(tmp_path, capsys):
+    torch_encoder = tiny_encoder()
+    export_encoder(torch_encoder, tmp_path / "model" / onnx_encoder.ENCODER_FILE)
+    found = onnx_encoder_for(torch_encoder, tmp_path / "model")
+    assert found.path == tmp_path / "model" / onnx_encoder.ENCODER_FILE
+    assert capsys.readouterr().err == ""
+    found = onnx_encoder_for(tiny_encoder(seed=1), tmp_path / "model")
+    assert found.path.parent == tmp_path / "cache" / "rnncap" / "encoders"
+    assert "exported from other tiny weights" in capsys.readouterr().err
+
+
+def test_resolve_backend(monkeypatch):
+    assert resolve_backend("auto", "cpu") == "onnx"
+    assert resolve_backend("auto", "cuda") == "torch"
+    assert resolve_backend("torch", "cpu") == "torch"
+    assert resolve_backend("onnx", torch.device("cpu")) == "onnx"
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        resolve_backend("onnx", "cuda:0")
+    with pytest.raises(ValueError, match="valid backends: auto, onnx, torch"):
+        resolve_backend("tensorrt", "cpu")
+    monkeypatch.setattr(onnx_encoder, "onnxruntime_available", lambda: False)
+    assert resolve_backend("auto", "cpu") == "torch"
+    with pytest.raises(ValueError, match="pip install onnxruntime"):
+        resolve_backend("onnx", "cpu")
+
+
+def tiny_captioner() -> CaptioningRNN:
+    torch.manual_seed(0)
+    config = CaptionerConfig(
+        encoder="tiny", feature_dim=16, cell_type="attn", wordvec_dim=8, hidden_dim=16,
+        vocab_size=12, max_length=5,
+    )  # fmt: skip
+    model = CaptioningRNN(config).eval()
+    model.set_encoder(tiny_encoder())
+    return model
+
+
+def test_use_backend_swaps_the_encoder_only():
+    from rnncap.decode.beam import beam_search
+
+    model = tiny_captioner()
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    images = torch.randn(4, 3, 32, 32)
+    expected = beam_search(model, model.encode(images), beam_size=3)
+    assert use_backend(model, "torch") == "torch"
+    assert isinstance(model.encoder, Encoder)
+    assert use_backend(model, "auto") == "onnx"
+    assert isinstance(model.encoder, OnnxEncoder)
+    assert use_backend(model, "onnx") == "onnx"  # already swapped: nothing to do
+    assert model.state_dict().keys() == weights.keys()  # the encoder is no part of it
+    got = beam_search(model, model.encode(images), beam_size=3)
+    assert got.tokens == expected.tokens
+    assert got.scores == pytest.approx(expected.scores, abs=1e-4)
+    for a, b in zip(got.attention, expected.attention, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+
+def test_use_backend_auto_falls_back_to_torch(monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setattr(onnx_encoder, "onnx_encoder_for", broken)
+    model = tiny_captioner()
+    assert use_backend(model, "auto") == "torch"
+    assert "ONNX encoder unavailable (exporter exploded); using torch" in capsys.readouterr().err
+    assert isinstance(model.encoder, Encoder)
+    with pytest.raises(RuntimeError, match="exploded"):
+        use_backend(model, "onnx")
