@@ -29,3 +29,28 @@ def resolve_device(name: str):
         return resolve(name)
     except DeviceError as error:
         raise device_usage_error(error) from None
+
+
+BACKENDS = ("auto", "onnx", "torch")  # rnncap.models.onnx_encoder.BACKENDS, without importing it
+
+
+def add_backend_argument(parser) -> None:
+    """--backend for the inference commands (caption, features, evaluate, serve)."""
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKENDS,
+        help="how the image encoder runs: onnx (ONNX Runtime, several times faster on a CPU), "
+        "torch, or auto: onnx on a CPU when onnxruntime is installed, torch on a GPU "
+        "(default: auto)",
+    )
+
+
+def encoder_for_backend(encoder, backend: str, device, folder=None):
+    """`rnncap.models.onnx_encoder.encoder_for_backend`, its errors naming the --backend flag."""
+    from rnncap.models.onnx_encoder import encoder_for_backend as for_backend
+
+    try:
+        return for_backend(encoder, backend, device, folder)[0]
+    except (ValueError, ImportError, RuntimeError, OSError) as error:
+        raise UsageError(f"--backend {backend}: {error}") from None

@@ -8,7 +8,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rnncap.cli._common import UsageError, fail, resolve_device
+from rnncap.cli._common import (
+    UsageError,
+    add_backend_argument,
+    encoder_for_backend,
+    fail,
+    resolve_device,
+)
 from rnncap.data.datasets import list_formats
 
 NAME = "features"
@@ -44,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)"
     )
+    add_backend_argument(parser)
     parser.add_argument(
         "--shard-size", type=int, default=1024, help="images per cache shard file (default: 1024)"
     )
@@ -69,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             encoder = build_encoder(args.encoder)
         except (ValueError, WeightsUnavailableError) as error:
             raise UsageError(f"--encoder: {error}") from None
+        encoder = encoder_for_backend(encoder, args.backend, device)
         cache = FeatureCache(args.out, encoder.name)
     except (UsageError, DatasetError) as error:
         return fail(str(error))
