@@ -1,4 +1,5 @@
-"""Shared fixtures: the Flickr8k location (skips when absent) and a CUDA skip marker."""
+"""Shared fixtures: the Flickr8k location (skips when absent), a CUDA skip marker, and a test
+cache folder for encoders exported to ONNX."""
 
 from __future__ import annotations
 
@@ -16,6 +17,17 @@ def flickr8k_dir() -> Path:
     if not (FLICKR8K / "captions.txt").is_file():
         pytest.skip(f"Flickr8k not found at {FLICKR8K} (set RNNCAP_FLICKR8K)")
     return FLICKR8K
+
+
+@pytest.fixture(scope="session", autouse=True)
+def encoder_export_cache(request, tmp_path_factory):
+    """Encoders exported to ONNX on first use go to pytest's cache folder, not the user's
+    (kept between runs: an export is keyed by the encoder's weights and written atomically)."""
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
+    folder = cache.mkdir("rnncap-xdg-cache") if cache else tmp_path_factory.mktemp("xdg-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(folder))
+        yield
 
 
 def pytest_collection_modifyitems(config, items):

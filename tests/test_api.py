@@ -126,6 +126,20 @@ def test_decoding_defaults_come_from_the_model_folder(model_dir, tmp_path):
 
 
 def test_unknown_backend_is_a_clear_error(model_dir):
-    with pytest.raises(ValueError, match="unknown backend 'tensorrt'; valid backends: torch"):
+    with pytest.raises(ValueError, match="unknown backend 'tensorrt'; valid backends: auto, onnx"):
         rnncap.load(model_dir, device="cpu", backend="tensorrt")
     assert rnncap.load(model_dir, device=torch.device("cpu"), backend="torch").backend == "torch"
+
+
+def test_onnx_backend_gives_the_torch_captions(model_dir, reference):
+    pytest.importorskip("onnxruntime")
+    from rnncap.models.onnx_encoder import OnnxEncoder
+
+    captioner = rnncap.load(model_dir, device="cpu", backend="onnx")
+    assert captioner.backend == "onnx" and isinstance(captioner.model.encoder, OnnxEncoder)
+    captions = captioner(example_images()[:3])
+    assert [c.text for c in captions] == reference
+    assert captions[0].attention.shape == (len(captions[0].words), 49)  # the grid is kept
+    assert rnncap.load(model_dir, device="cpu").backend == "onnx"  # auto on a CPU
+    with pytest.raises(ValueError, match="the onnx backend runs on the CPU"):
+        rnncap.load(model_dir, device=torch.device("cuda"), backend="onnx")

@@ -178,6 +178,7 @@ def test_command_builds_then_resumes(tmp_path, capsys, fake_encoders):
     paths = _flickr_folder(tmp_path / "data", 3)
     argv = ["features", "--data", str(tmp_path / "data"), "--encoder", "tiny"]
     argv += ["--out", str(tmp_path / "cache"), "--workers", "0", "--device", "cpu", "--quiet"]
+    argv += ["--backend", "torch"]  # the fake encoder is not exportable
     assert cli.main(argv) == 0
     assert "3 images, 0 already cached, 3 encoded" in capsys.readouterr().out
     assert cli.main(argv) == 0

@@ -46,8 +46,20 @@ def add_backend_argument(parser) -> None:
     )
 
 
+def check_backend(backend: str, device) -> None:
+    """A backend that cannot run here (onnx on a GPU, onnx without onnxruntime) as a UsageError."""
+    from rnncap.models.onnx_encoder import resolve_backend
+
+    try:
+        resolve_backend(backend, device)
+    except ValueError as error:
+        raise UsageError(f"--backend {backend}: {error}") from None
+
+
 def encoder_for_backend(encoder, backend: str, device, folder=None):
     """`rnncap.models.onnx_encoder.encoder_for_backend`, its errors naming the --backend flag."""
+    if backend == "torch":
+        return encoder
     from rnncap.models.onnx_encoder import encoder_for_backend as for_backend
 
     try:

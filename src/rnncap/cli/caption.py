@@ -10,7 +10,13 @@ import json
 import sys
 from pathlib import Path
 
-from rnncap.cli._common import UsageError, fail, resolve_device
+from rnncap.cli._common import (
+    UsageError,
+    add_backend_argument,
+    check_backend,
+    fail,
+    resolve_device,
+)
 
 NAME = "caption"
 HELP = "caption image files or folders (prints path<TAB>caption, or JSON lines with --json)"
@@ -49,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)"
     )
+    add_backend_argument(parser)
     parser.add_argument(
         "--batch-size", type=int, default=32, help="images per encoder/beam call (default: 32)"
     )
@@ -111,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         _check_args(args)
         device = resolve_device(args.device)
+        if args.show_tell is None:  # the Show-and-Tell checkpoint always runs in torch
+            check_backend(args.backend, device)
     except UsageError as error:
         return fail(str(error))
     paths, problems = find_images(args.paths)
@@ -133,7 +142,7 @@ def _run_model(args: argparse.Namespace, paths: list[Path], device) -> int:
     from rnncap.decode.captioner import Failed, load
 
     try:
-        captioner = load(args.model, device)
+        captioner = load(args.model, device, backend=args.backend)
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(f"--model: {error}") from None
     cell_type = captioner.config.cell_type

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from rnncap.cli._common import UsageError, device_usage_error, fail
+from rnncap.cli._common import UsageError, add_backend_argument, device_usage_error, fail
 from rnncap.data.datasets import list_formats
 
 NAME = "evaluate"
@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=100, help="images decoded at once")
     parser.add_argument("--workers", type=int, default=2, help="image-decoding processes")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+    add_backend_argument(parser)
     parser.add_argument("--limit", type=int, default=0, help="first N images only (0: all)")
     parser.add_argument("--json", type=Path, default=None,
                         help="write predictions and scores to this JSON file")  # fmt: skip
@@ -50,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = EvalConfig(
         model=args.model, data=args.data, format=args.format, split=args.split, beam=args.beam,
         length_penalty=args.length_penalty, features=args.features, batch_size=args.batch_size,
-        workers=args.workers, device=args.device, limit=args.limit, progress=not args.quiet,
+        workers=args.workers, device=args.device, backend=args.backend, limit=args.limit,
+        progress=not args.quiet,
     )  # fmt: skip
     try:
         result = evaluate(cfg)

@@ -8,7 +8,13 @@ from __future__ import annotations
 import argparse
 import re
 
-from rnncap.cli._common import UsageError, fail, resolve_device
+from rnncap.cli._common import (
+    UsageError,
+    add_backend_argument,
+    check_backend,
+    fail,
+    resolve_device,
+)
 
 NAME = "serve"
 HELP = "serve captions over HTTP: POST /caption, GET /healthz, and a web page at /"
@@ -63,6 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)"
     )
+    add_backend_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         if args.max_bytes < 1:
             raise UsageError("--max-bytes must be positive")
         device = resolve_device(args.device)
+        check_backend(args.backend, device)
     except UsageError as error:
         return fail(str(error))
 
@@ -87,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     from rnncap.serving.app import ServeConfig, create_app
 
     try:
-        captioner = load(args.model, device)
+        captioner = load(args.model, device, backend=args.backend)
     except (FileNotFoundError, ValueError) as error:
         return fail(f"--model: {error}")
     config = ServeConfig(

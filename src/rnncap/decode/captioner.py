@@ -33,8 +33,6 @@ from rnncap.data.images import (
 )
 from rnncap.decode.beam import DecodeOptions, decode
 
-BACKENDS = ("torch",)
-
 
 class CaptionError(ValueError):
     """An input that cannot be captioned; the message names the item (its path, or its index)."""
@@ -63,37 +61,39 @@ class Failed:
 def load(
     model: str | os.PathLike = "default",
     device: str | torch.device = "auto",
-    backend: str | None = None,
+    backend: str | None = "auto",
 ) -> Captioner:
     """A `Captioner` for a model folder ("default": the bundled model, or a run folder).
 
     device: "auto" (CUDA when available), "cpu", "cuda", "cuda:N" or a torch.device.
-    backend: how the network runs; None or "torch" (the only one so far).
+    backend: how the image encoder runs: "onnx" (ONNX Runtime, CPU only), "torch", or "auto"
+    (the default; None means the same): onnx on a CPU when onnxruntime is installed, else torch.
+    The decoder runs in torch either way. The ONNX graph is the model folder's encoder.onnx
+    (`rnncap export`) or one exported into the user cache on first use.
     Decoding defaults come from the folder's config.json "decoding" entry when it has one.
     """
     from rnncap.models.folder import load_model, read_config, resolve_model_dir
+    from rnncap.models.onnx_encoder import resolve_backend
     from rnncap.utils.device import resolve_device
 
-    backend = _check_backend(backend)
     device = resolve_device(device) if isinstance(device, str) else device
+    resolve_backend(backend or "auto", device)  # a bad name or device fails before any loading
     folder = resolve_model_dir(model)
     network, vocab = load_model(folder, device)
     options = DecodeOptions.from_dict(read_config(folder).get("decoding", {}))
-    return Captioner(network, vocab, options, backend=backend, name=str(model))
-
-
-def _check_backend(backend: str | None) -> str:
-    backend = backend or "torch"
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
-    return backend
+    return Captioner(
+        network, vocab, options, backend=backend or "auto", name=str(model), folder=folder
+    )
 
 
 class Captioner:
     """A captioning model ready to use: call it on images, or on encoder features.
 
     model: a `CaptioningRNN` in eval mode (on its device); vocab: its `Vocabulary`;
-    options: the default `DecodeOptions` (each call may override beam and max_length).
+    options: the default `DecodeOptions` (each call may override beam and max_length);
+    backend: "auto", "onnx" or "torch" swaps the model's image encoder accordingly (see `load`),
+    None leaves it alone; `self.backend` is the one in use. folder: the model folder, where an
+    exported encoder.onnx is looked for first.
     """
 
     def __init__(
@@ -103,11 +103,17 @@ class Captioner:
         options: DecodeOptions | None = None,
         backend: str | None = None,
         name: str = "",
+        folder: str | os.PathLike | None = None,
     ) -> None:
+        from rnncap.models.onnx_encoder import current_backend, use_backend
+
         self.model = model
         self.vocab = vocab
         self.options = options or DecodeOptions()
-        self.backend = _check_backend(backend)
+        if backend is None:  # keep the model's encoder as it is
+            self.backend = current_backend(model)
+        else:
+            self.backend = use_backend(model, backend, folder)
         self.name = name
         self._guide = None  # classifier guidance, built on first use
 

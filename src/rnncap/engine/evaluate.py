@@ -26,6 +26,7 @@ class EvalConfig:
     batch_size: int = 100  # images decoded at once
     workers: int = 2  # image-decoding processes when features are computed
     device: str = "auto"
+    backend: str = "auto"  # how the image encoder runs: auto | onnx | torch
     limit: int = 0  # first N images only (0: all)
     progress: bool = True
 
@@ -59,7 +60,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     from rnncap.engine.metrics import check_java, score
 
     check_java()  # METEOR and the PTB tokenizer run on Java: fail before encoding anything
-    captioner = load(cfg.model, cfg.device)
+    captioner = load(cfg.model, cfg.device, backend=cfg.backend)
     options = captioner.decode_options(cfg.beam, cfg.max_length)
     if cfg.length_penalty is not None:
         options = dataclasses.replace(options, length_penalty=cfg.length_penalty)

@@ -255,14 +255,22 @@ def use_backend(
 ) -> str:
     """Give a `CaptioningRNN` the encoder of `backend`; returns the backend it ended up with.
 
-    Only the encoder changes: the decoder runs in torch either way.
+    Only the encoder changes: the decoder runs in torch either way. 'torch' puts back a torch
+    encoder (built on next use) where an ONNX one was set.
     """
     device = next(model.parameters()).device
     if resolve_backend(backend, device) == "torch":
+        if current_backend(model) == "onnx":
+            model.set_encoder(None)
         return "torch"
     encoder, resolved = encoder_for_backend(model.encoder, backend, device, folder, threads)
     model.set_encoder(encoder)
     return resolved
+
+
+def current_backend(model) -> str:
+    """'onnx' when a captioner's encoder is an `OnnxEncoder`, else 'torch' (builds nothing)."""
+    return "onnx" if isinstance(model.__dict__.get("_encoder"), OnnxEncoder) else "torch"
 
 
 def max_feature_difference(

@@ -169,7 +169,8 @@ def create_app(
         model = captioner.config
         return {
             "status": "ok", "model": model_name, "encoder": model.encoder,
-            "cell_type": model.cell_type, "vocab_size": len(captioner.vocab),
+            "backend": captioner.backend, "cell_type": model.cell_type,
+            "vocab_size": len(captioner.vocab),
             "config": {**asdict(config), "beam_size": options.beam_size},
             "batches": asdict(app.state.batcher.stats),
         }  # fmt: skip
