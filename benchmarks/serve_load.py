@@ -4,7 +4,7 @@ Starts the server as a subprocess, sends one sample photo per request (multipart
 requests/s and latency for each concurrency; the reference is the same server with micro-batching
 off (--max-batch 1), measured in the same run.
 
-Usage: python benchmarks/serve_load.py [--requests 64] [--model default] [--device cpu]
+Usage: python benchmarks/serve_load.py [--requests 64] [--model default] [--backend torch onnx]
 Without the bundled model an untrained model of the default size is saved to a temporary folder.
 """
 
@@ -55,11 +55,12 @@ def free_port() -> int:
 
 
 def start_server(
-    model: str, device: str, max_batch: int, threads: int | None
+    model: str, device: str, max_batch: int, threads: int | None, backend: str = "auto"
 ) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [sys.executable, "-m", "rnncap.cli", "serve", "--model", model, "--port", str(port)]
     command += ["--device", device, "--max-batch", str(max_batch), "--timeout", "600"]
+    command += ["--backend", backend]
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -102,50 +103,58 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=64, help="requests per measurement")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
     parser.add_argument("--threads", type=int, default=None, help="server's torch threads")
+    parser.add_argument(
+        "--backend",
+        nargs="+",
+        default=["auto"],
+        choices=("auto", "onnx", "torch"),
+        help="server --backend, one measurement each (e.g. torch onnx; default: auto)",
+    )
     args = parser.parse_args()
 
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         model = model_folder(args.model, Path(scratch))
-        for max_batch in (16, 1):
-            process, url = start_server(model, args.device, max_batch, args.threads)
-            try:
-                load(url, args.clients, 2 * args.clients)  # warm-up
-                for clients in (1, args.clients):
-                    before = httpx.get(f"{url}/healthz").json()["batches"]
-                    seconds, latencies = load(url, clients, args.requests)
-                    after = httpx.get(f"{url}/healthz").json()["batches"]
-                    stats = {k: after[k] - before[k] for k in ("images", "batches")}
-                    rows.append((max_batch, clients, seconds, latencies, stats))
-            finally:
-                process.terminate()
-                process.wait()
+        for backend in args.backend:
+            for max_batch in (16, 1):
+                process, url = start_server(model, args.device, max_batch, args.threads, backend)
+                try:
+                    used = httpx.get(f"{url}/healthz").json().get("backend", backend)
+                    load(url, args.clients, 2 * args.clients)  # warm-up
+                    for clients in (1, args.clients):
+                        before = httpx.get(f"{url}/healthz").json()["batches"]
+                        seconds, latencies = load(url, clients, args.requests)
+                        after = httpx.get(f"{url}/healthz").json()["batches"]
+                        stats = {k: after[k] - before[k] for k in ("images", "batches")}
+                        rows.append((used, max_batch, clients, seconds, latencies, stats))
+                finally:
+                    process.terminate()
+                    process.wait()
 
     print(
         f"{args.requests} requests per row, device {args.device}, "
         f"server threads {args.threads or 'default'}, one photo per request"
     )
-    header = f"{'max-batch':>9}{'clients':>9}{'requests/s':>12}{'p50 ms':>9}{'p95 ms':>9}"
-    print(header + f"{'images/batch':>14}")
-    base = None
-    for max_batch, clients, seconds, latencies, stats in rows:
+    header = f"{'backend':<8}{'max-batch':>9}{'clients':>9}{'requests/s':>12}{'p50 ms':>9}"
+    print(header + f"{'p95 ms':>9}{'images/batch':>14}")
+    for backend, max_batch, clients, seconds, latencies, stats in rows:
         latencies.sort()
         p95 = latencies[int(0.95 * (len(latencies) - 1))]
         rate = args.requests / seconds
-        if max_batch == 16 and clients == 1:
-            base = rate
         mean_batch = stats["images"] / max(stats["batches"], 1)
         print(
-            f"{max_batch:>9}{clients:>9}{rate:>12.1f}{1000 * statistics.median(latencies):>9.0f}"
-            f"{1000 * p95:>9.0f}{mean_batch:>14.1f}"
+            f"{backend:<8}{max_batch:>9}{clients:>9}{rate:>12.1f}"
+            f"{1000 * statistics.median(latencies):>9.0f}{1000 * p95:>9.0f}{mean_batch:>14.1f}"
         )
-    batched = next(r for r in rows if r[0] == 16 and r[1] == args.clients)
-    unbatched = next(r for r in rows if r[0] == 1 and r[1] == args.clients)
-    print(
-        f"ratio {args.clients} clients / 1 client (micro-batching on): "
-        f"{args.requests / batched[2] / base:.2f}; "
-        f"micro-batching on / off at {args.clients} clients: {unbatched[2] / batched[2]:.2f}"
-    )
+    seconds = {(r[0], r[1], r[2]): r[3] for r in rows}
+    for backend in dict.fromkeys(r[0] for r in rows):
+        one, batched = seconds[backend, 16, 1], seconds[backend, 16, args.clients]
+        unbatched = seconds[backend, 1, args.clients]
+        print(
+            f"{backend}: ratio {args.clients} clients / 1 client (micro-batching on): "
+            f"{one / batched:.2f}; micro-batching on / off at {args.clients} clients: "
+            f"{unbatched / batched:.2f}"
+        )
 
 
 if __name__ == "__main__":
