@@ -186,3 +186,19 @@ def test_use_backend_auto_falls_back_to_torch(monkeypatch, capsys):
     assert isinstance(model.encoder, Encoder)
     with pytest.raises(RuntimeError, match="exploded"):
         use_backend(model, "onnx")
+
+
+def test_unbuilt_encoder_is_deferred_until_used(monkeypatch):
+    import rnncap.models.encoders as encoders
+
+    torch.manual_seed(0)
+    config = CaptionerConfig(encoder="tiny", feature_dim=16, hidden_dim=16, vocab_size=12)
+    model = CaptioningRNN(config).eval()
+    assert use_backend(model, "auto") == "onnx"  # nothing built: a features-only model loads
+    assert onnx_encoder.current_backend(model) == "onnx"
+    with pytest.raises(ValueError, match="unknown encoder 'tiny'"):
+        _ = model.encoder  # the same error as the torch path, when the encoder is first needed
+    monkeypatch.setattr(encoders, "build_encoder", lambda name: tiny_encoder())
+    assert isinstance(model.encoder, OnnxEncoder) and model.encoder.name == "tiny"
+    assert use_backend(model, "torch") == "torch"
+    assert isinstance(model.encoder, Encoder)

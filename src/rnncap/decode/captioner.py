@@ -105,17 +105,22 @@ class Captioner:
         name: str = "",
         folder: str | os.PathLike | None = None,
     ) -> None:
-        from rnncap.models.onnx_encoder import current_backend, use_backend
+        from rnncap.models.onnx_encoder import use_backend
 
         self.model = model
         self.vocab = vocab
         self.options = options or DecodeOptions()
-        if backend is None:  # keep the model's encoder as it is
-            self.backend = current_backend(model)
-        else:
-            self.backend = use_backend(model, backend, folder)
+        if backend is not None:  # None: keep the model's encoder as it is
+            use_backend(model, backend, folder)
         self.name = name
         self._guide = None  # classifier guidance, built on first use
+
+    @property
+    def backend(self) -> str:
+        """How the image encoder runs: "onnx" (ONNX Runtime) or "torch"."""
+        from rnncap.models.onnx_encoder import current_backend
+
+        return current_backend(self.model)
 
     @property
     def device(self) -> torch.device:

@@ -250,27 +250,64 @@ def encoder_for_backend(
         return encoder, "torch"
 
 
+class DeferredEncoder:
+    """Holds a captioner's encoder slot until the encoder is first used, then builds the torch
+    encoder named in the config and, for 'onnx'/'auto', its ONNX twin (`encoder_for_backend`).
+
+    `CaptioningRNN.encoder` calls `.to(device)` on whatever it holds: here that returns the real
+    encoder, so a model loaded for features only never builds, exports or downloads anything.
+    """
+
+    def __init__(self, name: str, backend: str, device, folder=None, threads=None) -> None:
+        self.name, self.requested, self.device = name, backend, device
+        self.folder, self.threads = folder, threads
+        self.backend = resolve_backend(backend, device)  # what it will be, barring a failure
+        self._encoder = None
+
+    def resolve(self):
+        if self._encoder is None:
+            from rnncap.models.encoders import build_encoder
+
+            torch_encoder = build_encoder(self.name)
+            self._encoder, self.backend = encoder_for_backend(
+                torch_encoder, self.requested, self.device, self.folder, self.threads
+            )
+        return self._encoder
+
+    def to(self, device):
+        return self.resolve().to(device)
+
+
 def use_backend(
     model, backend: str = "auto", folder: str | Path | None = None, threads: int | None = None
 ) -> str:
-    """Give a `CaptioningRNN` the encoder of `backend`; returns the backend it ended up with.
+    """Give a `CaptioningRNN` the encoder of `backend`; returns the backend it ends up with.
 
-    Only the encoder changes: the decoder runs in torch either way. 'torch' puts back a torch
-    encoder (built on next use) where an ONNX one was set.
+    Only the encoder changes: the decoder runs in torch either way. A model whose encoder is not
+    built yet gets a `DeferredEncoder` (nothing is built until the encoder is used); a built
+    torch encoder is swapped now. 'torch' puts back a torch encoder where an ONNX one was set.
     """
     device = next(model.parameters()).device
-    if resolve_backend(backend, device) == "torch":
-        if current_backend(model) == "onnx":
-            model.set_encoder(None)
+    resolved = resolve_backend(backend, device)
+    current = model.__dict__.get("_encoder")
+    if resolved == "torch":
+        if isinstance(current, OnnxEncoder | DeferredEncoder):
+            model.set_encoder(None)  # the torch encoder is built on next use
         return "torch"
-    encoder, resolved = encoder_for_backend(model.encoder, backend, device, folder, threads)
+    if current is None or isinstance(current, DeferredEncoder):
+        model.set_encoder(DeferredEncoder(model.config.encoder, backend, device, folder, threads))
+        return resolved
+    encoder, used = encoder_for_backend(current, backend, device, folder, threads)
     model.set_encoder(encoder)
-    return resolved
+    return used
 
 
 def current_backend(model) -> str:
-    """'onnx' when a captioner's encoder is an `OnnxEncoder`, else 'torch' (builds nothing)."""
-    return "onnx" if isinstance(model.__dict__.get("_encoder"), OnnxEncoder) else "torch"
+    """How a captioner's encoder runs, 'onnx' or 'torch', without building anything."""
+    encoder = model.__dict__.get("_encoder")
+    if isinstance(encoder, DeferredEncoder):
+        return encoder.backend
+    return "onnx" if isinstance(encoder, OnnxEncoder) else "torch"
 
 
 def max_feature_difference(
