@@ -19,7 +19,7 @@ from rnncap.decode.beam import beam_search
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
 from rnncap.nn.loss import captioning_loss
 from rnncap.utils.device import cuda_math
-from tinydata import make_dataset
+from tinydata import make_dataset, tiny_train_config, train_killed_after_first_epoch
 
 V, W, H, C, GRID = 30, 16, 32, 24, (3, 3)
 
@@ -104,16 +104,7 @@ def dataset(tmp_path_factory):
 
 
 def _config(root: Path, out: Path, device: str, **kw):
-    from rnncap.engine.train_config import TrainConfig
-
-    base = dict(
-        data=str(root), features=str(root / "cache"), encoder="fake", out=str(out),
-        cell_type="attn", wordvec_dim=8, hidden_dim=16, dropout=0.0, min_count=1,
-        epochs=2, batch_images=4, lr=1e-2, warmup_steps=2, eval_images=0, progress=False,
-        device=device, deterministic=True, amp=True,
-    )  # fmt: skip
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_train_config(root, out, device=device, deterministic=True, amp=True, **kw)
 
 
 @pytest.mark.parametrize("device", devices())
@@ -124,17 +115,7 @@ def test_train_killed_and_resumed_equals_uninterrupted(dataset, tmp_path, monkey
 
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     train_module.train(_config(dataset, straight, device))
-
-    real_plot = train_module.plot_training_curves
-
-    def die_after_first_epoch(history, path):
-        real_plot(history, path)
-        raise KeyboardInterrupt  # as if the process were killed right after epoch 1's checkpoint
-
-    monkeypatch.setattr(train_module, "plot_training_curves", die_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train_module.train(_config(dataset, killed, device))
-    monkeypatch.setattr(train_module, "plot_training_curves", real_plot)
+    train_killed_after_first_epoch(_config(dataset, killed, device), monkeypatch)
     train_module.train(_config(dataset, killed, device, resume=True))
 
     a = load_file(str(straight / "last" / "model.safetensors"))

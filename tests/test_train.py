@@ -16,18 +16,11 @@ from safetensors.torch import load_file
 from rnncap.engine.train import train
 from rnncap.engine.train_config import TrainConfig
 from rnncap.models.captioner import list_cell_types
-from tinydata import WORDS, make_dataset
+from tinydata import WORDS, make_dataset, tiny_train_config, train_killed_after_first_epoch
 
 
 def config(root: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(
-        data=str(root), features=str(root / "cache"), encoder="fake", out=str(out),
-        cell_type="attn", wordvec_dim=8, hidden_dim=16, dropout=0.0, min_count=1,
-        epochs=2, batch_images=4, lr=1e-2, warmup_steps=2, eval_images=0, progress=False,
-        device="cpu",
-    )  # fmt: skip
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_train_config(root, out, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -59,18 +52,7 @@ def test_resume_continues_exactly(dataset, tmp_path, monkeypatch):
     straight = tmp_path / "straight"
     train(config(dataset, straight, epochs=2))
     killed = tmp_path / "killed"
-    import rnncap.engine.train as train_module
-
-    real_plot = train_module.plot_training_curves
-
-    def die_after_first_epoch(history, path):
-        real_plot(history, path)
-        raise KeyboardInterrupt  # as if the process were killed right after epoch 1's checkpoint
-
-    monkeypatch.setattr(train_module, "plot_training_curves", die_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train(config(dataset, killed, epochs=2))
-    monkeypatch.setattr(train_module, "plot_training_curves", real_plot)
+    train_killed_after_first_epoch(config(dataset, killed, epochs=2), monkeypatch)
     with pytest.raises(FileExistsError, match="--resume"):
         train(config(dataset, killed, epochs=2))
     train(config(dataset, killed, epochs=2, resume=True))

@@ -36,3 +36,35 @@ def make_dataset(root: Path, n_train: int = 12, n_dev: int = 4, seed: int = 0) -
     for split, names in splits.items():
         (root / f"Flickr_8k.{split}Images.txt").write_text("\n".join(names) + "\n")
     return root
+
+
+def tiny_train_config(root: Path, out: Path, **overrides):
+    """Training options for a tiny, fast run on `make_dataset`'s data and fake features."""
+    from rnncap.engine.train_config import TrainConfig
+
+    options = dict(
+        data=str(root), features=str(root / "cache"), encoder="fake", out=str(out),
+        cell_type="attn", wordvec_dim=8, hidden_dim=16, dropout=0.0, min_count=1,
+        epochs=2, batch_images=4, lr=1e-2, warmup_steps=2, eval_images=0, progress=False,
+        device="cpu",
+    )  # fmt: skip
+    options.update(overrides)
+    return TrainConfig(**options)
+
+
+def train_killed_after_first_epoch(config, monkeypatch) -> None:
+    """Run `train(config)` as if the process were killed right after epoch 1's checkpoint."""
+    import pytest
+
+    import rnncap.engine.train as train_module
+
+    real_plot = train_module.plot_training_curves
+
+    def die_after_first_epoch(history, path):
+        real_plot(history, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "plot_training_curves", die_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train(config)
+    monkeypatch.setattr(train_module, "plot_training_curves", real_plot)

@@ -4,7 +4,6 @@ and a killed-and-resumed scst run, on tiny models and the tiny synthetic data se
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,9 +12,8 @@ from safetensors.torch import load_file
 from rnncap.decode.sample import sample_captions
 from rnncap.engine.scst import caption_words, self_critical_loss, sequence_log_probs
 from rnncap.engine.train import train
-from rnncap.engine.train_config import TrainConfig
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
-from tinydata import make_dataset
+from tinydata import make_dataset, tiny_train_config, train_killed_after_first_epoch
 
 NEVER = (0, 1, 3)  # padding, <start>, <unk>: never sampled
 
@@ -117,22 +115,11 @@ def test_update_raises_above_baseline_sample_and_lowers_below(cell_type):
 
 
 # ------------------------------------------------------------------ the scst stage of `train`
-def config(root: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(
-        data=str(root), features=str(root / "cache"), encoder="fake", out=str(out),
-        cell_type="attn", wordvec_dim=8, hidden_dim=16, dropout=0.0, min_count=1,
-        epochs=2, batch_images=4, lr=1e-2, warmup_steps=2, eval_images=0, progress=False,
-        device="cpu",
-    )  # fmt: skip
-    base.update(kw)
-    return TrainConfig(**base)
-
-
 @pytest.fixture(scope="module")
 def xe_run(tmp_path_factory):
     root = make_dataset(tmp_path_factory.mktemp("tiny8k"))
     out = tmp_path_factory.mktemp("xe") / "run"
-    train(config(root, out, epochs=3, lr=5e-2))
+    train(tiny_train_config(root, out, epochs=3, lr=5e-2))
     return root, out
 
 
@@ -142,7 +129,7 @@ def scst(root, out, **kw):
         samples_per_image=4, patience=10,
     )  # fmt: skip
     options.update(kw, init=str(kw["init"]))
-    return config(root, out, **options)
+    return tiny_train_config(root, out, **options)
 
 
 def test_scst_raises_reward_and_resumes_exactly(xe_run, tmp_path, monkeypatch):
@@ -154,22 +141,12 @@ def test_scst_raises_reward_and_resumes_exactly(xe_run, tmp_path, monkeypatch):
     assert records[-1]["train_reward"] > records[0]["train_reward"]
     assert (straight / "curves.png").stat().st_size > 1000
 
-    import rnncap.engine.train as train_module
-
-    real_plot = train_module.plot_training_curves
-
-    def die_after_first_epoch(history, path):
-        real_plot(history, path)
-        raise KeyboardInterrupt
-
     killed = tmp_path / "killed"
-    monkeypatch.setattr(train_module, "plot_training_curves", die_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train(scst(root, killed, init=xe / "best", epochs=3))
-    monkeypatch.setattr(train_module, "plot_training_curves", real_plot)
+    train_killed_after_first_epoch(scst(root, killed, init=xe / "best", epochs=3), monkeypatch)
     train(scst(root, killed, init=xe / "best", epochs=3, resume=True))
-    a, b = load_file(str(straight / "last/model.safetensors")), load_file(
-        str(killed / "last/model.safetensors")
+    a, b = (
+        load_file(str(straight / "last/model.safetensors")),
+        load_file(str(killed / "last/model.safetensors")),
     )
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
