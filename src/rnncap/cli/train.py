@@ -91,7 +91,8 @@ def resolve_config(args: argparse.Namespace):
     try:
         cfg = TrainConfig.from_dict(values)
     except (TypeError, ValueError) as e:
-        raise UsageError(f"--config {args.config}: {e}") from e
+        where = f"--config {args.config}" if args.config is not None else "options"
+        raise UsageError(f"{where}: {e}") from None
     from rnncap.models.captioner import list_cell_types
 
     cells = list_cell_types()
@@ -111,7 +112,18 @@ def _check_objective(cfg) -> None:
         raise UsageError(f"--samples-per-image must be at least 2, got {cfg.samples_per_image}")
 
 
+def _mismatch_message(error) -> str:
+    flag = "--" + error.option.replace("_", "-")
+    saved = str(error.saved).lower() if isinstance(error.saved, bool) else error.saved
+    given = str(error.given).lower() if isinstance(error.given, bool) else error.given
+    return (
+        f"--resume: {error.run} was trained with {flag} {saved}, not {given} (repeat the run's "
+        f"options, e.g. --config {error.run}/config.json, or start a new run with another --out)"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
+    from rnncap.engine.resume import ResumeMismatchError
     from rnncap.engine.train import train
     from rnncap.utils.device import DeviceError
 
@@ -126,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(e))
     except DeviceError as e:
         return fail(str(device_usage_error(e)))
+    except ResumeMismatchError as e:
+        return fail(_mismatch_message(e))
     except (FileNotFoundError, FileExistsError, KeyError, ValueError) as e:
         return fail(str(e).strip("'\""))
     if os.environ.get("RANK", "0") == "0":  # under torchrun only the first process reports

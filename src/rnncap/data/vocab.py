@@ -11,6 +11,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from rnncap.utils.io import InvalidFileError, first_line
+
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
 
@@ -83,9 +85,23 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:
-        """Read a file written by `save`; raises ValueError when it is not a vocabulary."""
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        """Read a file written by `save`; InvalidFileError (a ValueError) when it is not one."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InvalidFileError(path, "no such file") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            reason = f"not a readable JSON file ({first_line(error)})"
+            raise InvalidFileError(path, reason) from None
         tokens = data.get("tokens") if isinstance(data, dict) else None
         if not isinstance(tokens, list) or tuple(tokens[: len(SPECIALS)]) != SPECIALS:
-            raise ValueError(f"{path}: not a vocabulary file (expected tokens starting {SPECIALS})")
-        return cls(tokens[len(SPECIALS) :])
+            raise InvalidFileError(
+                path, f"not a vocabulary file (expected tokens starting {', '.join(SPECIALS)})"
+            )
+        for token in tokens:
+            if not isinstance(token, str) or not token:
+                raise InvalidFileError(path, f"tokens must be non-empty strings, found {token!r}")
+        try:
+            return cls(tokens[len(SPECIALS) :])
+        except ValueError as error:
+            raise InvalidFileError(path, str(error)) from None

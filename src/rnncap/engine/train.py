@@ -26,6 +26,7 @@ from rnncap.data.vocab import Vocabulary
 from rnncap.decode.beam import DecodeOptions
 from rnncap.decode.captioner import Captioner
 from rnncap.engine.cider import CiderD, cider_d
+from rnncap.engine.resume import TRAIN_STATE, Checkpoint, load_checkpoint
 from rnncap.engine.scst import scst_epoch
 from rnncap.engine.splits import CaptionSplit, collate, head, load_split
 from rnncap.engine.train_config import TrainConfig
@@ -34,7 +35,6 @@ from rnncap.models.folder import load_model, save_model
 from rnncap.nn.loss import captioning_loss
 from rnncap.utils.plotting import plot_training_curves
 
-TRAIN_STATE = "train_state.pt"
 GREEDY = DecodeOptions(beam_size=1)  # dev captions for CIDEr model selection
 
 
@@ -170,7 +170,8 @@ def _start(cfg: TrainConfig) -> _Run:
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if rank == 0 else (lambda *a: None)
     if rank == 0:
         _check_out(cfg, out)
-    resume_state, vocab = _read_resume_state(cfg, out)
+    checkpoint = load_checkpoint(cfg) if cfg.resume else None  # every file checked first
+    vocab = checkpoint.vocab if checkpoint is not None else None
     init_model = None
     if cfg.init:
         init_model, init_vocab = load_model(cfg.init)
@@ -198,8 +199,8 @@ def _start(cfg: TrainConfig) -> _Run:
     run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, _lr_lambda(cfg, total_steps))
     if cfg.objective == "scst":
         run.scorer = CiderD(train_split.references)  # rewards: CIDEr-D against train references
-    if resume_state is not None:
-        _restore(run, resume_state)
+    if checkpoint is not None:
+        _restore(run, checkpoint)
     if run.main:
         config = {"train": asdict(cfg), "captioner": model.config.to_dict()}
         (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -216,16 +217,6 @@ def _check_out(cfg: TrainConfig, out: Path) -> None:
         raise FileExistsError(
             f"{out} already holds a run (use --resume to continue it, or another --out)"
         )
-
-
-def _read_resume_state(cfg: TrainConfig, out: Path) -> tuple[dict | None, Vocabulary | None]:
-    """(training state, vocabulary) of `last/` with --resume, else (None, None)."""
-    if not cfg.resume:
-        return None, None
-    if not (out / "last" / TRAIN_STATE).is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint in {out / 'last'}")
-    state = torch.load(out / "last" / TRAIN_STATE, weights_only=True)
-    return state, Vocabulary.load(out / "last" / "vocab.json")
 
 
 def _build_model(
@@ -262,11 +253,10 @@ def _optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
-def _restore(run: _Run, state: dict) -> None:
+def _restore(run: _Run, checkpoint: Checkpoint) -> None:
     """Continue from `last/`: weights, optimiser, schedule, history and the RNG."""
-    from safetensors.torch import load_file
-
-    run.model.load_state_dict(load_file(str(run.out / "last" / "model.safetensors")))
+    state = checkpoint.state
+    run.model.load_state_dict(checkpoint.weights)
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     run.history = json.loads(state["history"])

@@ -10,11 +10,13 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from rnncap.data.vocab import Vocabulary
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
-from rnncap.utils.io import atomic_write
+from rnncap.utils.config import ConfigError
+from rnncap.utils.io import InvalidFileError, atomic_write, first_line
 
 CONFIG, VOCAB, WEIGHTS = "config.json", "vocab.json", "model.safetensors"
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "default"
@@ -76,22 +78,107 @@ def resolve_model_dir(spec: str | Path) -> Path:
 
 
 def read_config(folder: str | Path) -> dict:
-    return json.loads((Path(folder) / CONFIG).read_text())
+    """config.json as a dict; InvalidFileError when it is not a JSON object."""
+    path = Path(folder) / CONFIG
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidFileError(path, "no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidFileError(path, f"not a readable JSON file ({first_line(error)})") from None
+    if not isinstance(data, dict):
+        raise InvalidFileError(path, "expected a JSON object")
+    return data
+
+
+def read_captioner_config(folder: str | Path) -> CaptionerConfig:
+    """The CaptionerConfig of a model folder, validated (types, ranges, ids in the vocabulary)."""
+    path = Path(folder) / CONFIG
+    section = read_config(folder).get("captioner")
+    if section is None:
+        raise InvalidFileError(path, "no 'captioner' section (not an rnncap model config)")
+    try:
+        config = CaptionerConfig.from_dict(section)
+    except ConfigError as error:
+        raise InvalidFileError(path, error.reason, field=f"captioner.{error.field}") from None
+    except ValueError as error:  # unknown keys
+        raise InvalidFileError(path, str(error)) from None
+    return config
+
+
+def check_encoder(folder: str | Path, config: CaptionerConfig) -> None:
+    """The config's encoder must be registered (captioning images rebuilds it by name)."""
+    from rnncap.models.encoders import ENCODERS
+
+    if config.encoder not in ENCODERS:
+        raise InvalidFileError(
+            Path(folder) / CONFIG,
+            f"unknown encoder {config.encoder!r}; known encoders: {', '.join(ENCODERS)}",
+            field="captioner.encoder",
+        )
+
+
+def read_vocabulary(folder: str | Path, config: CaptionerConfig) -> Vocabulary:
+    """vocab.json, checked against the config's vocab_size and special ids."""
+    path = Path(folder) / VOCAB
+    vocab = Vocabulary.load(path)
+    if len(vocab) != config.vocab_size:
+        raise InvalidFileError(
+            path, f"{len(vocab)} words, but {CONFIG} says vocab_size {config.vocab_size}"
+        )
+    for name in ("pad_id", "start_id", "end_id", "unk_id"):
+        if getattr(config, name) != getattr(vocab, name):
+            raise InvalidFileError(
+                Path(folder) / CONFIG,
+                f"{getattr(config, name)}, but the vocabulary's id is {getattr(vocab, name)}",
+                field=f"captioner.{name}",
+            )
+    return vocab
+
+
+def read_weights(folder: str | Path, config: CaptionerConfig) -> dict[str, torch.Tensor]:
+    """model.safetensors as float32 tensors, after checking its names and shapes against the
+    model the config describes (read from the file's header: nothing is allocated before)."""
+    path = Path(folder) / WEIGHTS
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in CaptioningRNN(config).state_dict().items()}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (OSError, SafetensorError) as error:
+        raise InvalidFileError(
+            path, f"truncated or not a safetensors file ({first_line(error)})"
+        ) from None
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or unexpected:
+        problem = f"missing tensor {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}"
+        raise InvalidFileError(
+            path, f"{problem}: the weights do not belong to the model {CONFIG} describes"
+        )
+    for name, shape in expected.items():
+        if found[name] != shape:
+            raise InvalidFileError(
+                path, f"tensor {name!r} has shape {list(found[name])}, {CONFIG} implies "
+                f"{list(shape)}",
+            )
+    try:
+        state = load_file(str(path))
+    except (OSError, SafetensorError) as error:
+        raise InvalidFileError(path, f"cannot read the weights ({first_line(error)})") from None
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
 def load_model(spec: str | Path = "default", device: str | torch.device = "cpu"):
-    """Rebuild a saved model in eval mode -> (model, vocab). Weights load strictly, as float32."""
+    """Rebuild a saved model in eval mode -> (model, vocab). Weights load strictly, as float32.
+
+    Raises FileNotFoundError when there is no model at `spec`, and InvalidFileError (one line
+    naming the file, and the field for config.json) when one of its files cannot be used.
+    """
     folder = resolve_model_dir(spec)
-    config = CaptionerConfig.from_dict(read_config(folder)["captioner"])
-    vocab = Vocabulary.load(folder / VOCAB)
-    if len(vocab) != config.vocab_size:
-        raise ValueError(
-            f"{folder}: vocabulary has {len(vocab)} words, config says {config.vocab_size}"
-        )
+    config = read_captioner_config(folder)
+    check_encoder(folder, config)
+    vocab = read_vocabulary(folder, config)
+    state = read_weights(folder, config)
     model = CaptioningRNN(config)
-    state = {
-        k: v.float() if v.is_floating_point() else v
-        for k, v in load_file(str(folder / WEIGHTS)).items()
-    }
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), vocab

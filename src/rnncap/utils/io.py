@@ -1,4 +1,5 @@
-"""Atomic writes: a file or folder is written under a temporary name, then renamed into place.
+"""Atomic writes (a file or folder is written under a temporary name, then renamed into place),
+and `InvalidFileError`, the one error for a file that exists but cannot be used.
 
 Readers (and a crash mid-write) never see half a file: they see the old one or the new one.
 """
@@ -10,6 +11,27 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+
+class InvalidFileError(ValueError):
+    """A model, checkpoint, config, vocabulary, cache or data file that cannot be used.
+
+    The message is one line: the file, the field when there is one (a config key), and what is
+    wrong with it. Front ends print it as it is.
+    """
+
+    def __init__(self, path: str | Path, reason: str, field: str | None = None):
+        where = f"{path}: {field}" if field else str(path)
+        super().__init__(f"{where}: {reason}")
+        self.path = Path(path)
+        self.field = field
+        self.reason = reason
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its type name when it has none."""
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object], folder: bool = False) -> Path:
@@ -25,6 +47,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], object], folder: bool
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             write(tmp)
+            os.chmod(tmp, 0o666 & ~_umask())  # some writers create private (0600) files
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -51,8 +74,13 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def _make_readable(folder: Path) -> None:
     """mkdtemp makes a private (0700) folder: give it the permissions of an ordinary one."""
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = _umask()
     os.chmod(folder, 0o777 & ~umask)
     for path in folder.iterdir():
         os.chmod(path, 0o666 & ~umask)
+
+
+def _umask() -> int:
+    umask = os.umask(0o022)  # the only way to read it is to set it
+    os.umask(umask)
+    return umask
