@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rnncap.data.datasets import DatasetError, load_dataset
     from rnncap.data.features import FeatureCache, build_cache
+    from rnncap.utils.io import InvalidFileError
 
     try:
         for flag in ("batch_size", "shard_size"):
@@ -77,10 +78,11 @@ def run(args: argparse.Namespace) -> int:
         except (ValueError, WeightsUnavailableError) as error:
             raise UsageError(f"--encoder: {error}") from None
         encoder = encoder_for_backend(encoder, args.backend, device)
-        cache = FeatureCache(args.out, encoder.name)
     except (UsageError, DatasetError) as error:
         return fail(str(error))
-    except ValueError as error:  # a cache written by something else
+    try:
+        cache = FeatureCache(args.out, encoder.name)
+    except InvalidFileError as error:  # an index written by something else, or damaged
         return fail(f"--out: {error}")
 
     stats = build_cache(

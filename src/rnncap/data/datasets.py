@@ -130,36 +130,55 @@ def _read_flickr8k_captions(path: Path, problems: _Problems) -> list[tuple[str, 
     """captions.txt (`image,caption` after a header) or Flickr8k.token.txt (`IMAGE#k<TAB>text`)."""
     token_format = path.name.endswith(".token.txt")
     entries = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            line = line.rstrip("\r\n")
-            where = f"{path}:{number}"
-            if not line.strip():
+    for number, line in _text_lines(path, problems):
+        where = f"{path}:{number}"
+        if not line.strip():
+            continue
+        if token_format:
+            key, tab, caption = line.partition("\t")
+            name, hash_, index = key.partition("#")
+            if not tab or not hash_ or not index.isdigit():
+                problems.add(where, "malformed line (expected IMAGE#k<TAB>caption)")
                 continue
-            if token_format:
-                key, tab, caption = line.partition("\t")
-                name, hash_, index = key.partition("#")
-                if not tab or not hash_ or not index.isdigit():
-                    problems.add(where, "malformed line (expected IMAGE#k<TAB>caption)")
-                    continue
-            else:
-                if number == 1 and line.replace(" ", "").lower() == "image,caption":
-                    continue
-                name, comma, caption = line.partition(",")
-                if not comma:
-                    problems.add(where, "malformed line (expected image,caption)")
-                    continue
-            name, caption = name.strip(), caption.strip()
-            if not name or not caption:
-                problems.add(where, "malformed line (empty image name or caption)")
+        else:
+            if number == 1 and line.replace(" ", "").lower() == "image,caption":
                 continue
-            entries.append((name, caption, where))
+            name, comma, caption = line.partition(",")
+            if not comma:
+                problems.add(where, "malformed line (expected image,caption)")
+                continue
+        name, caption = name.strip(), caption.strip()
+        if not name or not caption:
+            problems.add(where, "malformed line (empty image name or caption)")
+            continue
+        entries.append((name, caption, where))
     return entries
 
 
-def _read_split_file(path: Path) -> list[str]:
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    return list(dict.fromkeys(n for n in names if n))  # unique, in file order
+def _text_lines(path: Path, problems: _Problems) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file; a line that is not UTF-8 is reported and skipped."""
+    try:
+        with path.open("rb") as f:
+            for number, raw in enumerate(f, start=1):
+                try:
+                    yield number, raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as error:
+                    byte = raw[error.start]
+                    problems.add(
+                        f"{path}:{number}",
+                        f"not UTF-8 text (byte 0x{byte:02x} at column {error.start + 1})",
+                    )
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read ({error.strerror or error})") from None
+
+
+def _read_split_file(path: Path, problems: _Problems) -> list[tuple[int, str]]:
+    """(line number, image name) of a split file, each name once, in file order."""
+    chosen: dict[str, int] = {}
+    for number, line in _text_lines(path, problems):
+        if line.strip():
+            chosen.setdefault(line.strip(), number)
+    return [(number, name) for name, number in chosen.items()]
 
 
 def load_flickr8k(root: Path, split: str, problems: _Problems) -> list[Sample]:
@@ -182,7 +201,7 @@ def load_flickr8k(root: Path, split: str, problems: _Problems) -> list[Sample]:
     )
     seen = {name for name, _, _ in entries}
     chosen = []
-    for number, name in enumerate(_read_split_file(split_file), start=1):
+    for number, name in _read_split_file(split_file, problems):
         if name in samples:
             chosen.append(samples[name])
         elif name not in seen:

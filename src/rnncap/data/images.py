@@ -142,14 +142,9 @@ def find_images(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[st
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            images = sorted(
-                p
-                for p in path.rglob("*")
-                if p.suffix.lower() in IMAGE_EXTENSIONS
-                and p.is_file()
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
-            if not images:
+            images, unreadable = _walk_images(path)
+            errors += [f"{folder}: cannot read folder ({reason})" for folder, reason in unreadable]
+            if not images and not unreadable:
                 errors.append(f"{path}: folder holds no image files")
             for image in images:
                 add(image)
@@ -160,6 +155,25 @@ def find_images(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[st
         else:
             errors.append(f"{path}: no such file or folder")
     return found, errors
+
+
+def _walk_images(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Image files under `root` (hidden entries skipped), sorted, and the folders that could not
+    be listed with the reason (rglob would skip those silently)."""
+    images: list[Path] = []
+    unreadable: list[tuple[Path, str]] = []
+
+    def failed(error: OSError) -> None:
+        unreadable.append((Path(error.filename or root), error.strerror or str(error)))
+
+    for folder, subfolders, files in os.walk(root, onerror=failed):
+        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+        for name in files:
+            path = Path(folder) / name
+            if not name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS:
+                if path.is_file():
+                    images.append(path)
+    return sorted(images), sorted(unreadable)
 
 
 class ImageFiles:
