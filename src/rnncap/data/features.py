@@ -4,6 +4,8 @@ Layout: `CACHE/<encoder name>/index.json` maps the SHA-1 of an image file's byte
 row) in `shard_XXXX.safetensors` files of float16 features (n, C, h, w) or (n, C). Keys are the
 image content, so an edited image is never served stale features; shards are written atomically
 (temporary file + rename) and a build resumes by skipping the images already in the index.
+The index records each shard's size and CRC-32: a damaged shard is never served (its size is
+checked on open, its checksum on first read) and a build re-encodes its images.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import hashlib
 import json
 import sys
 import time
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rnncap.utils.io import atomic_write, atomic_write_text
+from rnncap.utils.io import InvalidFileError, atomic_write, atomic_write_text, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -27,6 +30,15 @@ if TYPE_CHECKING:
 
 INDEX = "index.json"
 CACHE_VERSION = 1
+
+
+def file_crc32(path: str | Path) -> int:
+    """CRC-32 of a file's bytes (zlib), read in blocks."""
+    crc = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            crc = zlib.crc32(block, crc)
+    return crc
 
 
 class MissingFeaturesError(KeyError):
@@ -54,42 +66,125 @@ class FeatureCache:
         self.dir = self.root / encoder_name
         self.entries: dict[str, tuple[int, int]] = {}  # content key -> (shard number, row)
         self.shape: list[int] | None = None  # per-image feature shape, e.g. [C, h, w]
+        self.shards: dict[int, dict] = {}  # shard number -> {"bytes": size, "crc32": checksum}
+        self.damaged: dict[int, str] = {}  # shard number -> what is wrong; its rows are dropped
+        self._verified: set[int] = set()  # shards whose checksum was checked by this process
         self._read_index()
 
     # -- reading
     def _read_index(self) -> None:
         index = self.dir / INDEX
         if index.is_file():
-            data = json.loads(index.read_text(encoding="utf-8"))
-            if data.get("encoder") != self.encoder_name or data.get("version") != CACHE_VERSION:
-                raise ValueError(f"{index}: written for {data.get('encoder')!r}, not this encoder")
-            self.shape = data["shape"]
-            self.entries = {k: (int(s), int(r)) for k, (s, r) in data["entries"].items()}
+            try:
+                data = json.loads(index.read_text(encoding="utf-8"))
+                encoder, version = data.get("encoder"), data.get("version")
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as error:
+                raise InvalidFileError(
+                    index, f"not a feature cache index ({first_line(error)})"
+                ) from None
+            if encoder != self.encoder_name or version != CACHE_VERSION:
+                raise InvalidFileError(index, f"written for {encoder!r}, not this encoder")
+            try:
+                self.shape = data["shape"]
+                self.entries = {k: (int(s), int(r)) for k, (s, r) in data["entries"].items()}
+                self.shards = {
+                    int(n): {"bytes": int(r["bytes"]), "crc32": int(r["crc32"])}
+                    for n, r in data.get("shards", {}).items()
+                }
+            except (KeyError, TypeError, ValueError, AttributeError) as error:
+                raise InvalidFileError(index, f"malformed index ({first_line(error)})") from None
         # Shards written after the last index update (a crash in between) are adopted here.
         known = {s for s, _ in self.entries.values()}
         for shard in self._shard_numbers():
             if shard not in known:
                 self._adopt(shard)
+        for shard in sorted(known):
+            problem = self._size_problem(shard)
+            if problem:
+                self._drop(shard, problem)
+
+    def _size_problem(self, shard: int) -> str | None:
+        path = self._shard_path(shard)
+        if not path.is_file():
+            return "missing"
+        record = self.shards.get(shard)
+        size = path.stat().st_size
+        if record is not None and size != record["bytes"]:
+            return f"{size} bytes, the index says {record['bytes']} (truncated or overwritten)"
+        return None
+
+    def _drop(self, shard: int, problem: str) -> None:
+        """Forget a damaged shard's rows: they count as not cached, and a build re-encodes them."""
+        self.damaged[shard] = problem
+        self.entries = {k: v for k, v in self.entries.items() if v[0] != shard}
 
     def _shard_numbers(self) -> list[int]:
         if not self.dir.is_dir():
             return []
-        return sorted(int(p.stem.split("_")[1]) for p in self.dir.glob("shard_*.safetensors"))
+        numbers = []
+        for p in self.dir.glob("shard_*.safetensors"):
+            number = p.stem.split("_")[1]
+            if number.isdigit():
+                numbers.append(int(number))
+        return sorted(numbers)
 
     def _shard_path(self, shard: int) -> Path:
         return self.dir / f"shard_{shard:04d}.safetensors"
 
     def _adopt(self, shard: int) -> None:
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(self._shard_path(shard)), framework="pt") as f:
-            metadata = f.metadata() or {}
-            shape = list(f.get_slice("features").get_shape())[1:]
+        path = self._shard_path(shard)
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+                shape = list(f.get_slice("features").get_shape())[1:]
+            keys = json.loads(metadata.get("keys", "[]")) if metadata.get("encoder") else []
+        except (OSError, SafetensorError, json.JSONDecodeError) as error:
+            self.damaged[shard] = f"unreadable ({first_line(error)})"
+            return
         if metadata.get("encoder") != self.encoder_name:
             return
         self.shape = self.shape or shape
-        for row, key in enumerate(json.loads(metadata["keys"])):
+        self.shards[shard] = {"bytes": path.stat().st_size, "crc32": file_crc32(path)}
+        for row, key in enumerate(keys):
             self.entries.setdefault(key, (shard, row))
+
+    def verify(self) -> dict[int, str]:
+        """Check every shard's checksum now (a build does, before trusting the cache); damaged
+        shards are dropped. Returns {shard number: problem} for every damaged shard."""
+        for shard in sorted({s for s, _ in self.entries.values()}):
+            self._check_crc(shard, raise_error=False)
+        return dict(self.damaged)
+
+    def _check_crc(self, shard: int, raise_error: bool = True) -> None:
+        record = self.shards.get(shard)
+        if shard in self._verified or record is None:
+            return
+        crc = file_crc32(self._shard_path(shard))
+        if crc != record["crc32"]:
+            problem = f"checksum {crc:08x}, the index says {record['crc32']:08x} (corrupt)"
+            self._drop(shard, problem)
+            if raise_error:
+                raise InvalidFileError(
+                    self._shard_path(shard),
+                    f"damaged feature shard: {problem}; run `rnncap features` to re-encode it",
+                )
+            return
+        self._verified.add(shard)
+
+    def remove_damaged(self) -> list[str]:
+        """Delete the damaged shard files and rewrite the index; one message per shard."""
+        messages = []
+        for shard, problem in sorted(self.damaged.items()):
+            path = self._shard_path(shard)
+            path.unlink(missing_ok=True)
+            self.shards.pop(shard, None)
+            messages.append(f"{path}: damaged feature shard ({problem}); its images are re-encoded")
+        self.damaged.clear()
+        if messages and (self.dir / INDEX).is_file():
+            self._write_index()
+        return messages
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -100,13 +195,17 @@ class FeatureCache:
     def get_keys(self, keys: Sequence[str]) -> torch.Tensor:
         """Features of the given content keys, stacked in order: (N, *shape) float16."""
         import torch
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         missing = [k for k in keys if k not in self.entries]
         if missing or self.shape is None:
+            damaged = "".join(
+                f"; {self._shard_path(n).name} is damaged ({problem})"
+                for n, problem in sorted(self.damaged.items())
+            )
             raise MissingFeaturesError(
                 f"{len(missing)} of {len(keys)} images are not in the {self.encoder_name} cache "
-                f"at {self.root} (run `rnncap features` first)"
+                f"at {self.root}{damaged} (run `rnncap features` first)"
             )
         out = torch.empty((len(keys), *self.shape), dtype=torch.float16)
         by_shard: dict[int, tuple[list[int], list[int]]] = {}
@@ -115,9 +214,17 @@ class FeatureCache:
             by_shard.setdefault(shard, ([], []))[0].append(i)
             by_shard[shard][1].append(row)
         for shard, (positions, rows) in sorted(by_shard.items()):
+            self._check_crc(shard)
             first, last = min(rows), max(rows)  # read only the span of rows needed
-            with safe_open(str(self._shard_path(shard)), framework="pt") as f:
-                features = f.get_slice("features")[first : last + 1]
+            try:
+                with safe_open(str(self._shard_path(shard)), framework="pt") as f:
+                    features = f.get_slice("features")[first : last + 1]
+            except (OSError, SafetensorError) as error:
+                raise InvalidFileError(
+                    self._shard_path(shard),
+                    f"unreadable feature shard ({first_line(error)}); "
+                    "run `rnncap features` to re-encode it",
+                ) from None
             out[torch.tensor(positions)] = features[torch.tensor(rows) - first]
         return out
 
@@ -133,7 +240,7 @@ class FeatureCache:
     def add(self, keys: Sequence[str], features: torch.Tensor) -> None:
         """Store `features` (n, *shape) for `keys` as one new shard, then update the index."""
         import torch
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         features = features.detach().to("cpu", dtype=torch.float16).contiguous()
         shape = list(features.shape[1:])
@@ -142,14 +249,22 @@ class FeatureCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         shard = max(self._shard_numbers(), default=-1) + 1
         metadata = {"encoder": self.encoder_name, "keys": json.dumps(list(keys))}
-        atomic_write(
-            self._shard_path(shard),
-            lambda tmp: save_file({"features": features}, str(tmp), metadata=metadata),
-        )
+        data = save({"features": features}, metadata=metadata)
+        atomic_write(self._shard_path(shard), lambda tmp: tmp.write_bytes(data))
+        self.shards[shard] = {"bytes": len(data), "crc32": zlib.crc32(data)}
+        self._verified.add(shard)
         self.shape = shape
         for row, key in enumerate(keys):
             self.entries[key] = (shard, row)
         self._write_index()
+
+    def _record_shards(self) -> set[int]:
+        """The shards the index points into, each with its size and checksum recorded."""
+        used = {s for s, _ in self.entries.values()}
+        for shard in used - set(self.shards):  # an index written before checksums were kept
+            path = self._shard_path(shard)
+            self.shards[shard] = {"bytes": path.stat().st_size, "crc32": file_crc32(path)}
+        return used
 
     def _write_index(self) -> None:
         data = {
@@ -158,6 +273,7 @@ class FeatureCache:
             "shape": self.shape,
             "dtype": "float16",
             "entries": {k: list(v) for k, v in self.entries.items()},
+            "shards": {str(n): self.shards[n] for n in sorted(self._record_shards())},
         }
         text = json.dumps(data, separators=(",", ":"))
         atomic_write_text(self.dir / INDEX, text)
@@ -202,6 +318,9 @@ def build_cache(
 
     if getattr(encoder, "name", cache.encoder_name) != cache.encoder_name:
         raise ValueError(f"encoder {encoder.name!r} does not match cache {cache.encoder_name!r}")
+    cache.verify()
+    for message in cache.remove_damaged():
+        print(f"warning: {message}", file=sys.stderr)
     by_key = {}  # content key -> the first path with that content
     for path in paths:
         by_key.setdefault(file_key(path), Path(path))
