@@ -123,9 +123,17 @@ def test_bad_uploads_get_json_errors(client, tmp_path):
     )
     _error(client.post("/caption?attention=maybe", files=[_file(truncated)]), 422, "attention")
     _error(client.get("/nothing-here"), 404, "Not Found")
-    # one bad file refuses the whole request, naming it
+    # several files: a bad one is an error entry beside the good captions
     good = example_images()[0]
-    _error(client.post("/caption", files=[_file(good), ("file", text)]), 415, "notes.jpg")
+    response = client.post("/caption", files=[_file(good), ("file", text)])
+    assert response.status_code == 200, response.text
+    first, second = response.json()["results"]
+    assert first["image"] == good.name and first["caption"]
+    assert second == {
+        "image": "notes.jpg",
+        "error": "notes.jpg: not an image (unknown or unsupported format)",
+        "status": 415,
+    }
 
 
 def test_size_limit_from_header_and_while_reading(client):

@@ -60,7 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--timeout",
         type=float,
         default=30.0,
-        help="seconds a request may wait for its captions, 504 beyond (default: 30)",
+        help="seconds for a whole request (upload, decoding, captions), 504 beyond (default: 30)",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a client may pause while sending its upload, 408 beyond (default: 10)",
     )
     parser.add_argument(
         "--beam", type=int, default=None,
@@ -79,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
                 raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
         if not 0 <= args.port <= 65535:
             raise UsageError(f"--port {args.port}: must be between 0 and 65535")
-        for flag in ("max_wait_ms", "timeout"):
-            if getattr(args, flag) < 0 or (flag == "timeout" and args.timeout == 0):
+        for flag in ("max_wait_ms", "timeout", "body_timeout"):
+            if getattr(args, flag) < 0 or (flag != "max_wait_ms" and getattr(args, flag) == 0):
                 raise UsageError(f"--{flag.replace('_', '-')} must be positive")
         if args.max_bytes < 1:
             raise UsageError("--max-bytes must be positive")
@@ -103,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms,
         max_bytes=args.max_bytes,
         timeout=args.timeout,
+        body_timeout=args.body_timeout,
         beam_size=args.beam,
     )
     app = create_app(captioner, config)

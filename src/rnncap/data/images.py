@@ -9,6 +9,7 @@ import io
 import os
 import warnings
 from collections.abc import Iterable
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -46,24 +47,70 @@ def open_image(path: str | os.PathLike) -> Image.Image:
     return _decode(path, str(path))
 
 
-def decode_image_bytes(data: bytes, name: str = "image") -> Image.Image:
-    """`open_image` for the bytes of an image file (an upload); `name` appears in errors."""
+def decode_image_bytes(
+    data: bytes, name: str = "image", min_side: int | None = None
+) -> Image.Image:
+    """`open_image` for the bytes of an image file (an upload); `name` appears in errors.
+
+    min_side: decode a large image at reduced size, never below `min_side` pixels on either
+    side (JPEG: DCT scaling while decoding; other formats: an integer `reduce` before the RGB
+    conversion), which bounds the memory a huge photo costs when it is only to be shrunk.
+    """
     if not data:
         raise ImageError(f"{name}: empty file (0 bytes)", "empty")
-    return _decode(io.BytesIO(data), name)
+    return _decode(io.BytesIO(data), name, min_side)
 
 
-def _decode(source: Path | io.BytesIO, name: str) -> Image.Image:
+def decoded_pixels(data: bytes, name: str = "image", min_side: int | None = None) -> int:
+    """The pixels `decode_image_bytes(data, name, min_side)` will hold, from the header alone;
+    ImageError as that call would raise it for an empty file, a non-image or a bomb."""
+    if not data:
+        raise ImageError(f"{name}: empty file (0 bytes)", "empty")
+    with _image_errors(name), Image.open(io.BytesIO(data)) as image:
+        _check_pixels(image)
+        _draft(image, min_side)
+        return image.width * image.height
+
+
+def _decode(source: Path | io.BytesIO, name: str, min_side: int | None = None) -> Image.Image:
     """Decode fully (with the decompression-bomb guard), undo EXIF rotation, convert to RGB."""
+    with _image_errors(name), Image.open(source) as image:
+        _check_pixels(image)
+        _draft(image, min_side)
+        image.load()  # decode now so that truncated data fails here, not later
+        if min_side is not None:
+            image = _reduce(image, min_side)
+        image = ImageOps.exif_transpose(image)
+        return to_rgb(image)
+
+
+def _draft(image: Image.Image, min_side: int | None) -> None:
+    """JPEG only: decode at 1/2, 1/4 or 1/8 scale while both sides stay >= min_side."""
+    if min_side is not None and image.format == "JPEG":
+        image.draft("RGB", (min_side, min_side))
+
+
+def _reduce(image: Image.Image, min_side: int) -> Image.Image:
+    """Shrink by the largest integer factor that keeps both sides >= min_side (box filter)."""
+    factor = min(image.width, image.height) // min_side
+    if factor < 2:
+        return image
+    info = image.info  # the EXIF orientation, applied after the reduction
+    if image.mode in ("1", "P"):  # modes reduce() does not take
+        image = image.convert("L") if image.mode == "1" else to_rgb(image)
+    reduced = image.reduce(factor)
+    reduced.info = dict(info)
+    return reduced
+
+
+@contextmanager
+def _image_errors(name: str):
+    """PIL's exceptions (and its bomb warning) -> ImageError naming the file, with a kind."""
     try:
         # PIL only warns between MAX_IMAGE_PIXELS and twice that; refuse the whole range.
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as image:
-                _check_pixels(image)
-                image.load()  # decode now so that truncated data fails here, not later
-                image = ImageOps.exif_transpose(image)
-                return to_rgb(image)
+            yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageError(
             f"{name}: too many pixels, refused as a decompression bomb ({error})", "bomb"

@@ -2,6 +2,8 @@
 
 Concurrent requests are micro-batched: they wait in an asyncio queue, a single worker takes up to
 `max_batch` images (waiting at most `max_wait_ms` for more) and runs one model call in a thread.
+Uploads are read and decoded under limits (`rnncap.serving.uploads`); one request deadline
+covers reading, decoding and captioning.
 """
 
 from __future__ import annotations
@@ -9,26 +11,25 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import functools
-import time
+import logging
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from importlib import resources
+from pathlib import PurePath
 
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
-from PIL import Image
-from starlette.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from rnncap.data.images import ImageError, decode_image_bytes
 from rnncap.decode.captioner import Caption, Captioner
 from rnncap.serving.batcher import MicroBatcher
 from rnncap.serving.errors import ApiError
+from rnncap.serving.uploads import MAX_FILES, ClientGone, Decoder, read_uploads
 
-MAX_FILES = 64  # images in one request at most
+log = logging.getLogger("rnncap.serve")
 
 
 @dataclass
@@ -36,65 +37,14 @@ class ServeConfig:
     max_batch: int = 16  # images per model call at most
     max_wait_ms: float = 10.0  # how long a batch waits for more requests before it runs
     max_bytes: int = 10 * 1024 * 1024  # request body size cap (413 beyond)
-    timeout: float = 30.0  # seconds a request may wait for its captions (504 beyond)
+    timeout: float = 30.0  # seconds for the whole request: upload, decoding, captions (504)
+    body_timeout: float = 10.0  # seconds a client may send nothing while uploading (408)
     beam_size: int | None = None  # None: the model's decoding setting
     max_queue: int = 1024  # images waiting at most; more requests get 503
-
-
-# ------------------------------------------------------------------------ uploads
-_STATUS = {"not_image": 415, "bomb": 413}  # every other bad upload is a 400
-
-
-def decode_upload(data: bytes, name: str) -> Image.Image:
-    """Decode an uploaded file fully into an RGB image, or raise ApiError (415, 413 or 400)."""
-    try:
-        return decode_image_bytes(data, name)
-    except ImageError as error:
-        raise ApiError(_STATUS.get(error.kind, 400), str(error)) from None
-
-
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed `max_bytes`."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise ApiError(400, "invalid Content-Length header")
-        if int(declared) > max_bytes:
-            raise ApiError(413, f"request of {int(declared)} bytes exceeds the {max_bytes} limit")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise ApiError(413, f"request exceeds the {max_bytes} byte limit")
-    return bytes(body)
-
-
-async def read_uploads(request: Request, max_bytes: int) -> list[tuple[str, bytes]]:
-    """[(file name, bytes)] from a multipart form (every file field) or a raw image body."""
-    body = await read_body(request, max_bytes)
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-        if content_type.startswith(("image/", "application/octet-stream")):
-            return [("upload", body)]
-        raise ApiError(415, "send the images as multipart/form-data (or one raw image body)")
-
-    async def replay():
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    try:
-        form = await Request(request.scope, replay).form(
-            max_files=MAX_FILES, max_fields=MAX_FILES, max_part_size=max_bytes
-        )
-    except Exception as error:  # starlette's MultiPartException, or malformed multipart data
-        raise ApiError(400, f"malformed multipart form ({error})") from None
-    files = []
-    for _, value in form.multi_items():
-        if not isinstance(value, str):  # an UploadFile
-            files.append((value.filename or "upload", await value.read()))
-    await form.close()
-    if not files:
-        raise ApiError(400, "no image file in the form (send one or more file fields)")
-    return files
+    # Decoding memory: a 9400 x 9400 PNG holds 88 M pixels (1 to 4 bytes each) while decoding.
+    max_request_pixels: int = 200_000_000  # decoded pixels per request; later files get 413
+    max_pixels_in_flight: int = 100_000_000  # decoded pixels held by all requests together
+    decode_threads: int = 2
 
 
 # ------------------------------------------------------------------------ memory
@@ -131,6 +81,10 @@ def _result_json(result: Caption, attention: bool) -> dict:
     return out
 
 
+def _error_json(name: str, error: ApiError) -> dict:
+    return {"image": name, "error": error.message, "status": error.status}
+
+
 def _index_html() -> str:
     return (resources.files("rnncap") / "web" / "index.html").read_text(encoding="utf-8")
 
@@ -138,11 +92,16 @@ def _index_html() -> str:
 def create_app(
     captioner: Captioner, config: ServeConfig | None = None, model_name: str | None = None
 ) -> FastAPI:
-    """The FastAPI application around one loaded `Captioner` (its model on its device)."""
+    """The FastAPI application around one loaded `Captioner` (its model on its device).
+
+    /healthz shows `model_name` (default: the captioner's) as a name: a path is cut to its last
+    part, so the service never tells clients where its files are.
+    """
     config = config or ServeConfig()
     options = captioner.decode_options(beam=config.beam_size)
     model_name = captioner.name if model_name is None else model_name
-    _ = captioner.model.encoder  # build the CNN now, not on the first request
+    model_name = PurePath(model_name).name or model_name
+    encoder = captioner.model.encoder  # build the CNN now, not on the first request
 
     def run_batch(images: torch.Tensor, names: Sequence[str]) -> list[Caption]:
         try:
@@ -150,73 +109,144 @@ def create_app(
         finally:
             release_free_memory()
 
-    def prepare(uploads: list[tuple[str, bytes]]) -> list[torch.Tensor]:
-        return [captioner.preprocess(decode_upload(data, name)) for name, data in uploads]
+    def decoder() -> Decoder:
+        side = getattr(encoder, "image_size", 224)
+        return Decoder(captioner.preprocess, side, config.max_pixels_in_flight,
+                       config.decode_threads, after_large=release_free_memory)  # fmt: skip
 
     app = FastAPI(
-        title="rnncap", lifespan=_lifespan(run_batch, config), docs_url=None, redoc_url=None
+        title="rnncap",
+        lifespan=_lifespan(run_batch, decoder, config),
+        docs_url=None,
+        redoc_url=None,
     )
     page = _index_html()
 
     _add_error_handlers(app)
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
 
-    @app.get("/healthz")
+    @app.api_route("/healthz", methods=["GET", "HEAD"])
     async def healthz() -> dict:
-        model = captioner.config
+        model, budget = captioner.config, app.state.decoder.budget
         return {
             "status": "ok", "model": model_name, "encoder": model.encoder,
             "backend": captioner.backend, "cell_type": model.cell_type,
             "vocab_size": len(captioner.vocab),
             "config": {**asdict(config), "beam_size": options.beam_size},
             "batches": asdict(app.state.batcher.stats),
+            "decoding": {"pixels_in_flight": budget.used, "peak_pixels_in_flight": budget.peak},
         }  # fmt: skip
 
     @app.post("/caption")
     async def caption(request: Request, attention: bool = False) -> dict:
-        started = time.monotonic()
-        uploads = await read_uploads(request, config.max_bytes)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + config.timeout
+        uploads = await read_uploads(request, config.max_bytes, config.body_timeout, deadline)
         if len(uploads) > MAX_FILES:
             raise ApiError(400, f"at most {MAX_FILES} images per request")
-        images = await run_in_threadpool(prepare, uploads)
-        remaining = config.timeout - (time.monotonic() - started)
         try:
             results = await asyncio.wait_for(
-                app.state.batcher.submit(images, [name for name, _ in uploads]),
-                max(remaining, 0.001),
+                _caption_uploads(app, config, uploads), max(deadline - loop.time(), 0.001)
             )
         except asyncio.TimeoutError:
             raise ApiError(
                 504, f"no captions within the {config.timeout:g} s request timeout"
             ) from None
-        return {"results": [_result_json(r, attention) for r in results]}
+        if len(results) == 1 and isinstance(results[0], ApiError):
+            raise results[0]  # one file: its error is the answer
+        return {
+            "results": [
+                _error_json(name, r) if isinstance(r, ApiError) else _result_json(r, attention)
+                for (name, _), r in zip(uploads, results, strict=True)
+            ]
+        }
 
     return app
 
 
-def _lifespan(run_batch, config: ServeConfig):
-    """The app's lifespan: one MicroBatcher (app.state.batcher) running while the app serves."""
+async def _caption_uploads(
+    app: FastAPI, config: ServeConfig, uploads: list[tuple[str, bytes]]
+) -> list[Caption | ApiError]:
+    """One result per upload, in order: its caption, or the ApiError that stopped it.
+
+    Headers first (cheap): files past the request's pixel cap are refused undecoded; the rest
+    are decoded under the shared pixel budget and captioned together.
+    """
+    decoder: Decoder = app.state.decoder
+    results: list[Caption | ApiError | None] = [None] * len(uploads)
+    sizes = await asyncio.gather(
+        *(decoder.pixels(data, name) for name, data in uploads), return_exceptions=True
+    )
+    admitted, total = [], 0
+    for i, ((name, data), pixels) in enumerate(zip(uploads, sizes, strict=True)):
+        if isinstance(pixels, BaseException):
+            if not isinstance(pixels, ApiError):
+                raise pixels
+            results[i] = pixels
+            continue
+        total += pixels
+        if total > config.max_request_pixels:
+            results[i] = ApiError(
+                413, f"{name}: not decoded, the request's images exceed "
+                f"{config.max_request_pixels:,} pixels in all (send fewer per request)",
+            )  # fmt: skip
+            continue
+        admitted.append((i, name, data, pixels))
+    tensors = await asyncio.gather(
+        *(decoder.decode(data, name, pixels) for _, name, data, pixels in admitted),
+        return_exceptions=True,
+    )
+    good = []
+    for (i, name, _, _), x in zip(admitted, tensors, strict=True):
+        if isinstance(x, ApiError):
+            results[i] = x
+        elif isinstance(x, BaseException):
+            raise x
+        else:
+            good.append((i, name, x))
+    if good:
+        captions = await app.state.batcher.submit(
+            [x for _, _, x in good], [name for _, name, _ in good]
+        )
+        for (i, _, _), captioned in zip(good, captions, strict=True):
+            results[i] = captioned
+    return results
+
+
+def _lifespan(run_batch, decoder, config: ServeConfig):
+    """The app's lifespan: one MicroBatcher (app.state.batcher) and one Decoder
+    (app.state.decoder, its threads and pixel budget) while the app serves."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         batcher = MicroBatcher(run_batch, config.max_batch, config.max_wait_ms, config.max_queue)
         batcher.start()
         app.state.batcher = batcher
+        app.state.decoder = decoder()
         yield
         await batcher.stop()
+        app.state.decoder.close()
 
     return lifespan
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    """Every error, ours or the framework's, is answered as JSON {"error": message}."""
+    """Every error, ours or the framework's, is answered as JSON {"error": message}; a client
+    that vanished mid-upload is logged as one line."""
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
-        return JSONResponse({"error": error.message}, status_code=error.status)
+        headers = {"connection": "close"} if error.close else None
+        return JSONResponse({"error": error.message}, status_code=error.status, headers=headers)
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, error: ClientGone) -> Response:
+        client = f"{request.client.host}:{request.client.port}" if request.client else "client"
+        log.warning("rnncap: %s %s from %s: %s", request.method, request.url.path, client, error)
+        return Response(status_code=400, headers={"connection": "close"})
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:

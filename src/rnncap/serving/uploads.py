@@ -1,0 +1,229 @@
+"""Reading uploads under limits: the body (size, idle and total time), the multipart form, and
+decoding the images with their memory bounded (pixels per request and in flight).
+
+A large image is decoded at reduced size (JPEG's DCT scaling, an integer `reduce` before the RGB
+conversion for other formats), and every decode waits for its pixels in a shared budget, so the
+memory spent on decoding does not grow with the number of clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from starlette.requests import ClientDisconnect, Request
+
+from rnncap.data.images import ImageError, decode_image_bytes, decoded_pixels
+from rnncap.serving.errors import ApiError
+
+log = logging.getLogger("rnncap.serve")
+
+MAX_FILES = 64  # images in one request at most
+DRAIN_FACTOR = 4  # an oversized body up to this many times the limit is read (and discarded)
+DOWNSCALE = 4  # decode large images down to this many times the encoder's input side, not less
+LARGE = 4_000_000  # pixels: after decoding more, freed memory is handed back to the OS
+
+
+class ClientGone(Exception):
+    """The client closed its connection before the request was read; logged as one line."""
+
+
+# ------------------------------------------------------------------------ the body
+async def read_body(request: Request, max_bytes: int, idle: float, deadline: float) -> bytes:
+    """The request body, or ApiError: 413 beyond `max_bytes`, 408 when the client sends nothing
+    for `idle` seconds or has not finished by `deadline` (event-loop time).
+
+    An oversized body is still read and thrown away up to DRAIN_FACTOR x `max_bytes`, so that a
+    client which sends everything before reading the answer (Python's urllib) gets the 413
+    instead of a reset connection; the connection is closed after any of these errors.
+    """
+    loop = asyncio.get_running_loop()
+    declared = request.headers.get("content-length")
+    drain_limit = DRAIN_FACTOR * max_bytes
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, "invalid Content-Length header", close=True)
+        if int(declared) > drain_limit:  # not worth reading: answer now
+            raise _too_large(int(declared), max_bytes)
+    body, received = bytearray(), 0
+    chunks = request.stream().__aiter__()
+    while True:
+        wait = min(idle, deadline - loop.time())
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), max(wait, 0.0))
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            waited = "in time" if wait < idle else f"for {idle:g} s"
+            raise ApiError(
+                408, f"request body not received {waited} ({received} bytes arrived)", close=True
+            ) from None
+        except ClientDisconnect:
+            raise ClientGone(f"client disconnected after sending {received} bytes") from None
+        received += len(chunk)
+        if received <= max_bytes:
+            body += chunk
+        elif received > drain_limit:
+            break
+    if received > max_bytes:
+        raise _too_large(received, max_bytes, exact=declared is not None)
+    return bytes(body)
+
+
+def _too_large(size: int, max_bytes: int, exact: bool = True) -> ApiError:
+    what = f"request of {size} bytes" if exact else "request"
+    return ApiError(413, f"{what} exceeds the {max_bytes} byte limit", close=True)
+
+
+async def read_uploads(
+    request: Request, max_bytes: int, idle: float, deadline: float
+) -> list[tuple[str, bytes]]:
+    """[(file name, bytes)] from a multipart form (every file field) or a raw image body."""
+    body = await read_body(request, max_bytes, idle, deadline)
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        if content_type.startswith(("image/", "application/octet-stream")):
+            return [("upload", body)]
+        raise ApiError(415, "send the images as multipart/form-data (or one raw image body)")
+
+    async def replay():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(
+            max_files=MAX_FILES, max_fields=MAX_FILES, max_part_size=max_bytes
+        )
+    except Exception as error:  # starlette's MultiPartException, or malformed multipart data
+        raise ApiError(400, f"malformed multipart form ({error})") from None
+    files = []
+    for _, value in form.multi_items():
+        if not isinstance(value, str):  # an UploadFile
+            files.append((value.filename or "upload", await value.read()))
+    await form.close()
+    if not files:
+        raise ApiError(400, "no image file in the form (send one or more file fields)")
+    return files
+
+
+# ------------------------------------------------------------------------ decoding
+_STATUS = {"not_image": 415, "bomb": 413}  # every other bad upload is a 400
+
+
+def _api_error(error: ImageError) -> ApiError:
+    return ApiError(_STATUS.get(error.kind, 400), str(error))
+
+
+class PixelBudget:
+    """A first-come first-served counting semaphore over decoded pixels.
+
+    A decode waits until its pixels fit beside those being decoded; one larger than the whole
+    budget waits until nothing else is decoding, then runs alone.
+    """
+
+    def __init__(self, pixels: int):
+        self.capacity = pixels
+        self.used = 0
+        self.peak = 0
+        self._waiting: deque[tuple[int, asyncio.Future]] = deque()
+
+    async def acquire(self, pixels: int) -> int:
+        """Wait for `pixels` (at most the capacity); returns what must be released."""
+        pixels = min(pixels, self.capacity)
+        if not self._waiting and self.used + pixels <= self.capacity:
+            self._take(pixels)
+            return pixels
+        granted = asyncio.get_running_loop().create_future()
+        self._waiting.append((pixels, granted))
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self.release(pixels)  # granted just as the request gave up
+            else:
+                self._waiting.remove((pixels, granted))
+                self._wake()
+            raise
+        return pixels
+
+    def release(self, pixels: int) -> None:
+        self.used -= pixels
+        self._wake()
+
+    def _take(self, pixels: int) -> None:
+        self.used += pixels
+        self.peak = max(self.peak, self.used)
+
+    def _wake(self) -> None:
+        while self._waiting and self.used + self._waiting[0][0] <= self.capacity:
+            pixels, granted = self._waiting.popleft()
+            if not granted.done():
+                self._take(pixels)
+                granted.set_result(None)
+
+
+class Decoder:
+    """Decodes and preprocesses uploads on a few threads, under a PixelBudget.
+
+    Images larger than DOWNSCALE x `side` on both sides are decoded at reduced size. `prepare`
+    (image -> tensor) runs in the decoding thread, so the decoded image is freed before the
+    budget is released.
+    """
+
+    def __init__(
+        self,
+        prepare: Callable,
+        side: int,
+        pixels_in_flight: int,
+        threads: int = 2,
+        after_large: Callable[[], None] | None = None,
+    ):
+        self.prepare = prepare
+        self.min_side = side * DOWNSCALE
+        self.budget = PixelBudget(pixels_in_flight)
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rnncap-decode")
+        self.after_large = after_large  # called after a large decode (returns memory to the OS)
+
+    async def pixels(self, data: bytes, name: str) -> int:
+        """What decoding `data` will hold, from its header; ApiError when it is no image."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, self._pixels, data, name)
+
+    def _pixels(self, data: bytes, name: str) -> int:
+        try:
+            return decoded_pixels(data, name, self.min_side)
+        except ImageError as error:
+            raise _api_error(error) from None
+
+    async def decode(self, data: bytes, name: str, pixels: int):
+        """The preprocessed tensor of an upload (ApiError when it is broken). Waits for
+        `pixels` in the budget; they are released when the thread ends, even if the request
+        has given up by then."""
+        loop = asyncio.get_running_loop()
+        held = await self.budget.acquire(pixels)
+        try:
+            future = loop.run_in_executor(self.pool, self._decode, data, name, pixels)
+        except BaseException:
+            self.budget.release(held)
+            raise
+        future.add_done_callback(lambda _: self.budget.release(held))
+        return await asyncio.shield(future)
+
+    def _decode(self, data: bytes, name: str, pixels: int):
+        started = time.perf_counter()
+        try:
+            return self.prepare(decode_image_bytes(data, name, self.min_side))
+        except ImageError as error:
+            raise _api_error(error) from None
+        finally:
+            if pixels > LARGE and self.after_large is not None:
+                self.after_large()
+            elapsed = time.perf_counter() - started
+            if elapsed > 5:
+                log.info("rnncap: %s: decoding %d pixels took %.1f s", name, pixels, elapsed)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
