@@ -38,12 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from rnncap.cli._common import fail
+    from rnncap.utils.config import ConfigError
     from rnncap.utils.io import InvalidFileError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
     except InvalidFileError as error:  # a bad model, checkpoint, cache or data file: one line
+        return fail(str(error))
+    except ConfigError as error:  # an option value a config dataclass refused
         return fail(str(error))
     except KeyboardInterrupt:
         print("rnncap: interrupted", file=sys.stderr)

@@ -76,14 +76,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if args.beam is not None and args.beam < 1:
-        raise UsageError("--beam must be at least 1")
+    from rnncap.decode.beam import MAX_BEAM, MAX_LENGTH
+
+    if args.beam is not None and not 1 <= args.beam <= MAX_BEAM:
+        raise UsageError(f"--beam must be between 1 and {MAX_BEAM}")
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     if args.workers < 0:
         raise UsageError("--workers must be 0 or more")
-    if args.max_length is not None and args.max_length < 1:
-        raise UsageError("--max-length must be at least 1")
+    if args.max_length is not None and not 1 <= args.max_length <= MAX_LENGTH:
+        raise UsageError(f"--max-length must be between 1 and {MAX_LENGTH}")
     if args.attention_out is not None:
         if args.show_tell is not None:
             raise UsageError("--attention-out: the Show-and-Tell model has no attention")

@@ -42,8 +42,12 @@ def run(args: argparse.Namespace) -> int:
     from rnncap.engine.evaluate import EvalConfig, evaluate, format_table
     from rnncap.utils.device import DeviceError
 
-    if args.beam is not None and args.beam < 1:
-        return fail(f"--beam must be >= 1, got {args.beam}")
+    from rnncap.decode.beam import MAX_BEAM
+
+    if args.beam is not None and not 1 <= args.beam <= MAX_BEAM:
+        return fail(f"--beam must be between 1 and {MAX_BEAM}, got {args.beam}")
+    if args.length_penalty is not None and args.length_penalty < 0:
+        return fail(f"--length-penalty must be >= 0, got {args.length_penalty}")
     if not Path(args.data).is_dir():
         return fail(f"--data {args.data}: no such folder")
     if args.json is not None and not args.json.parent.is_dir():

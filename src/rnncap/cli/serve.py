@@ -83,6 +83,10 @@ def run(args: argparse.Namespace) -> int:
         for flag in ("max_batch", "beam"):
             if getattr(args, flag) is not None and getattr(args, flag) < 1:
                 raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
+        from rnncap.decode.beam import MAX_BEAM
+
+        if args.beam is not None and args.beam > MAX_BEAM:
+            raise UsageError(f"--beam must be at most {MAX_BEAM}")
         if not 0 <= args.port <= 65535:
             raise UsageError(f"--port {args.port}: must be between 0 and 65535")
         for flag in ("max_wait_ms", "timeout", "body_timeout"):

@@ -10,7 +10,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from rnncap.utils.config import config_from_dict
+from rnncap.models.captioner import MAX_LENGTH
+from rnncap.utils.config import ConfigError, check_range, check_types, config_from_dict
+
+MAX_BEAM = 100  # hypotheses per image at most: the search holds beam x images decoder states
 
 
 @dataclass(frozen=True)
@@ -25,19 +28,24 @@ class DecodeOptions:
     guidance_threshold: float = 0.3  # ImageNet class probability from which a class counts
 
     def __post_init__(self) -> None:
+        """Types and ranges; a ConfigError (a ValueError) names the bad field."""
+        check_types(self)
         if self.beam_size < 1:
-            raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
+            raise ConfigError("beam_size", f"must be >= 1, got {self.beam_size}")
+        check_range("beam_size", self.beam_size, 1, MAX_BEAM)
         if self.max_length is not None and self.max_length < 1:
-            raise ValueError(f"max_length must be >= 1, got {self.max_length}")
+            raise ConfigError("max_length", f"must be >= 1, got {self.max_length}")
+        if self.max_length is not None:
+            check_range("max_length", self.max_length, 1, MAX_LENGTH)
         if self.length_penalty < 0:
-            raise ValueError(f"length_penalty must be >= 0, got {self.length_penalty}")
+            raise ConfigError("length_penalty", f"must be >= 0, got {self.length_penalty}")
         if self.no_repeat_ngram < 0:
-            raise ValueError(f"no_repeat_ngram must be >= 0, got {self.no_repeat_ngram}")
+            raise ConfigError("no_repeat_ngram", f"must be >= 0, got {self.no_repeat_ngram}")
         if self.guidance < 0:
-            raise ValueError(f"guidance must be >= 0, got {self.guidance}")
+            raise ConfigError("guidance", f"must be >= 0, got {self.guidance}")
         if not 0 < self.guidance_threshold <= 1:
-            raise ValueError(
-                f"guidance_threshold must be in (0, 1], got {self.guidance_threshold}"
+            raise ConfigError(
+                "guidance_threshold", f"must be in (0, 1], got {self.guidance_threshold}"
             )
 
     def to_dict(self) -> dict:

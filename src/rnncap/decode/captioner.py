@@ -72,15 +72,22 @@ def load(
     (`rnncap export`) or one exported into the user cache on first use.
     Decoding defaults come from the folder's config.json "decoding" entry when it has one.
     """
-    from rnncap.models.folder import load_model, read_config, resolve_model_dir
+    from rnncap.models.folder import CONFIG, load_model, read_config, resolve_model_dir
     from rnncap.models.onnx_encoder import resolve_backend
+    from rnncap.utils.config import ConfigError
     from rnncap.utils.device import resolve_device
+    from rnncap.utils.io import InvalidFileError
 
     device = resolve_device(device) if isinstance(device, str) else device
     resolve_backend(backend or "auto", device)  # a bad name or device fails before any loading
     folder = resolve_model_dir(model)
     network, vocab = load_model(folder, device)
-    options = DecodeOptions.from_dict(read_config(folder).get("decoding", {}))
+    try:
+        options = DecodeOptions.from_dict(read_config(folder).get("decoding", {}))
+    except ConfigError as error:
+        raise InvalidFileError(folder / CONFIG, error.reason, f"decoding.{error.field}") from None
+    except ValueError as error:  # unknown keys
+        raise InvalidFileError(folder / CONFIG, str(error)) from None
     return Captioner(
         network, vocab, options, backend=backend or "auto", name=str(model), folder=folder
     )
