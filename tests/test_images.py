@@ -150,3 +150,43 @@ def test_find_images(tmp_path):
     assert len(errors) == 2
     assert "missing.jpg" in errors[0] and "no such file" in errors[0]
     assert "empty" in errors[1] and "no image" in errors[1]
+
+
+def test_large_images_decode_at_reduced_size_but_never_below_min_side():
+    from rnncap.data.images import decode_image_bytes, decoded_pixels
+
+    gradient = np.linspace(0, 255, 2400, dtype=np.uint8)
+    pixels = np.stack(np.broadcast_arrays(gradient[None, :], gradient[:1800, None], 128), -1)
+    big = Image.fromarray(pixels.astype(np.uint8), mode="RGB")  # 2400 x 1800
+    for fmt in ("JPEG", "PNG"):
+        data = _png_bytes(big, fmt)
+        image = decode_image_bytes(data, "big", min_side=448)
+        assert image.mode == "RGB" and min(image.size) >= 448
+        assert image.size in {(600, 450), (800, 600)}  # JPEG: 1/4 DCT scale; PNG: reduce(4)
+        assert decoded_pixels(data, "big", 448) == (600 * 450 if fmt == "JPEG" else 2400 * 1800)
+        full = decode_image_bytes(data, "big")
+        assert full.size == (2400, 1800)
+        small = np.asarray(full.resize(image.size, Image.BOX), dtype=float)
+        assert np.abs(np.asarray(image, dtype=float) - small).mean() < 3  # the same picture
+
+
+def test_reduced_decoding_keeps_the_exif_rotation():
+    from rnncap.data.images import decode_image_bytes
+
+    tall = Image.new("RGB", (2000, 1000), (200, 10, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
+    buffer = io.BytesIO()
+    tall.save(buffer, format="PNG", exif=exif)
+    image = decode_image_bytes(buffer.getvalue(), "rotated", min_side=400)
+    assert image.size == (500, 1000)  # reduced by 2, then turned upright
+
+
+def test_decoded_pixels_refuses_like_decoding():
+    from rnncap.data.images import decoded_pixels
+
+    with pytest.raises(ImageError, match="notes: not an image") as info:
+        decoded_pixels(b"hello", "notes")
+    assert info.value.kind == "not_image"
+    with pytest.raises(ImageError, match="empty"):
+        decoded_pixels(b"", "nothing")

@@ -1,0 +1,265 @@
+"""Damaged or ill-typed model folders, configs and checkpoints: every command answers with one line
+naming the file (and the field), exit code 2, no traceback, and writes nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from inference_helpers import example_images, make_tiny_model
+from rnncap.cli import main
+from rnncap.decode.beam import DecodeOptions
+from rnncap.engine.train import train
+from rnncap.engine.train_config import TrainConfig
+from rnncap.models.captioner import CaptionerConfig
+from rnncap.models.folder import load_model
+from rnncap.utils.config import ConfigError
+from rnncap.utils.io import InvalidFileError
+from tinydata import make_dataset
+
+
+@pytest.fixture(scope="module")
+def good_model(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny")
+
+
+def _variant(good: Path, folder: Path, edit) -> Path:
+    shutil.copytree(good, folder)
+    edit(folder)
+    return folder
+
+
+def _config(**changes):
+    def edit(folder: Path) -> None:
+        config = json.loads((folder / "config.json").read_text())
+        for key, value in changes.items():
+            section, _, field = key.rpartition(".")
+            config.setdefault(section or "captioner", {})[field] = value
+        (folder / "config.json").write_text(json.dumps(config))
+
+    return edit
+
+
+def _truncate(name: str, keep: float = 0.5):
+    def edit(folder: Path) -> None:
+        data = (folder / name).read_bytes()
+        (folder / name).write_bytes(data[: int(len(data) * keep)])
+
+    return edit
+
+
+def _write(name: str, data: bytes):
+    return lambda folder: (folder / name).write_bytes(data)
+
+
+# folder edit -> (file named in the message, the rest of the one-line message)
+CASES = {
+    "truncated weights": (
+        _truncate("model.safetensors"),
+        "model.safetensors",
+        "truncated or not a safetensors file",
+    ),
+    "hidden_dim as a string": (
+        _config(hidden_dim="512"),
+        "config.json",
+        "captioner.hidden_dim: expected an integer, got '512' (a string)",
+    ),
+    "unknown encoder": (
+        _config(encoder="vgg99"),
+        "config.json",
+        "captioner.encoder: unknown encoder 'vgg99'; known encoders: efficientnet_lite0",
+    ),
+    "no captioner section": (
+        _write("config.json", b'{"info": {}}'),
+        "config.json",
+        "no 'captioner' section",
+    ),
+    "hidden_dim of 10**9": (
+        _config(hidden_dim=10**9),
+        "config.json",
+        "captioner.hidden_dim: must be between 1 and 8,192, got 1,000,000,000",
+    ),
+    "max_length 0": (
+        _config(max_length=0),
+        "config.json",
+        "captioner.max_length: must be between 1 and 1,000, got 0",
+    ),
+    "end_id outside the vocabulary": (
+        _config(end_id=5000),
+        "config.json",
+        "captioner.end_id: 5000 is outside the vocabulary",
+    ),
+    "end_id not the vocabulary's": (
+        _config(end_id=7),
+        "config.json",
+        "captioner.end_id: 7, but the vocabulary's id is 2",
+    ),
+    "weights of another size": (
+        _config(hidden_dim=64),
+        "model.safetensors",
+        "tensor 'feature_proj.weight' has shape [32, 1280], config.json implies [64, 1280]",
+    ),
+    "config not JSON": (
+        _truncate("config.json", 0.3),
+        "config.json",
+        "not a readable JSON file",
+    ),
+    "vocabulary not UTF-8": (
+        _write("vocab.json", b'\xff{"tokens": []}'),
+        "vocab.json",
+        "not a readable JSON file",
+    ),
+    "vocabulary of another size": (
+        _write(
+            "vocab.json", json.dumps({"tokens": ["<pad>", "<start>", "<end>", "<unk>"]}).encode()
+        ),
+        "vocab.json",
+        "4 words, but config.json says vocab_size",
+    ),
+    "decoding beam of a million": (
+        _config(**{"decoding.beam_size": 10**6}),
+        "config.json",
+        "decoding.beam_size: must be between 1 and 100",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_load_names_the_file_and_field(good_model, tmp_path, case):
+    edit, file, message = CASES[case]
+    folder = _variant(good_model, tmp_path / "bad", edit)
+    with pytest.raises(InvalidFileError) as raised:
+        from rnncap.decode.captioner import load
+
+        load(folder, device="cpu")
+    assert str(raised.value) == f"{folder / file}: {message}" or str(raised.value).startswith(
+        f"{folder / file}: {message}"
+    )
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("command", ["caption", "serve", "evaluate"])
+@pytest.mark.parametrize("case", ["truncated weights", "hidden_dim as a string", "max_length 0"])
+def test_commands_print_one_line_and_exit_2(good_model, tmp_path, capsys, command, case):
+    edit, file, message = CASES[case]
+    folder = _variant(good_model, tmp_path / "bad", edit)
+    argv = {
+        "caption": ["caption", "--model", str(folder), str(example_images()[0])],
+        "serve": ["serve", "--model", str(folder), "--port", "0", "--device", "cpu"],
+        "evaluate": ["evaluate", "--model", str(folder), "--data", str(tmp_path), "--quiet"],
+    }[command]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("rnncap: error: ") and f"{folder / file}: {message}" in lines[0]
+    assert "Traceback" not in captured.err and captured.out == ""
+
+
+def test_config_validation_in_the_dataclass():
+    ok = CaptionerConfig(vocab_size=10)
+    assert ok.num_parameters() > 0
+    with pytest.raises(ConfigError, match="^dropout: must be in"):
+        CaptionerConfig(vocab_size=10, dropout=1.5)
+    with pytest.raises(ConfigError, match="^deep_output: expected true or false, got 1"):
+        CaptionerConfig(vocab_size=10, deep_output=1)
+    with pytest.raises(ConfigError, match="the special ids must differ"):
+        CaptionerConfig(vocab_size=10, end_id=1)
+    with pytest.raises(ConfigError, match="500,000,000 allowed"):
+        CaptionerConfig(vocab_size=400_000, hidden_dim=8192, wordvec_dim=8192)
+    with pytest.raises(ConfigError, match="^beam_size: expected an integer"):
+        DecodeOptions.from_dict({"beam_size": 2.5})
+
+
+# ------------------------------------------------------------------------ training runs
+def _train_cfg(root: Path, out: Path, **changes) -> TrainConfig:
+    base = dict(
+        data=str(root), features=str(root / "cache"), encoder="fake", out=str(out),
+        cell_type="lstm", wordvec_dim=8, hidden_dim=16, min_count=1, epochs=1,
+        batch_images=4, eval_images=0, progress=False, device="cpu",
+    )  # fmt: skip
+    return TrainConfig(**{**base, **changes})
+
+
+def _train_argv(cfg: TrainConfig, *extra: str) -> list[str]:
+    argv = ["train", "--data", cfg.data, "--features", cfg.features, "--encoder", cfg.encoder]
+    argv += ["--out", cfg.out, "--cell-type", cfg.cell_type, "--wordvec-dim", "8"]
+    argv += ["--min-count", "1", "--epochs", "2", "--batch-images", "4", "--eval-images", "0"]
+    return argv + ["--no-progress", "--device", "cpu", *extra]
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory):
+    root = make_dataset(tmp_path_factory.mktemp("tiny8k"))
+    out = root / "run"
+    train(_train_cfg(root, out))
+    return root, out
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _one_line_error(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    return lines[0]
+
+
+def test_resume_with_another_hidden_dim_is_refused_before_anything(run_folder, tmp_path, capsys):
+    root, out = run_folder
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    before = _snapshot(copy)
+    cfg = _train_cfg(root, copy)
+    assert main(_train_argv(cfg, "--hidden-dim", "32", "--resume")) == 2
+    line = _one_line_error(capsys)
+    assert line == (
+        f"rnncap: error: --resume: {copy} was trained with --hidden-dim 16, not 32 (repeat the "
+        f"run's options, e.g. --config {copy}/config.json, or start a new run with another --out)"
+    )
+    assert _snapshot(copy) == before
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (_truncate("train_state.pt"), "train_state.pt: truncated or not a training state"),
+        (_truncate("model.safetensors"), "model.safetensors: truncated or not a safetensors"),
+        (_config(hidden_dim="16"), "config.json: captioner.hidden_dim: expected an integer"),
+    ],
+)
+def test_resume_from_a_damaged_checkpoint(run_folder, tmp_path, capsys, damage, message):
+    root, out = run_folder
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    damage(copy / "last")
+    before = _snapshot(copy)
+    assert main(_train_argv(_train_cfg(root, copy), "--hidden-dim", "16", "--resume")) == 2
+    line = _one_line_error(capsys)
+    assert line.startswith(f"rnncap: error: {copy / 'last'}/{message}"), line
+    assert _snapshot(copy) == before
+
+
+def test_ill_typed_option_in_a_config_file(run_folder, tmp_path, capsys):
+    root, _ = run_folder
+    config = tmp_path / "options.json"
+    config.write_text(json.dumps({"hidden_dim": "512"}))
+    argv = ["train", "--config", str(config), "--data", str(root), "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    line = _one_line_error(capsys)
+    assert line == (
+        f"rnncap: error: --config {config}: hidden_dim: expected an integer, got '512' (a string)"
+    )
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_good_model_still_loads(good_model):
+    model, vocab = load_model(good_model)
+    assert model.config.vocab_size == len(vocab)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
