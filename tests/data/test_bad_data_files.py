@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -155,9 +153,9 @@ def test_a_corrupt_shard_of_the_right_size_is_caught_by_its_checksum(cache_dir):
 
 def test_features_command_re_encodes_a_damaged_shard(cache_dir, capsys, monkeypatch):
     root, paths = cache_dir
-    module = types.ModuleType("rnncap.models.encoders")
-    module.build_encoder = lambda name, pretrained=True: TinyEncoder()
-    monkeypatch.setitem(sys.modules, "rnncap.models.encoders", module)
+    from rnncap.models import encoders
+
+    monkeypatch.setitem(encoders.ENCODERS, "tiny", lambda **kwargs: TinyEncoder())
     _shard(root).write_bytes(b"")
     argv = ["features", "--data", str(paths[0].parents[1]), "--encoder", "tiny", "--out"]
     assert cli.main(argv + [str(root), "--workers", "0", "--device", "cpu", "--quiet"]) == 0

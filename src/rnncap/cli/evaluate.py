@@ -39,10 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rnncap.decode.beam import MAX_BEAM
     from rnncap.engine.evaluate import EvalConfig, evaluate, format_table
     from rnncap.utils.device import DeviceError
-
-    from rnncap.decode.beam import MAX_BEAM
 
     if args.beam is not None and not 1 <= args.beam <= MAX_BEAM:
         return fail(f"--beam must be between 1 and {MAX_BEAM}, got {args.beam}")

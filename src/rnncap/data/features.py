@@ -174,7 +174,9 @@ class FeatureCache:
         self._verified.add(shard)
 
     def remove_damaged(self) -> list[str]:
-        """Delete the damaged shard files and rewrite the index; one message per shard."""
+        """Verify every shard, delete the damaged ones and rewrite the index; one message per
+        deleted shard. Their images count as not cached, so a build re-encodes them."""
+        self.verify()
         messages = []
         for shard, problem in sorted(self.damaged.items()):
             path = self._shard_path(shard)
@@ -318,7 +320,6 @@ def build_cache(
 
     if getattr(encoder, "name", cache.encoder_name) != cache.encoder_name:
         raise ValueError(f"encoder {encoder.name!r} does not match cache {cache.encoder_name!r}")
-    cache.verify()
     for message in cache.remove_damaged():
         print(f"warning: {message}", file=sys.stderr)
     by_key = {}  # content key -> the first path with that content

@@ -107,7 +107,8 @@ def read_captioner_config(folder: str | Path) -> CaptionerConfig:
 
 
 def check_encoder(folder: str | Path, config: CaptionerConfig) -> None:
-    """The config's encoder must be registered (captioning images rebuilds it by name)."""
+    """The config's encoder must be registered to caption images (it is rebuilt by name); a
+    model used on precomputed features only does not need it."""
     from rnncap.models.encoders import ENCODERS
 
     if config.encoder not in ENCODERS:
@@ -176,7 +177,6 @@ def load_model(spec: str | Path = "default", device: str | torch.device = "cpu")
     """
     folder = resolve_model_dir(spec)
     config = read_captioner_config(folder)
-    check_encoder(folder, config)
     vocab = read_vocabulary(folder, config)
     state = read_weights(folder, config)
     model = CaptioningRNN(config)

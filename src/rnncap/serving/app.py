@@ -142,29 +142,34 @@ def create_app(
 
     @app.post("/caption")
     async def caption(request: Request, attention: bool = False) -> dict:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + config.timeout
-        uploads = await read_uploads(request, config.max_bytes, config.body_timeout, deadline)
-        if len(uploads) > MAX_FILES:
-            raise ApiError(400, f"at most {MAX_FILES} images per request")
-        try:
-            results = await asyncio.wait_for(
-                _caption_uploads(app, config, uploads), max(deadline - loop.time(), 0.001)
-            )
-        except asyncio.TimeoutError:
-            raise ApiError(
-                504, f"no captions within the {config.timeout:g} s request timeout"
-            ) from None
-        if len(results) == 1 and isinstance(results[0], ApiError):
-            raise results[0]  # one file: its error is the answer
-        return {
-            "results": [
-                _error_json(name, r) if isinstance(r, ApiError) else _result_json(r, attention)
-                for (name, _), r in zip(uploads, results, strict=True)
-            ]
-        }
+        return await _caption(app, config, request, attention)
 
     return app
+
+
+async def _caption(app: FastAPI, config: ServeConfig, request: Request, attention: bool) -> dict:
+    """POST /caption: read the uploads, caption them, answer per file (one file: its error)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + config.timeout
+    uploads = await read_uploads(request, config.max_bytes, config.body_timeout, deadline)
+    if len(uploads) > MAX_FILES:
+        raise ApiError(400, f"at most {MAX_FILES} images per request")
+    try:
+        results = await asyncio.wait_for(
+            _caption_uploads(app, config, uploads), max(deadline - loop.time(), 0.001)
+        )
+    except asyncio.TimeoutError:
+        raise ApiError(
+            504, f"no captions within the {config.timeout:g} s request timeout"
+        ) from None
+    if len(results) == 1 and isinstance(results[0], ApiError):
+        raise results[0]
+    return {
+        "results": [
+            _error_json(name, r) if isinstance(r, ApiError) else _result_json(r, attention)
+            for (name, _), r in zip(uploads, results, strict=True)
+        ]
+    }
 
 
 async def _caption_uploads(
