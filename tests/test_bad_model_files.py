@@ -263,3 +263,30 @@ def test_a_good_model_still_loads(good_model):
     model, vocab = load_model(good_model)
     assert model.config.vocab_size == len(vocab)
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_language_model_folder_damaged(tmp_path, capsys):
+    from rnncap.data.vocab import Vocabulary
+    from rnncap.engine import lm_train
+    from rnncap.models.lm import LanguageModel, LMConfig
+
+    vocab = Vocabulary(["a", "dog"])
+    config = lm_train.LMTrainConfig(model=LMConfig(vocab_size=len(vocab), embed_dim=4,
+                                                   hidden_dim=5))  # fmt: skip
+    out = tmp_path / "lm"
+    lm_train.save(LanguageModel(config.model), vocab, config, lm_train.History(), out)
+    assert main(["lm", "--load", str(out), "--sample", "1"]) == 0
+    capsys.readouterr()
+    data = json.loads((out / "config.json").read_text())
+    data["model"]["hidden_dim"] = -5
+    (out / "config.json").write_text(json.dumps(data))
+    assert main(["lm", "--load", str(out), "--sample", "1"]) == 2
+    assert _one_line_error(capsys) == (
+        f"rnncap: error: {out / 'config.json'}: model.hidden_dim: must be between 1 and 8,192, "
+        "got -5"
+    )
+    data["model"]["hidden_dim"] = 5
+    (out / "config.json").write_text(json.dumps(data))
+    _truncate("model.safetensors")(out)
+    assert main(["lm", "--load", str(out), "--sample", "1"]) == 2
+    assert "model.safetensors: truncated or not a safetensors file" in _one_line_error(capsys)

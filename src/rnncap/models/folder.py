@@ -137,12 +137,12 @@ def read_vocabulary(folder: str | Path, config: CaptionerConfig) -> Vocabulary:
     return vocab
 
 
-def read_weights(folder: str | Path, config: CaptionerConfig) -> dict[str, torch.Tensor]:
+def read_weights(folder: str | Path, config, build=CaptioningRNN) -> dict[str, torch.Tensor]:
     """model.safetensors as float32 tensors, after checking its names and shapes against the
-    model the config describes (read from the file's header: nothing is allocated before)."""
+    model `build(config)` (read from the file's header: nothing is allocated before)."""
     path = Path(folder) / WEIGHTS
     with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in CaptioningRNN(config).state_dict().items()}
+        expected = {k: tuple(v.shape) for k, v in build(config).state_dict().items()}
     try:
         with safe_open(str(path), framework="pt") as f:
             found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}

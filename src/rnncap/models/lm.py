@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from rnncap.models.captioner import MAX_DIM, MAX_VOCAB
 from rnncap.nn import LSTM, RNN
+from rnncap.utils.config import ConfigError, check_range, check_types
 
 CELLS = ("rnn", "lstm", "torch-lstm")
 
@@ -26,8 +28,15 @@ class LMConfig:
     dropout: float = 0.1  # on word vectors and on hidden states before the output layer
 
     def __post_init__(self) -> None:
+        """Types and ranges, as for the captioner; a ConfigError names the bad field."""
+        check_types(self)
         if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+            raise ConfigError("cell", f"must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        check_range("vocab_size", self.vocab_size, 0, MAX_VOCAB)  # 0: not set yet
+        check_range("embed_dim", self.embed_dim, 1, MAX_DIM)
+        check_range("hidden_dim", self.hidden_dim, 1, MAX_DIM)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError("dropout", f"must be in [0, 1), got {self.dropout}")
 
 
 class LanguageModel(nn.Module):
