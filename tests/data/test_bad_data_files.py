@@ -161,7 +161,10 @@ def test_features_command_re_encodes_a_damaged_shard(cache_dir, capsys, monkeypa
     assert cli.main(argv + [str(root), "--workers", "0", "--device", "cpu", "--quiet"]) == 0
     captured = capsys.readouterr()
     assert "6 images, 3 already cached, 3 encoded" in captured.out
-    assert f"warning: {_shard(root)}: damaged feature shard (0 bytes" in captured.err
+    assert (
+        f"warning: {_shard(root)}: damaged feature shard (truncated or overwritten: 0 bytes"
+        in captured.err
+    )
 
 
 def test_index_that_is_not_json_is_one_line(cache_dir, capsys, monkeypatch):
@@ -180,5 +183,5 @@ def test_train_on_a_truncated_shard_is_one_line(tmp_path, capsys):
     assert cli.main(argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[-1].startswith("rnncap: error: 12 of 12 images are not in the fake cache")
-    assert f"{shard.name} is damaged (1000 bytes, the index says" in lines[-1]
+    assert f"{shard.name} is damaged (truncated or overwritten: 1000 bytes, the index " in lines[-1]
     assert not any("Traceback" in line for line in lines)

@@ -110,7 +110,7 @@ class FeatureCache:
         record = self.shards.get(shard)
         size = path.stat().st_size
         if record is not None and size != record["bytes"]:
-            return f"{size} bytes, the index says {record['bytes']} (truncated or overwritten)"
+            return f"truncated or overwritten: {size} bytes, the index records {record['bytes']}"
         return None
 
     def _drop(self, shard: int, problem: str) -> None:
@@ -163,7 +163,7 @@ class FeatureCache:
             return
         crc = file_crc32(self._shard_path(shard))
         if crc != record["crc32"]:
-            problem = f"checksum {crc:08x}, the index says {record['crc32']:08x} (corrupt)"
+            problem = f"corrupt: CRC-32 {crc:08x}, the index records {record['crc32']:08x}"
             self._drop(shard, problem)
             if raise_error:
                 raise InvalidFileError(

@@ -44,9 +44,8 @@ def read_train_state(path: Path) -> dict:
     try:
         state = torch.load(path, weights_only=True)
     except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as error:
-        raise InvalidFileError(
-            path, f"truncated or not a training state ({first_line(error)})"
-        ) from None
+        reason = first_line(error).split(". ")[0]  # torch adds paragraphs of advice
+        raise InvalidFileError(path, f"truncated or not a training state ({reason})") from None
     missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise InvalidFileError(path, f"not a training state (no {', '.join(missing)})")
