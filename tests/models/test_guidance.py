@@ -35,7 +35,7 @@ def test_bonus_from_confident_classes_only():
 def test_decode_options_check_guidance():
     from rnncap.decode.beam import DecodeOptions
 
-    with pytest.raises(ValueError, match="guidance must"):
+    with pytest.raises(ValueError, match="guidance: must"):
         DecodeOptions(guidance=-1.0)
     with pytest.raises(ValueError, match="guidance_threshold"):
         DecodeOptions(guidance=1.0, guidance_threshold=0.0)

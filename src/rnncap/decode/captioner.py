@@ -72,13 +72,7 @@ def load(
     (`rnncap export`) or one exported into the user cache on first use.
     Decoding defaults come from the folder's config.json "decoding" entry when it has one.
     """
-    from rnncap.models.folder import (
-        CONFIG,
-        check_encoder,
-        load_model,
-        read_config,
-        resolve_model_dir,
-    )
+    from rnncap.models.folder import CONFIG, load_model, read_config, resolve_model_dir
     from rnncap.models.onnx_encoder import resolve_backend
     from rnncap.utils.config import ConfigError
     from rnncap.utils.device import resolve_device
@@ -88,7 +82,6 @@ def load(
     resolve_backend(backend or "auto", device)  # a bad name or device fails before any loading
     folder = resolve_model_dir(model)
     network, vocab = load_model(folder, device)
-    check_encoder(folder, network.config)  # a Captioner takes images: it needs its encoder
     try:
         options = DecodeOptions.from_dict(read_config(folder).get("decoding", {}))
     except ConfigError as error:

@@ -7,6 +7,7 @@ re-run the CNN) or on images through `encode`; `rnncap.decode.beam` uses `init_s
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -15,6 +16,7 @@ from rnncap.nn.attention import AttentionLSTM
 from rnncap.nn.lstm import LSTM
 from rnncap.nn.rnn import RNN
 from rnncap.utils.config import ConfigError, check_range, check_types, config_from_dict
+from rnncap.utils.io import InvalidFileError
 
 # The recurrent cells a captioner can use: name -> class(input_size, hidden_size). "attn" is the
 # one that attends over the feature grid (its state carries the grid A).
@@ -31,6 +33,7 @@ def get_cell(name: str) -> type[nn.Module]:
     if name not in CELLS:
         raise ValueError(f"cell_type must be one of {', '.join(CELLS)}, got {name!r}")
     return CELLS[name]
+
 
 # Upper bounds that no sensible model reaches: a config beyond them is a typo or a hostile file,
 # refused before anything is allocated.
@@ -128,6 +131,7 @@ class CaptioningRNN(nn.Module):
                 self.out_context = nn.Linear(H, W)
         self.vocab_proj = nn.Linear(W if config.deep_output else H, V)
         self._encoder = None  # built on demand, never part of the state dict
+        self.origin: Path | None = None  # the model folder it was loaded from, named in errors
         nn.init.normal_(self.embed.weight, std=0.1)
 
     # ----------------------------------------------------------------- features and images
@@ -135,8 +139,15 @@ class CaptioningRNN(nn.Module):
     def encoder(self):
         """The CNN named in the config, with its pretrained weights, on the model's device."""
         if self._encoder is None:
-            from rnncap.models.encoders import build_encoder
+            from rnncap.models.encoders import build_encoder, list_encoders
 
+            if self.config.encoder not in list_encoders() and self.origin is not None:
+                raise InvalidFileError(
+                    self.origin / "config.json",
+                    f"unknown encoder {self.config.encoder!r}; known encoders: "
+                    f"{', '.join(list_encoders())}",
+                    field="captioner.encoder",
+                )
             self.set_encoder(build_encoder(self.config.encoder))
         param = self.vocab_proj.weight
         return self._encoder.to(param.device)

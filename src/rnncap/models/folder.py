@@ -106,19 +106,6 @@ def read_captioner_config(folder: str | Path) -> CaptionerConfig:
     return config
 
 
-def check_encoder(folder: str | Path, config: CaptionerConfig) -> None:
-    """The config's encoder must be registered to caption images (it is rebuilt by name); a
-    model used on precomputed features only does not need it."""
-    from rnncap.models.encoders import ENCODERS
-
-    if config.encoder not in ENCODERS:
-        raise InvalidFileError(
-            Path(folder) / CONFIG,
-            f"unknown encoder {config.encoder!r}; known encoders: {', '.join(ENCODERS)}",
-            field="captioner.encoder",
-        )
-
-
 def read_vocabulary(folder: str | Path, config: CaptionerConfig) -> Vocabulary:
     """vocab.json, checked against the config's vocab_size and special ids."""
     path = Path(folder) / VOCAB
@@ -159,8 +146,8 @@ def read_weights(folder: str | Path, config, build=CaptioningRNN) -> dict[str, t
     for name, shape in expected.items():
         if found[name] != shape:
             raise InvalidFileError(
-                path, f"tensor {name!r} has shape {list(found[name])}, {CONFIG} implies "
-                f"{list(shape)}",
+                path,
+                f"tensor {name!r} has shape {list(found[name])}, {CONFIG} implies {list(shape)}",
             )
     try:
         state = load_file(str(path))
@@ -181,4 +168,5 @@ def load_model(spec: str | Path = "default", device: str | torch.device = "cpu")
     state = read_weights(folder, config)
     model = CaptioningRNN(config)
     model.load_state_dict(state, strict=True)
+    model.origin = folder  # an unknown encoder is reported, naming config.json, when first needed
     return model.to(device).eval(), vocab
