@@ -138,19 +138,22 @@ class CaptioningRNN(nn.Module):
     @property
     def encoder(self):
         """The CNN named in the config, with its pretrained weights, on the model's device."""
-        if self._encoder is None:
-            from rnncap.models.encoders import build_encoder, list_encoders
+        from rnncap.models.encoders import build_encoder, list_encoders
 
-            if self.config.encoder not in list_encoders() and self.origin is not None:
-                raise InvalidFileError(
-                    self.origin / "config.json",
-                    f"unknown encoder {self.config.encoder!r}; known encoders: "
-                    f"{', '.join(list_encoders())}",
-                    field="captioner.encoder",
-                )
-            self.set_encoder(build_encoder(self.config.encoder))
-        param = self.vocab_proj.weight
-        return self._encoder.to(param.device)
+        try:
+            if self._encoder is None:
+                self.set_encoder(build_encoder(self.config.encoder))
+            param = self.vocab_proj.weight
+            return self._encoder.to(param.device)  # a deferred encoder is built here
+        except ValueError:
+            if self.origin is None or self.config.encoder in list_encoders():
+                raise
+            raise InvalidFileError(  # the model folder names an encoder that does not exist
+                self.origin / "config.json",
+                f"unknown encoder {self.config.encoder!r}; known encoders: "
+                f"{', '.join(list_encoders())}",
+                field="captioner.encoder",
+            ) from None
 
     def set_encoder(self, encoder) -> None:
         """Use an already built encoder (shared between models, a tiny one in tests, or any
