@@ -123,3 +123,43 @@ def test_bad_arguments():
         beam_search(model, feats, no_repeat_ngram=-1)
     with pytest.raises(ValueError, match="word_bonus"):
         beam_search(model, feats, word_bonus=torch.zeros(3, 4 + WORDS))
+
+
+@pytest.mark.parametrize("cell_type", ["rnn", "lstm", "attn"])
+def test_no_end_after_equals_constrained_brute_force(cell_type):
+    """No word may end a caption: only the empty caption and captions of max_length remain."""
+    from test_decoding import features_for, tiny_model
+
+    model, feats, L = tiny_model(cell_type, 1), features_for(cell_type, 6, 1), 3
+    never_last = torch.zeros(8, dtype=torch.bool)
+    never_last[4:] = True
+    plain = beam_search(model, feats, beam_size=(4 + 1) ** (L - 1), max_length=L)
+    out = beam_search(
+        model, feats, beam_size=(4 + 1) ** (L - 1), max_length=L, no_end_after=never_last
+    )
+    if cell_type == "rnn":  # images 2 and 5 end after one word without the constraint
+        assert [len(t) for t in plain.tokens] == [0, 0, 1, 0, 0, 1]
+        assert out.tokens != plain.tokens
+    for i in range(6):
+        words = range(4, 8)
+        candidates = [()] + list(itertools.product(words, repeat=L))
+        scored = [(c, _tiny_score(model, feats[i], c, L)) for c in candidates]
+        best, score = max(scored, key=lambda s: s[1])
+        assert tuple(out.tokens[i]) == best
+        assert out.scores[i] == pytest.approx(score, abs=1e-9)
+
+
+def _tiny_score(model, feature, words, max_length):
+    from test_decoding import sequence_score
+
+    return sequence_score(model, feature, words, max_length)
+
+
+def test_no_end_after_in_decode_options_round_trips():
+    from rnncap.decode.beam import DecodeOptions
+
+    options = DecodeOptions.from_dict({"no_end_after": ["a", "the"]})
+    assert options.no_end_after == ("a", "the")
+    assert DecodeOptions.from_dict(options.to_dict()) == options
+    with pytest.raises(ValueError, match="no_end_after"):
+        DecodeOptions(no_end_after=("a", 3))

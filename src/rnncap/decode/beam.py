@@ -26,9 +26,12 @@ class DecodeOptions:
     no_repeat_ngram: int = 0  # n > 0: no caption holds the same n words in a row twice
     guidance: float = 0.0  # classifier guidance: bonus weight for words of confident classes
     guidance_threshold: float = 0.3  # ImageNet class probability from which a class counts
+    no_end_after: tuple[str, ...] = ()  # words a caption may not end on, e.g. "a", "the"
 
     def __post_init__(self) -> None:
         """Types and ranges; a ConfigError (a ValueError) names the bad field."""
+        if isinstance(self.no_end_after, list):  # as read from JSON
+            object.__setattr__(self, "no_end_after", tuple(self.no_end_after))
         check_types(self)
         if self.beam_size < 1:
             raise ConfigError("beam_size", f"must be >= 1, got {self.beam_size}")
@@ -47,9 +50,15 @@ class DecodeOptions:
             raise ConfigError(
                 "guidance_threshold", f"must be in (0, 1], got {self.guidance_threshold}"
             )
+        if not isinstance(self.no_end_after, tuple) or not all(
+            isinstance(w, str) for w in self.no_end_after
+        ):
+            raise ConfigError("no_end_after", f"must be a list of words, got {self.no_end_after!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        values = asdict(self)
+        values["no_end_after"] = list(self.no_end_after)  # JSON has lists, not tuples
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> DecodeOptions:
@@ -148,12 +157,19 @@ def _per_hypothesis(word_bonus, N: int, K: int, dtype, device) -> torch.Tensor |
     return word_bonus.to(device, dtype).repeat_interleave(K, dim=0)
 
 
-def _constrain(log_probs, history, bonus, no_repeat_ngram: int) -> torch.Tensor:
-    """Next-word log-probabilities (N*K, V) plus the unspent word bonus, repeats blocked."""
+def _constrain(log_probs, history, bonus, no_repeat_ngram: int, no_end_after, end_id: int):
+    """Next-word log-probabilities (N*K, V) of hypotheses that said `history` (N*K, t): plus
+    the word bonus not yet spent (a word's bonus is paid once, a per-image prior), with every
+    word blocked that would repeat an n-gram (n = no_repeat_ngram > 0), and no <end> right after
+    a word marked in `no_end_after` (V,) bool. Beam size may exceed the vocabulary: impossible
+    beams score -inf."""
     if bonus is not None:
         log_probs += bonus
     if no_repeat_ngram > 0:
         _block_repeats(log_probs, history, no_repeat_ngram)
+    if no_end_after is not None and history.shape[1] > 0:
+        rows = no_end_after.to(history.device)[history[:, -1]]  # (N*K,) the last word
+        log_probs[rows, end_id] = float("-inf")
     return log_probs
 
 
@@ -176,15 +192,13 @@ def beam_search(
     length_penalty: float = 0.0,
     no_repeat_ngram: int = 0,
     word_bonus: torch.Tensor | None = None,
+    no_end_after: torch.Tensor | None = None,
 ) -> Decoded:
     """Beam search over a batch of N images at once (N * beam_size hypotheses per step).
 
-    A hypothesis ends when it emits <end> (its log-probability counts) or after `max_length`
-    words. Finished hypotheses keep a frozen score; the search stops when every beam has ended.
-    With `length_penalty` a > 0 the final choice among the beams uses score / length**a.
-    beam_size may exceed the vocabulary (impossible beams score -inf). `no_repeat_ngram` n > 0:
-    no hypothesis holds the same n words in a row twice. `word_bonus` (N, V) is added to a
-    word's log-probability until the hypothesis has said it once (a per-image prior).
+    A hypothesis ends with <end> (its log-probability counts) or after `max_length` words, then
+    keeps its score. `length_penalty` a > 0 ranks the final beams by score / length**a; see
+    `_constrain` for `no_repeat_ngram`, `word_bonus` (N, V) and `no_end_after` (V,) bool.
     """
     _check_arguments(beam_size, no_repeat_ngram)
     cfg = model.config
@@ -208,7 +222,8 @@ def beam_search(
 
     for _ in range(max_length):
         log_probs, state, weights = model.step(tokens, state)  # (N*K, V)
-        log_probs = _constrain(log_probs.to(dtype), history, bonus, no_repeat_ngram)
+        log_probs = _constrain(log_probs.to(dtype), history, bonus, no_repeat_ngram,
+                               no_end_after, cfg.end_id)  # fmt: skip
         scores, beam, word = _extend(scores, log_probs, finished, banned, cfg.pad_id)
         parent = (base + beam).view(-1)  # (N*K,)
         # Entries the model declares static (the attention grid A) are the same for every beam
@@ -230,10 +245,15 @@ def beam_search(
 
 
 def decode(
-    model, features: torch.Tensor, options: DecodeOptions, word_bonus: torch.Tensor | None = None
+    model,
+    features: torch.Tensor,
+    options: DecodeOptions,
+    word_bonus: torch.Tensor | None = None,
+    no_end_after: torch.Tensor | None = None,
 ) -> Decoded:
     """Beam search (greedy when beam_size is 1) with every setting taken from `options`;
-    `word_bonus` (N, V) is the classifier guidance's prior when `options.guidance` > 0."""
+    `word_bonus` (N, V) is the classifier guidance's prior when `options.guidance` > 0 and
+    `no_end_after` (V,) bool marks the ids of `options.no_end_after`."""
     return beam_search(
         model,
         features,
@@ -242,4 +262,5 @@ def decode(
         length_penalty=options.length_penalty,
         no_repeat_ngram=options.no_repeat_ngram,
         word_bonus=word_bonus,
+        no_end_after=no_end_after,
     )

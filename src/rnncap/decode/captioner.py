@@ -157,7 +157,8 @@ class Captioner:
         """Encoder features (N, C, h, w) or (N, C) -> a `Caption` per image (one batched search)."""
         features = features.to(self.device, non_blocking=True).float()
         options = options or self.options
-        decoded = decode(self.model, features, options, self._word_bonus(features, options))
+        decoded = decode(self.model, features, options, self._word_bonus(features, options),
+                         self._no_end_after(options))  # fmt: skip
         grid = tuple(features.shape[2:4]) if features.dim() == 4 else None
         attention = decoded.attention or [None] * len(decoded.tokens)
         names = names if names is not None else [None] * len(decoded.tokens)
@@ -174,6 +175,15 @@ class Captioner:
                 decoded.tokens, decoded.scores, attention, names, strict=True
             )
         ]
+
+    def _no_end_after(self, options: DecodeOptions) -> torch.Tensor | None:
+        """(V,) bool: the vocabulary's ids of the words a caption may not end on, or None."""
+        if not options.no_end_after:
+            return None
+        mask = torch.zeros(len(self.vocab), dtype=torch.bool)
+        ids = [self.vocab.stoi[w] for w in options.no_end_after if w in self.vocab.stoi]
+        mask[ids] = True
+        return mask
 
     def _word_bonus(self, features: torch.Tensor, options: DecodeOptions):
         """Classifier guidance's per-image word bonus (N, V), or None when it is off."""
