@@ -126,9 +126,10 @@ def plot_training_curves(history: Sequence[dict], path: str | os.PathLike) -> Pa
     if c:
         c[0].plot(epochs, rewards, "o-", color="C3")
         c[0].set(xlabel="epoch", ylabel="mean reward of samples (CIDEr-D)")
-    a.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    if not scst:  # a self-critical train loss is a policy-gradient loss, not cross-entropy
+        a.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
     a.plot(epochs, [h["dev_loss"] for h in history], "o-", label="dev")
-    a.set(xlabel="epoch", ylabel="loss per caption")
+    a.set(xlabel="epoch", ylabel="cross-entropy per caption")
     a.legend()
     b.plot(epochs, [h.get("dev_cider", float("nan")) for h in history], "o-", color="C2")
     b.set(xlabel="epoch", ylabel="dev CIDEr (greedy)")
