@@ -128,7 +128,7 @@ def test_bad_arguments():
 @pytest.mark.parametrize("cell_type", ["rnn", "lstm", "attn"])
 def test_no_end_after_equals_constrained_brute_force(cell_type):
     """No word may end a caption: only the empty caption and captions of max_length remain."""
-    from test_decoding import features_for, tiny_model
+    from test_decoding import features_for, sequence_score, tiny_model
 
     model, feats, L = tiny_model(cell_type, 1), features_for(cell_type, 6, 1), 3
     never_last = torch.zeros(8, dtype=torch.bool)
@@ -143,16 +143,11 @@ def test_no_end_after_equals_constrained_brute_force(cell_type):
     for i in range(6):
         words = range(4, 8)
         candidates = [()] + list(itertools.product(words, repeat=L))
-        scored = [(c, _tiny_score(model, feats[i], c, L)) for c in candidates]
+        scored = [(c, sequence_score(model, feats[i], c, L)) for c in candidates]
         best, score = max(scored, key=lambda s: s[1])
         assert tuple(out.tokens[i]) == best
         assert out.scores[i] == pytest.approx(score, abs=1e-9)
 
-
-def _tiny_score(model, feature, words, max_length):
-    from test_decoding import sequence_score
-
-    return sequence_score(model, feature, words, max_length)
 
 
 def test_no_end_after_in_decode_options_round_trips():

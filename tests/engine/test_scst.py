@@ -79,7 +79,7 @@ def test_samples_follow_the_model_and_the_seed():
     for row, end in zip(a.tolist(), ends, strict=True):
         if end is not None:  # padding, and only padding, after <end>
             assert all(t == 0 for t in row[end + 1 :])
-    words = caption_words(a, [f"w{i}" for i in range(9)], end_id=2, pad_id=0)
+    words = caption_words(a, [f"w{i}" for i in range(9)], model.config)
     assert [len(w) for w in words] == [e if e is not None else a.shape[1] for e in ends]
 
 

@@ -105,7 +105,7 @@ def _best_of_beams(history, scores, attn_history, cfg, length_penalty: float) ->
     N, K = scores.shape
     out_tokens, out_scores, out_attn = [], [], []
     for n in range(N):
-        candidates = [_words(history[n * K + k].tolist(), cfg) for k in range(K)]
+        candidates = [words_before_end(history[n * K + k].tolist(), cfg) for k in range(K)]
         values = [
             _normalise(float(scores[n, k]), len(candidates[k]), length_penalty) for k in range(K)
         ]
@@ -117,7 +117,7 @@ def _best_of_beams(history, scores, attn_history, cfg, length_penalty: float) ->
     return Decoded(out_tokens, out_scores, out_attn if attn_history is not None else None)
 
 
-def _words(sequence: list[int], cfg) -> list[int]:
+def words_before_end(sequence: list[int], cfg) -> list[int]:
     """Emitted ids up to (not including) the first <end> or padding."""
     for t, token in enumerate(sequence):
         if token in (cfg.end_id, cfg.pad_id):

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from rnncap.decode.beam import words_before_end
 from rnncap.decode.sample import sample_captions
 
 
@@ -57,17 +58,9 @@ def self_critical_loss(
     return -(advantage.detach() * log_probs).mean(), advantage
 
 
-def caption_words(samples: torch.Tensor, itos: Sequence[str], end_id: int, pad_id: int):
+def caption_words(samples: torch.Tensor, itos: Sequence[str], config) -> list[list[str]]:
     """Sampled ids (B, L) -> the words of each caption (what CIDEr-D scores)."""
-    out = []
-    for row in samples.tolist():
-        words = []
-        for t in row:
-            if t in (end_id, pad_id):
-                break
-            words.append(itos[t])
-        out.append(words)
-    return out
+    return [[itos[t] for t in words_before_end(row, config)] for row in samples.tolist()]
 
 
 def scst_batch(
@@ -91,7 +84,7 @@ def scst_batch(
     cfg = model.config
     K = samples_per_image
     samples = sample_captions(model, features, K, max_length, generator=generator)  # (N*K, L)
-    words = caption_words(samples, itos, cfg.end_id, cfg.pad_id)
+    words = caption_words(samples, itos, cfg)
     rewards = torch.from_numpy(scorer.score(np.repeat(images, K), words))  # (N*K,)
     log_probs = sequence_log_probs(net, cfg, features, samples, K)
     loss, _ = self_critical_loss(log_probs, rewards, K)
