@@ -28,9 +28,10 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = CaptionerConfig(cell_type=args.cell_type, vocab_size=args.vocab, end_id=args.vocab + 7)
-    # end_id outside the vocabulary: no hypothesis ever ends early, every run does max_length steps
+    cfg = CaptionerConfig(cell_type=args.cell_type, vocab_size=args.vocab, end_id=args.vocab - 1)
     model = CaptioningRNN(cfg).to(args.device).eval()
+    with torch.no_grad():  # <end> never wins: every run does max_length steps
+        model.vocab_proj.bias[cfg.end_id] = -1e4
     shape = (args.images, 1280, 7, 7) if args.cell_type == "attn" else (args.images, 1280)
     features = torch.randn(shape, device=args.device)
 
