@@ -8,9 +8,17 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_cider import brute_force_cider_d
 
 from rnncap.decode.sample import sample_captions
-from rnncap.engine.scst import caption_words, self_critical_loss, sequence_log_probs
+from rnncap.engine.ptb_tokenize import ptb_tokenize
+from rnncap.engine.scst import (
+    END_WORD,
+    caption_words,
+    reward_scorer,
+    self_critical_loss,
+    sequence_log_probs,
+)
 from rnncap.engine.train import train
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
 from tinydata import make_dataset, tiny_train_config, train_killed_after_first_epoch
@@ -81,6 +89,35 @@ def test_samples_follow_the_model_and_the_seed():
             assert all(t == 0 for t in row[end + 1 :])
     words = caption_words(a, [f"w{i}" for i in range(9)], model.config)
     assert [len(w) for w in words] == [e if e is not None else a.shape[1] for e in ends]
+
+
+def test_end_word_follows_finished_samples_only():
+    cfg = tiny().config  # end_id 2, padding 0
+    itos = [f"w{i}" for i in range(9)]
+    samples = torch.tensor([[4, 5, 2, 0], [4, 5, 6, 7], [2, 0, 0, 0]])  # ended, cut, empty
+    assert caption_words(samples, itos, cfg) == [["w4", "w5"], ["w4", "w5", "w6", "w7"], []]
+    assert caption_words(samples, itos, cfg, reward_end=True) == [
+        ["w4", "w5", END_WORD], ["w4", "w5", "w6", "w7"], [END_WORD],
+    ]  # fmt: skip
+
+
+def test_end_aware_reward_is_cider_d_with_an_end_word_on_both_sides():
+    references = [
+        ["a dog runs on the grass .", "A brown dog is running on grass", "a dog on the grass"],
+        ["two people ride bikes", "Two men are riding bicycles .", "people riding on a road"],
+    ]
+    candidates = [["a", "dog", "runs", "on", "the", "grass", END_WORD],
+                  ["a", "dog", "runs", "on", "the", END_WORD],  # cut after "the"
+                  ["two", "men", "riding", "a", END_WORD],
+                  ["two", "men", "riding", "bicycles", END_WORD]]  # fmt: skip
+    images = [0, 0, 1, 1]
+    got = reward_scorer(references, reward_end=True).score(images, candidates)
+    closed = [[ptb_tokenize(c) + [END_WORD] for c in refs] for refs in references]
+    # document frequencies over the two images' references, as the scorer has them
+    want = [brute_force_cider_d(closed, [c if j == i else [] for j in range(2)])[i]
+            for i, c in zip(images, candidates, strict=True)]  # fmt: skip
+    assert got == pytest.approx(want, abs=1e-12)
+    assert got[0] > got[1] and got[3] > got[2]  # an ending the references have pays
 
 
 def test_baseline_is_the_mean_of_the_other_samples():

@@ -25,6 +25,8 @@ _HELP = {
     "init": "start from this model folder or run folder (weights and vocabulary); "
     "the sizes, cell type and encoder then come from it",
     "samples_per_image": "scst: captions sampled per image, each rewarded against the others' mean",
+    "reward_end": "scst: an end word closes every reference and every finished sample, so CIDEr-D "
+    "also rewards how a caption ends (no 'a man rides a')",
     "cell_type": "recurrent cell: rnn | lstm | attn",
     "wordvec_dim": "word embedding size",
     "hidden_dim": "recurrent state size",

@@ -16,6 +16,8 @@ from tqdm import tqdm
 
 from rnncap.decode.beam import words_before_end
 from rnncap.decode.sample import sample_captions
+from rnncap.engine.cider import CiderD
+from rnncap.engine.ptb_tokenize import ptb_tokenize
 
 
 def sequence_log_probs(
@@ -58,9 +60,30 @@ def self_critical_loss(
     return -(advantage.detach() * log_probs).mean(), advantage
 
 
-def caption_words(samples: torch.Tensor, itos: Sequence[str], config) -> list[list[str]]:
-    """Sampled ids (B, L) -> the words of each caption (what CIDEr-D scores)."""
-    return [[itos[t] for t in words_before_end(row, config)] for row in samples.tolist()]
+END_WORD = "endofcaption"  # closes references and finished samples when the reward sees endings
+
+
+def reward_scorer(references: Sequence[Sequence[str]], reward_end: bool = False) -> CiderD:
+    """CIDEr-D over a split's references (raw strings, one list per image). With `reward_end`
+    each tokenised reference gets END_WORD appended, so n-grams such as "a END_WORD" (a caption
+    cut after "a") match nothing while "grass END_WORD" does."""
+    if not reward_end:
+        return CiderD(references)
+    return CiderD([[ptb_tokenize(c) + [END_WORD] for c in refs] for refs in references])
+
+
+def caption_words(
+    samples: torch.Tensor, itos: Sequence[str], config, reward_end: bool = False
+) -> list[list[str]]:
+    """Sampled ids (B, L) -> the words of each caption (what CIDEr-D scores); with `reward_end`
+    a caption that emitted <end> gets END_WORD after its words (one cut by the length limit not)."""
+    rows = samples.tolist()
+    words = [[itos[t] for t in words_before_end(row, config)] for row in rows]
+    if reward_end:
+        for row, caption in zip(rows, words, strict=True):
+            if config.end_id in row:
+                caption.append(END_WORD)
+    return words
 
 
 def scst_batch(
@@ -73,6 +96,7 @@ def scst_batch(
     samples_per_image: int,
     max_length: int,
     generator: torch.Generator | None = None,
+    reward_end: bool = False,
 ) -> tuple[torch.Tensor, dict]:
     """Sample, reward with CIDEr-D, and return the self-critical loss for one batch of images.
 
@@ -84,13 +108,13 @@ def scst_batch(
     cfg = model.config
     K = samples_per_image
     samples = sample_captions(model, features, K, max_length, generator=generator)  # (N*K, L)
-    words = caption_words(samples, itos, cfg)
+    words = caption_words(samples, itos, cfg, reward_end)
     rewards = torch.from_numpy(scorer.score(np.repeat(images, K), words))  # (N*K,)
     log_probs = sequence_log_probs(net, cfg, features, samples, K)
     loss, _ = self_critical_loss(log_probs, rewards, K)
     stats = {
         "reward": float(rewards.mean()),
-        "words": float(np.mean([len(w) for w in words])),
+        "words": float(np.mean([len(w) - (w[-1:] == [END_WORD]) for w in words])),
     }
     return loss, stats
 
@@ -112,7 +136,7 @@ def scst_epoch(run, batches: Sequence[torch.Tensor], epoch: int) -> dict:
         features = run.train_split.features[mine].to(device).float()
         loss, stats = scst_batch(
             model, run.net, features, np.array(mine), run.scorer, run.vocab.itos,
-            cfg.samples_per_image, cfg.max_caption_words, generator,
+            cfg.samples_per_image, cfg.max_caption_words, generator, cfg.reward_end,
         )  # fmt: skip
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -27,7 +27,7 @@ from rnncap.decode.beam import DecodeOptions
 from rnncap.decode.captioner import Captioner
 from rnncap.engine.cider import CiderD, cider_d
 from rnncap.engine.resume import TRAIN_STATE, Checkpoint, load_checkpoint
-from rnncap.engine.scst import scst_epoch
+from rnncap.engine.scst import reward_scorer, scst_epoch
 from rnncap.engine.splits import CaptionSplit, collate, head, load_split
 from rnncap.engine.train_config import TrainConfig
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
@@ -198,7 +198,7 @@ def _start(cfg: TrainConfig) -> _Run:
     run.optimizer = _optimizer(cfg, model)
     run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, _lr_lambda(cfg, total_steps))
     if cfg.objective == "scst":
-        run.scorer = CiderD(train_split.references)  # rewards: CIDEr-D against train references
+        run.scorer = reward_scorer(train_split.references, cfg.reward_end)  # train references
     if checkpoint is not None:
         _restore(run, checkpoint)
     if run.main:
@@ -263,6 +263,8 @@ def _restore(run: _Run, checkpoint: Checkpoint) -> None:
     run.best = json.loads(state["best"])
     run.start_epoch = int(state["epoch"]) + 1
     torch.set_rng_state(state["rng"])
+    if run.device.type == "cuda" and "cuda_rng" in state:  # dropout on CUDA draws from it
+        torch.cuda.set_rng_state(state["cuda_rng"], run.device)
     run.log(f"resumed from epoch {run.start_epoch - 1} in {run.out}")
 
 
@@ -352,6 +354,8 @@ def _save_last(run: _Run, epoch: int) -> None:
         "best": json.dumps(run.best),
         "rng": torch.get_rng_state(),
     }
+    if run.device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(run.device)
     save_model(
         run.out / "last", run.model, run.vocab, extra={"train": asdict(run.cfg), "epoch": epoch},
         files={TRAIN_STATE: lambda path: torch.save(state, path)},

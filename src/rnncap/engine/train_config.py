@@ -17,6 +17,7 @@ class TrainConfig:
     objective: str = "xe"  # xe: cross-entropy (teacher forcing) | scst: self-critical, CIDEr-D
     init: str = ""  # start from this model folder / run (its weights and vocabulary); scst needs it
     samples_per_image: int = 5  # scst: captions sampled per image (baseline: the others' mean)
+    reward_end: bool = False  # scst: CIDEr-D also scores the caption's ending (an end word)
     cell_type: str = "attn"  # rnn | lstm | attn
     wordvec_dim: int = 256
     hidden_dim: int = 512
