@@ -4,7 +4,8 @@
 #   pytest_gpu.txt     pytest -m gpu over the test files that hold GPU tests
 #   recurrent.txt      benchmarks/recurrent.py, eager and with --cuda-graphs
 #   beam_search.txt    benchmarks/beam_search.py
-#   caption.txt        benchmarks/caption_throughput.py (JPEGs decoded on the GPU, and by PIL)
+#   caption.txt        benchmarks/caption_throughput.py (JPEGs decoded on the GPU, and by PIL), at
+#                      batches of 32 and of 128 images
 #   features.txt       benchmarks/features.py (feature-cache build, both decoders)
 #   train_resume.txt   rnncap features + train (--deterministic), killed with SIGKILL after its
 #                      first checkpoint, resumed, and compared with an uninterrupted run
@@ -79,6 +80,8 @@ step "recurrent (graphs)" recurrent.txt 60 "$PY" benchmarks/recurrent.py --devic
 step "beam search" beam_search.txt 40 "$PY" benchmarks/beam_search.py --device $DEVICE "${BEAM[@]}"
 step "caption throughput" caption.txt 90 "$PY" benchmarks/caption_throughput.py --device $DEVICE \
   --data "$DATA" --split all --limit $IMAGES --workers $WORKERS
+[ $DRY = 1 ] || step "caption (batch 128)" caption.txt 60 "$PY" benchmarks/caption_throughput.py \
+  --device $DEVICE --data "$DATA" --split all --limit $IMAGES --workers $WORKERS --batch-size 128
 step "features throughput" features.txt 90 "$PY" benchmarks/features.py --device $DEVICE \
   --data "$DATA" --images $IMAGES --workers $WORKERS
 

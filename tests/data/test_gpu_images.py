@@ -51,8 +51,10 @@ def _bad_and_odd_files(folder: Path) -> list[Path]:
         image.save(buffer, **kw)
         files[name] = buffer.getvalue()
 
-    save("good.jpg", photo, format="JPEG", quality=90)
-    save("small.jpg", photo.resize((100, 75)), format="JPEG", quality=90)  # enlarged to S x S
+    # colour at full resolution (4:4:4): nvJPEG upsamples 4:2:0 chroma unlike libjpeg, which on
+    # this noise-like picture alone is several levels; real photos (EXAMPLES) stay 4:2:0 below
+    save("good.jpg", photo, format="JPEG", quality=90, subsampling=0)
+    save("small.jpg", photo.resize((100, 75)), format="JPEG", quality=90, subsampling=0)  # enlarged
     save("grey.jpg", photo.convert("L"), format="JPEG")
     save("cmyk.jpg", photo.convert("CMYK"), format="JPEG")
     exif = Image.Exif()

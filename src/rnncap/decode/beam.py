@@ -103,18 +103,22 @@ def _extend(scores, log_probs, finished, banned: list[int], pad_id: int):
 def _best_of_beams(history, scores, attn_history, cfg, length_penalty: float) -> Decoded:
     """Each image's best finished beam (by score / length**a with a length penalty a)."""
     N, K = scores.shape
-    out_tokens, out_scores, out_attn = [], [], []
+    rows, values_so_far = history.tolist(), scores.tolist()  # one copy from the device each
+    out_tokens, out_scores, best_rows = [], [], []
     for n in range(N):
-        candidates = [words_before_end(history[n * K + k].tolist(), cfg) for k in range(K)]
+        candidates = [words_before_end(rows[n * K + k], cfg) for k in range(K)]
         values = [
-            _normalise(float(scores[n, k]), len(candidates[k]), length_penalty) for k in range(K)
+            _normalise(values_so_far[n][k], len(candidates[k]), length_penalty) for k in range(K)
         ]
         best = max(range(K), key=lambda k: (values[k], -k))  # the first of equal values
         out_tokens.append(candidates[best])
         out_scores.append(values[best])
-        if attn_history is not None:
-            out_attn.append(attn_history[n * K + best, : len(candidates[best])].cpu())
-    return Decoded(out_tokens, out_scores, out_attn if attn_history is not None else None)
+        best_rows.append(n * K + best)
+    if attn_history is None:
+        return Decoded(out_tokens, out_scores, None)
+    maps = attn_history[best_rows].cpu()  # (N, t, P)
+    attn = [m[: len(t)].clone() for m, t in zip(maps, out_tokens, strict=True)]  # own storage
+    return Decoded(out_tokens, out_scores, attn)
 
 
 def words_before_end(sequence: list[int], cfg) -> list[int]:
@@ -129,16 +133,17 @@ def _block_repeats(log_probs: torch.Tensor, history: torch.Tensor, n: int) -> No
     """Forbid, in place, every word that would complete an n-gram already in the hypothesis.
 
     log_probs (B, V); history (B, t) the words emitted so far. For n = 2: if "in a" was emitted,
-    "a" cannot follow "in" again.
+    "a" cannot follow "in" again. All earlier positions are compared at once (no loop, no sync).
     """
-    t = history.shape[1]
-    if t < n - 1:
+    B, t = history.shape
+    if t < n:
         return
     prefix = history[:, t - n + 1 :]  # (B, n-1): the words the next one would extend
-    for j in range(t - n + 1):
-        match = (history[:, j : j + n - 1] == prefix).all(1)  # (B,)
-        rows = match.nonzero().squeeze(1)
-        log_probs[rows, history[rows, j + n - 1]] = float("-inf")
+    earlier = history[:, :-1].unfold(1, n - 1, 1) if n > 1 else history.new_empty(B, t, 0)
+    match = (earlier == prefix[:, None, :]).all(2)  # (B, t-n+1): earlier (n-1)-gram == prefix
+    followers = history[:, n - 1 :]  # (B, t-n+1): the word that came after each of them
+    hits = torch.zeros_like(log_probs).scatter_add_(1, followers, match.to(log_probs.dtype))
+    log_probs.masked_fill_(hits > 0, float("-inf"))
 
 
 def _check_arguments(beam_size: int, no_repeat_ngram: int) -> None:
