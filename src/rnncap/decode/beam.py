@@ -178,6 +178,27 @@ def _constrain(log_probs, history, bonus, no_repeat_ngram: int, no_end_after, en
     return log_probs
 
 
+def _step_alive(model, tokens, state, finished, static: set):
+    """`model.step` on the hypotheses still going: (log_probs (N*K, V), state, weights).
+
+    A finished hypothesis is only ever extended by padding, whatever the model says, so on a
+    CPU (where the cost grows with the rows) its row is skipped: its state stays as it was and
+    its log-probabilities and attention are zeros. On a GPU the whole batch costs the same.
+    """
+    alive = (~finished).view(-1).nonzero().squeeze(1)  # (A,)
+    if tokens.device.type != "cpu" or len(alive) == len(tokens):
+        return model.step(tokens, state)
+    log_probs, sub_state, weights = model.step(tokens[alive], tuple(s[alive] for s in state))
+    full = log_probs.new_zeros(len(tokens), log_probs.shape[1]).index_copy_(0, alive, log_probs)
+    state = tuple(
+        s if i in static else s.index_copy(0, alive, new)
+        for i, (s, new) in enumerate(zip(state, sub_state, strict=True))
+    )
+    if weights is not None:
+        weights = weights.new_zeros(len(tokens), weights.shape[1]).index_copy_(0, alive, weights)
+    return full, state, weights
+
+
 @torch.no_grad()
 def greedy(
     model, features: torch.Tensor, max_length: int | None = None, no_repeat_ngram: int = 0
@@ -226,7 +247,7 @@ def beam_search(
     bonus = _per_hypothesis(word_bonus, N, K, dtype, device)  # (N*K, V) | None
 
     for _ in range(max_length):
-        log_probs, state, weights = model.step(tokens, state)  # (N*K, V)
+        log_probs, state, weights = _step_alive(model, tokens, state, finished, static)
         log_probs = _constrain(log_probs.to(dtype), history, bonus, no_repeat_ngram,
                                no_end_after, cfg.end_id)  # fmt: skip
         scores, beam, word = _extend(scores, log_probs, finished, banned, cfg.pad_id)

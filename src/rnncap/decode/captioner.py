@@ -121,6 +121,7 @@ class Captioner:
             use_backend(model, backend, folder)
         self.name = name
         self._guide = None  # classifier guidance, built on first use
+        self._onnx_decoder = None  # with the onnx backend: the step in ONNX Runtime, on first use
 
     @property
     def backend(self) -> str:
@@ -146,6 +147,24 @@ class Captioner:
         changes = {k: v for k, v in changes.items() if v is not None}
         return dataclasses.replace(self.options, **changes) if changes else self.options
 
+    def _decoder(self):
+        """What the beam search steps: the model itself, or with the onnx backend its ONNX Runtime
+        twin (`rnncap.models.onnx_decoder`), exported from the weights as they are at first use.
+        If the step cannot be exported, one line on stderr and the torch step."""
+        if self.backend != "onnx" or self.device.type != "cpu":
+            return self.model
+        if self._onnx_decoder is None:
+            from rnncap.models.onnx_decoder import onnx_decoder_for
+
+            try:
+                self._onnx_decoder = onnx_decoder_for(self.model)
+            except Exception as error:
+                reason = " ".join(str(error).split()) or type(error).__name__
+                print(f"rnncap: ONNX decoder step unavailable ({reason}); using torch",
+                      file=sys.stderr)  # fmt: skip
+                self._onnx_decoder = self.model
+        return self._onnx_decoder
+
     # ------------------------------------------------------------------ features -> captions
     @torch.inference_mode()
     def caption_features(
@@ -157,7 +176,7 @@ class Captioner:
         """Encoder features (N, C, h, w) or (N, C) -> a `Caption` per image (one batched search)."""
         features = features.to(self.device, non_blocking=True).float()
         options = options or self.options
-        decoded = decode(self.model, features, options, self._word_bonus(features, options),
+        decoded = decode(self._decoder(), features, options, self._word_bonus(features, options),
                          self._no_end_after(options))  # fmt: skip
         grid = tuple(features.shape[2:4]) if features.dim() == 4 else None
         attention = decoded.attention or [None] * len(decoded.tokens)

@@ -96,7 +96,7 @@ class OnnxEncoder:
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         self.path = Path(path)
         self.threads = threads
-        self._session = _open_session(self.path, threads or torch.get_num_threads())
+        self._session = open_session(self.path, threads or torch.get_num_threads())
         meta = self._session.get_modelmeta().custom_metadata_map
         if _META + "encoder" not in meta:
             raise ValueError(f"{self.path}: not an encoder exported by rnncap (no metadata)")
@@ -151,7 +151,7 @@ class OnnxEncoder:
         )
 
 
-def _open_session(path: Path, threads: int):
+def open_session(path: Path, threads: int):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
