@@ -108,3 +108,14 @@ def test_captioner_falls_back_to_the_torch_step(tmp_path, monkeypatch, capsys):
         .err.strip()
         .endswith("ONNX decoder step unavailable (no exporter here); using torch")
     )
+
+
+def test_model_folder_copy_used_only_for_the_same_weights(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    model = tiny("attn")
+    export_step(model, tmp_path / "model" / onnx_decoder.STEP_FILE)
+    assert onnx_decoder_for(model, tmp_path / "model").path.parent == tmp_path / "model"
+    assert capsys.readouterr().err == ""
+    other = onnx_decoder_for(tiny("attn", seed=1), tmp_path / "model")
+    assert other.path.parent == tmp_path / "cache" / "rnncap" / "decoders"
+    assert "was exported from other weights" in capsys.readouterr().err

@@ -66,10 +66,11 @@ def load(
     """A `Captioner` for a model folder ("default": the bundled model, or a run folder).
 
     device: "auto" (CUDA when available), "cpu", "cuda", "cuda:N" or a torch.device.
-    backend: how the image encoder runs: "onnx" (ONNX Runtime, CPU only), "torch", or "auto"
-    (the default; None means the same): onnx on a CPU when onnxruntime is installed, else torch.
-    The decoder runs in torch either way. The ONNX graph is the model folder's encoder.onnx
-    (`rnncap export`) or one exported into the user cache on first use.
+    backend: how the image encoder and the decoder step run: "onnx" (ONNX Runtime, CPU only),
+    "torch", or "auto" (the default; None means the same): onnx on a CPU when onnxruntime is
+    installed, else torch. The beam search itself runs in torch either way. The encoder graph is
+    the model folder's encoder.onnx (`rnncap export`) or one exported into the user cache on
+    first use; the decoder step's graph is exported into the user cache on first use.
     Decoding defaults come from the folder's config.json "decoding" entry when it has one.
     """
     from rnncap.models.folder import CONFIG, load_model, read_config, resolve_model_dir
@@ -99,8 +100,9 @@ class Captioner:
     model: a `CaptioningRNN` in eval mode (on its device); vocab: its `Vocabulary`;
     options: the default `DecodeOptions` (each call may override beam and max_length);
     backend: "auto", "onnx" or "torch" swaps the model's image encoder accordingly (see `load`),
-    None leaves it alone; `self.backend` is the one in use. folder: the model folder, where an
-    exported encoder.onnx is looked for first.
+    None leaves it alone; `self.backend` is the one in use; with "onnx" on a CPU the decoder step
+    runs in ONNX Runtime as well. folder: the model folder, where an exported encoder.onnx and
+    decoder_step.onnx are looked for first.
     """
 
     def __init__(
@@ -122,6 +124,7 @@ class Captioner:
         self.name = name
         self._guide = None  # classifier guidance, built on first use
         self._onnx_decoder = None  # with the onnx backend: the step in ONNX Runtime, on first use
+        self._folder = folder  # where an exported decoder_step.onnx is looked for first
 
     @property
     def backend(self) -> str:
@@ -157,7 +160,7 @@ class Captioner:
             from rnncap.models.onnx_decoder import onnx_decoder_for
 
             try:
-                self._onnx_decoder = onnx_decoder_for(self.model)
+                self._onnx_decoder = onnx_decoder_for(self.model, self._folder)
             except Exception as error:
                 reason = " ".join(str(error).split()) or type(error).__name__
                 print(f"rnncap: ONNX decoder step unavailable ({reason}); using torch",

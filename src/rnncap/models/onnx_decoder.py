@@ -4,8 +4,9 @@ CPU (embedding, recurrent cell, attention, output layer and log-softmax in one g
 
 `OnnxDecoder` looks like the captioner to `rnncap.decode.beam`: `config`, `static_state`,
 `init_state` (torch: the feature projection runs once per batch) and `step` (ONNX Runtime). The
-beam bookkeeping stays in torch. A step graph is exported once per set of decoder weights into
-the user cache (`$XDG_CACHE_HOME/rnncap/decoders/`), like the encoder.
+beam bookkeeping stays in torch. A step graph is exported once per set of decoder weights: into
+a model folder by `rnncap export` (decoder_step.onnx), or on first use into the user cache
+(`$XDG_CACHE_HOME/rnncap/decoders/`), like the encoder.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from torch import nn
 from rnncap.models.onnx_encoder import OPSET, cache_dir, open_session
 from rnncap.utils.io import atomic_write
 
+STEP_FILE = "decoder_step.onnx"  # the exported step's name inside a model folder
 TOKENS, LOG_PROBS, WEIGHTS = "tokens", "log_probs", "weights"
+_DIGEST_KEY = "rnncap.decoder_sha256"  # graph metadata: the weights it was exported from
 
 
 class _StepGraph(nn.Module):
@@ -63,8 +66,11 @@ def export_step(model, path: str | Path, opset: int = OPSET) -> Path:
 
     Inputs: tokens (B,) int64, then state entries s0, s1, ... as `init_state` returns them
     (batch and attention grid size dynamic); outputs: log_probs, the entries that change
-    (h0, h1, ...) and, for the attention model, its weights (B, P).
+    (h0, h1, ...) and, for the attention model, its weights (B, P). The decoder's digest
+    travels in the graph's metadata.
     """
+    import onnx
+
     state = _example_state(model)
     static = set(model.static_state)
     inputs = [TOKENS] + [f"s{i}" for i in range(len(state))]
@@ -82,8 +88,10 @@ def export_step(model, path: str | Path, opset: int = OPSET) -> Path:
             _StepGraph(model).eval(), (tokens, *state), buffer, dynamo=False,
             opset_version=opset, input_names=inputs, output_names=outputs, dynamic_axes=axes,
         )  # fmt: skip
+    graph = onnx.load_model_from_string(buffer.getvalue())
+    graph.metadata_props.add(key=_DIGEST_KEY, value=decoder_digest(model))
     path = Path(path)
-    atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+    atomic_write(path, lambda tmp: tmp.write_bytes(graph.SerializeToString()))
     return path
 
 
@@ -99,6 +107,8 @@ class OnnxDecoder:
         self.static_state = model.static_state
         self._static, self._threads = set(model.static_state), threads
         self._session = open_session(self.path, threads or torch.get_num_threads())
+        meta = self._session.get_modelmeta().custom_metadata_map
+        self.weights_sha256 = meta.get(_DIGEST_KEY, "")
 
     def __getstate__(self) -> dict:  # a session does not pickle: reopen the file instead
         return {"model": self.model, "path": self.path, "threads": self._threads}
@@ -119,12 +129,20 @@ class OnnxDecoder:
         return log_probs, new_state, next(outputs, None)
 
 
-def onnx_decoder_for(model, threads: int | None = None) -> OnnxDecoder:
-    """The ONNX Runtime twin of a CPU captioner's decoder: its step graph from the user cache,
+def onnx_decoder_for(
+    model, folder: str | Path | None = None, threads: int | None = None
+) -> OnnxDecoder:
+    """The ONNX Runtime twin of a CPU captioner's decoder: a model folder's decoder_step.onnx
+    (`rnncap export`) when it was exported from these very weights, else the user cache's copy,
     exported there on first use (one line on stderr)."""
-    key = hashlib.sha256(
-        f"{decoder_digest(model)}:torch {torch.__version__}:opset {OPSET}".encode()
-    )
+    digest = decoder_digest(model)
+    if folder is not None and (Path(folder) / STEP_FILE).is_file():
+        bundled = OnnxDecoder(model, Path(folder) / STEP_FILE, threads)
+        if bundled.weights_sha256 == digest:
+            return bundled
+        print(f"rnncap: {bundled.path} was exported from other weights; using the user cache "
+              "instead", file=sys.stderr)  # fmt: skip
+    key = hashlib.sha256(f"{digest}:torch {torch.__version__}:opset {OPSET}".encode())
     path = cache_dir() / "decoders" / f"{model.config.cell_type}-{key.hexdigest()[:16]}.onnx"
     if not path.is_file():
         print(f"rnncap: exporting the decoder step to ONNX once: {path}", file=sys.stderr)

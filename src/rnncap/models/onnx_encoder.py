@@ -283,7 +283,8 @@ def use_backend(
 ) -> str:
     """Give a `CaptioningRNN` the encoder of `backend`; returns the backend it ends up with.
 
-    Only the encoder changes: the decoder runs in torch either way. A model whose encoder is not
+    Only the encoder changes (a `Captioner` with the onnx backend also steps its decoder in
+    ONNX Runtime: `rnncap.models.onnx_decoder`). A model whose encoder is not
     built yet gets a `DeferredEncoder` (nothing is built until the encoder is used); a built
     torch encoder is swapped now. 'torch' puts back a torch encoder where an ONNX one was set.
     """
