@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 
 from rnncap.data.images import open_image
-from rnncap.decode.beam import DecodeOptions
 from rnncap.decode.captioner import load
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,7 +49,7 @@ def main() -> int:
     onnx_features = encode(onnx_captioner.model.encoder, images, args.batch_size)
     del images
 
-    options = DecodeOptions(beam_size=args.beam)
+    options = captioner.decode_options(beam=args.beam)  # the model's own settings otherwise
     by_torch = captioner.caption_feature_batches(torch_features, options, args.batch_size)
     by_onnx = onnx_captioner.caption_feature_batches(onnx_features, options, args.batch_size)
     differ = [

@@ -88,12 +88,13 @@ def measure(model, vocab, paths, images, args, device: torch.device):
     """-> rows (threads, backend, decoder, encoder s, pipeline s), {(threads, backend): texts}."""
     thread_counts, backends, decoders = variants(args, device)
     torch_encoder = model.encoder
-    captioner = Captioner(model, vocab, DecodeOptions(beam_size=args.beam))
     rows, captions = [], {}
     for threads in thread_counts:
         torch.set_num_threads(threads)
         for backend in backends:
             set_backend(model, torch_encoder, backend, threads)
+            # a captioner per variant: the onnx one builds its decoder step for these threads
+            captioner = Captioner(model, vocab, DecodeOptions(beam_size=args.beam))
             encoder = model.encoder
             # Reference: the encoder alone on images decoded and preprocessed beforehand.
             with torch.inference_mode():
@@ -102,9 +103,8 @@ def measure(model, vocab, paths, images, args, device: torch.device):
                     partial(encode_all, encoder, images, args.batch_size, device), device
                 )
             for decoder, device_decode in decoders:
-                results = []
-                if device.type == "cuda":  # warm-up: decoder, cuDNN
-                    caption_into(results, captioner, paths[: args.batch_size], args, device_decode)
+                results = []  # warm-up: the ONNX decoder step's session, nvJPEG, cuDNN
+                caption_into(results, captioner, paths[: args.batch_size], args, device_decode)
                 run = partial(caption_into, results, captioner, paths, args, device_decode)
                 rows.append((threads, backend, decoder, encoder_s, timed(run, device)))
                 captions.setdefault((threads, backend), [getattr(r, "text", None) for r in results])
