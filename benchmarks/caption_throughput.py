@@ -41,7 +41,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model", default="default", help="model spec (default: default)")
     parser.add_argument("--untrained", action="store_true", help="untrained default-size model")
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch")
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="DataLoader workers (default: as rnncap caption)"
+    )
     parser.add_argument("--beam", type=int, default=3, help="beam size")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     add_variant_options(parser)
@@ -152,7 +154,8 @@ def main() -> None:
     rows, captions = measure(model, vocab, paths, images, args, device)
     header = (
         f"model: {name}; {len(paths)} images ({args.split}), batch {args.batch_size}, "
-        f"{args.workers} workers, beam {args.beam}, device {device}"
+        f"{'auto' if args.workers is None else args.workers} workers, beam {args.beam}, "
+        f"device {device}"
     )
     report(rows, captions, len(paths), header)
 

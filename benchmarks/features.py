@@ -41,7 +41,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--images", type=int, default=256, help="how many images to encode")
     p.add_argument("--encoder", default="efficientnet_lite0")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=None, help="default: as rnncap features")
     p.add_argument("--device", default="cpu")
     add_variant_options(p)
     return p.parse_args()
@@ -120,7 +120,7 @@ def main() -> int:
     rows = measure(torch_encoder, paths, images, args, device)
     header = (
         f"feature cache, {len(paths)} images, {args.encoder}, batch {args.batch_size}, "
-        f"{args.workers} workers, {args.device}"
+        f"{'auto' if args.workers is None else args.workers} workers, {args.device}"
     )
     report(rows, len(paths), header)
     return 0

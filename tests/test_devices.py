@@ -126,3 +126,17 @@ def test_train_killed_and_resumed_equals_uninterrupted(dataset, tmp_path, monkey
     epochs = [json.loads(x)["epoch"] for x in (killed / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2]
     assert not torch.are_deterministic_algorithms_enabled()  # the setting did not leak out
+
+
+def test_decode_workers_leave_the_model_its_cores(monkeypatch):
+    from rnncap.utils import device as device_module
+
+    assert device_module.decode_workers(3, "cpu") == 3  # given: kept, even 0
+    assert device_module.decode_workers(0, "cuda") == 0
+    threads = torch.get_num_threads()
+    for cores, cpu_want, cuda_want in [(2, max(0, 2 - threads), 1), (64, min(8, 64 - threads), 8)]:
+        monkeypatch.setattr(device_module.os, "cpu_count", lambda cores=cores: cores)
+        assert device_module.decode_workers(None, "cpu") == cpu_want
+        assert device_module.decode_workers(None, torch.device("cuda")) == cuda_want
+    monkeypatch.setattr(device_module.os, "cpu_count", lambda: None)  # unknown: one core
+    assert device_module.decode_workers(None, "cpu") == 0

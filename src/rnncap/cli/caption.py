@@ -62,8 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=2,
-        help="DataLoader processes decoding images (default: 2; 0 = in the main process)",
+        default=None,
+        help="DataLoader processes decoding images (default: the cores the model's threads leave "
+        "free, at most 8; 0 = in the main process)",
     )
     parser.add_argument(
         "--show-tell",
@@ -82,7 +83,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--beam must be between 1 and {MAX_BEAM}")
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
-    if args.workers < 0:
+    if args.workers is not None and args.workers < 0:
         raise UsageError("--workers must be 0 or more")
     if args.max_length is not None and not 1 <= args.max_length <= MAX_LENGTH:
         raise UsageError(f"--max-length must be between 1 and {MAX_LENGTH}")

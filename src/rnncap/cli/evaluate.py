@@ -29,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--features", default=None, help="feature cache to read and extend (default: temporary)"
     )
     parser.add_argument("--batch-size", type=int, default=100, help="images decoded at once")
-    parser.add_argument("--workers", type=int, default=2, help="image-decoding processes")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="image-decoding processes (default: the cores the model's threads "
+                        "leave free, at most 8)")  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     add_backend_argument(parser)
     parser.add_argument("--limit", type=int, default=0, help="first N images only (0: all)")

@@ -45,7 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=int, default=64, help="images per forward pass (default: 64)"
     )
     parser.add_argument(
-        "--workers", type=int, default=2, help="DataLoader processes opening images (default: 2)"
+        "--workers",
+        type=int,
+        default=None,
+        help="DataLoader processes opening images (default: the cores the encoder's threads "
+        "leave free, at most 8)",
     )
     parser.add_argument(
         "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)"
@@ -67,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         for flag in ("batch_size", "shard_size"):
             if getattr(args, flag) < 1:
                 raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
-        if args.workers < 0:
+        if args.workers is not None and args.workers < 0:
             raise UsageError("--workers must be 0 or more")
         device = resolve_device(args.device)
         dataset = load_dataset(args.data, args.format, args.split)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rnncap.utils.device import decode_workers
 from rnncap.utils.io import InvalidFileError, atomic_write, atomic_write_text, first_line
 
 if TYPE_CHECKING:
@@ -302,14 +303,15 @@ def build_cache(
     cache: FeatureCache,
     device: torch.device | str = "cpu",
     batch_size: int = 64,
-    workers: int = 2,
+    workers: int | None = None,
     shard_size: int = 1024,
     progress: bool = True,
     device_decode: bool = True,
 ) -> BuildStats:
     """Encode every image of `paths` that `cache` lacks and add the features to it.
 
-    Images are opened and preprocessed (`encoder.preprocess`) by `workers` DataLoader processes,
+    Images are opened and preprocessed (`encoder.preprocess`) by `workers` DataLoader processes
+    (None: the cores the encoder leaves free, `rnncap.utils.device.decode_workers`),
     encoded in batches under `torch.inference_mode` and stored as float16, `shard_size` images
     per shard; stopping at any point keeps every finished shard, so a rerun resumes. On CUDA
     with `device_decode` JPEGs are decoded and preprocessed on the GPU instead
@@ -332,6 +334,7 @@ def build_cache(
     device = torch.device(device)
     encoder = encoder.to(device).eval()
     paths = [by_key[k] for k in todo]
+    workers = decode_workers(workers, device)
     loader = _image_batches(paths, encoder, device, batch_size, workers, device_decode)
     pending_keys: list[str] = []
     pending: list[torch.Tensor] = []

@@ -302,15 +302,16 @@ class Captioner:
         paths: Sequence[str | os.PathLike],
         progress: bool = True,
         batch_size: int = 32,
-        workers: int = 2,
+        workers: int | None = None,
         beam: int | None = None,
         max_length: int | None = None,
         device_decode: bool = True,
     ) -> Iterator[Caption | Failed]:
         """Caption image files, yielding one `Caption` or `Failed` per path, in the input order.
 
-        `workers` DataLoader processes open and preprocess the images (0: in this process) while
-        this one runs the encoder and the beam search on batches of `batch_size` images. On CUDA
+        `workers` DataLoader processes open and preprocess the images (0: in this process; None:
+        the cores the model leaves free, `rnncap.utils.device.decode_workers`) while this one
+        runs the encoder and the beam search on batches of `batch_size` images. On CUDA
         with `device_decode` the workers only read the files and JPEGs are decoded and
         preprocessed on the GPU (`rnncap.data.gpu_images`); other files take the PIL path.
         """
@@ -319,7 +320,10 @@ class Captioner:
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        from rnncap.utils.device import decode_workers
+
         options = self.decode_options(beam, max_length)
+        workers = decode_workers(workers, self.device)
         encoder = self.model.encoder  # built once here, before the workers fork
         if device_decode and self.device.type == "cuda":
             from rnncap.data.gpu_images import device_batches

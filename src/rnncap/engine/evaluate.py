@@ -24,14 +24,16 @@ class EvalConfig:
     max_length: int | None = None  # None: the model's decoding setting
     features: str | None = None  # feature cache folder; None: a temporary one
     batch_size: int = 100  # images decoded at once
-    workers: int = 2  # image-decoding processes when features are computed
+    workers: int | None = None  # image-decoding processes when features are computed (None: auto)
     device: str = "auto"
     backend: str = "auto"  # how the image encoder runs: auto | onnx | torch
     limit: int = 0  # first N images only (0: all)
     progress: bool = True
 
 
-def split_features(model, samples, cache_dir: str | None, device, workers: int, progress: bool):
+def split_features(
+    model, samples, cache_dir: str | None, device, workers: int | None, progress: bool
+):
     """Encoder features (I, ...) float16 for the samples' images, through a feature cache."""
     from rnncap.data.features import FeatureCache, build_cache
 

@@ -60,3 +60,16 @@ def cuda_math(tf32: bool, deterministic: bool = False) -> Iterator[None]:
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
         torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+
+
+def decode_workers(workers: int | None, device) -> int:
+    """DataLoader processes that open and decode images next to the model: `workers` when given,
+    else the cores the model leaves free, at most 8. On a CPU the model's intra-op threads
+    (torch.get_num_threads()) take their cores, so a 2-core machine decodes in the main process
+    (worker processes there only compete with the encoder); a GPU leaves all but one core free."""
+    import torch
+
+    if workers is not None:
+        return workers
+    busy = torch.get_num_threads() if torch.device(device).type == "cpu" else 1
+    return max(0, min(8, (os.cpu_count() or 1) - busy))
