@@ -95,7 +95,6 @@ def measure(model, vocab, paths, images, args, device: torch.device):
         torch.set_num_threads(threads)
         for backend in backends:
             set_backend(model, torch_encoder, backend, threads)
-            # a captioner per variant: the onnx one builds its decoder step for these threads
             captioner = Captioner(model, vocab, DecodeOptions(beam_size=args.beam))
             encoder = model.encoder
             # Reference: the encoder alone on images decoded and preprocessed beforehand.
@@ -105,7 +104,7 @@ def measure(model, vocab, paths, images, args, device: torch.device):
                     partial(encode_all, encoder, images, args.batch_size, device), device
                 )
             for decoder, device_decode in decoders:
-                results = []  # warm-up: the ONNX decoder step's session, nvJPEG, cuDNN
+                results = []  # warm-up: the ONNX session, nvJPEG, cuDNN
                 caption_into(results, captioner, paths[: args.batch_size], args, device_decode)
                 run = partial(caption_into, results, captioner, paths, args, device_decode)
                 rows.append((threads, backend, decoder, encoder_s, timed(run, device)))

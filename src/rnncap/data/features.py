@@ -334,7 +334,6 @@ def build_cache(
     device = torch.device(device)
     encoder = encoder.to(device).eval()
     paths = [by_key[k] for k in todo]
-    workers = decode_workers(workers, device)
     loader = _image_batches(paths, encoder, device, batch_size, workers, device_decode)
     pending_keys: list[str] = []
     pending: list[torch.Tensor] = []
@@ -360,12 +359,16 @@ def build_cache(
     return stats
 
 
-def _image_batches(paths, encoder, device, batch_size: int, workers: int, device_decode: bool):
+def _image_batches(
+    paths, encoder, device, batch_size: int, workers: int | None, device_decode: bool
+):
     """(images (B, 3, S, S) | None, indices, [(message, index)]) batches: JPEGs decoded on the
     GPU when `device` is CUDA and `device_decode`, else by PIL in DataLoader workers."""
     from torch.utils.data import DataLoader
 
     from rnncap.data.images import ImageFiles, collate_images
+
+    workers = decode_workers(workers, device)
 
     if device_decode and device.type == "cuda":
         from rnncap.data.gpu_images import device_batches

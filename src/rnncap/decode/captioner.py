@@ -66,11 +66,10 @@ def load(
     """A `Captioner` for a model folder ("default": the bundled model, or a run folder).
 
     device: "auto" (CUDA when available), "cpu", "cuda", "cuda:N" or a torch.device.
-    backend: how the image encoder and the decoder step run: "onnx" (ONNX Runtime, CPU only),
-    "torch", or "auto" (the default; None means the same): onnx on a CPU when onnxruntime is
-    installed, else torch. The beam search itself runs in torch either way. The encoder graph is
-    the model folder's encoder.onnx (`rnncap export`) or one exported into the user cache on
-    first use; the decoder step's graph is exported into the user cache on first use.
+    backend: how the image encoder runs: "onnx" (ONNX Runtime, CPU only), "torch", or "auto"
+    (the default; None means the same): onnx on a CPU when onnxruntime is installed, else torch.
+    The decoder runs in torch either way. The ONNX graph is the model folder's encoder.onnx
+    (`rnncap export`) or one exported into the user cache on first use.
     Decoding defaults come from the folder's config.json "decoding" entry when it has one.
     """
     from rnncap.models.folder import CONFIG, load_model, read_config, resolve_model_dir
@@ -100,9 +99,8 @@ class Captioner:
     model: a `CaptioningRNN` in eval mode (on its device); vocab: its `Vocabulary`;
     options: the default `DecodeOptions` (each call may override beam and max_length);
     backend: "auto", "onnx" or "torch" swaps the model's image encoder accordingly (see `load`),
-    None leaves it alone; `self.backend` is the one in use; with "onnx" on a CPU the decoder step
-    runs in ONNX Runtime as well. folder: the model folder, where an exported encoder.onnx and
-    decoder_step.onnx are looked for first.
+    None leaves it alone; `self.backend` is the one in use. folder: the model folder, where an
+    exported encoder.onnx is looked for first.
     """
 
     def __init__(
@@ -123,8 +121,6 @@ class Captioner:
             use_backend(model, backend, folder)
         self.name = name
         self._guide = None  # classifier guidance, built on first use
-        self._onnx_decoder = None  # with the onnx backend: the step in ONNX Runtime, on first use
-        self._folder = folder  # where an exported decoder_step.onnx is looked for first
 
     @property
     def backend(self) -> str:
@@ -150,24 +146,6 @@ class Captioner:
         changes = {k: v for k, v in changes.items() if v is not None}
         return dataclasses.replace(self.options, **changes) if changes else self.options
 
-    def _decoder(self):
-        """What the beam search steps: the model itself, or with the onnx backend its ONNX Runtime
-        twin (`rnncap.models.onnx_decoder`), exported from the weights as they are at first use.
-        If the step cannot be exported, one line on stderr and the torch step."""
-        if self.backend != "onnx" or self.device.type != "cpu":
-            return self.model
-        if self._onnx_decoder is None:
-            from rnncap.models.onnx_decoder import onnx_decoder_for
-
-            try:
-                self._onnx_decoder = onnx_decoder_for(self.model, self._folder)
-            except Exception as error:
-                reason = " ".join(str(error).split()) or type(error).__name__
-                print(f"rnncap: ONNX decoder step unavailable ({reason}); using torch",
-                      file=sys.stderr)  # fmt: skip
-                self._onnx_decoder = self.model
-        return self._onnx_decoder
-
     # ------------------------------------------------------------------ features -> captions
     @torch.inference_mode()
     def caption_features(
@@ -179,7 +157,7 @@ class Captioner:
         """Encoder features (N, C, h, w) or (N, C) -> a `Caption` per image (one batched search)."""
         features = features.to(self.device, non_blocking=True).float()
         options = options or self.options
-        decoded = decode(self._decoder(), features, options, self._word_bonus(features, options),
+        decoded = decode(self.model, features, options, self._word_bonus(features, options),
                          self._no_end_after(options))  # fmt: skip
         grid = tuple(features.shape[2:4]) if features.dim() == 4 else None
         attention = decoded.attention or [None] * len(decoded.tokens)
@@ -318,10 +296,10 @@ class Captioner:
         from torch.utils.data import DataLoader
         from tqdm import tqdm
 
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         from rnncap.utils.device import decode_workers
 
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         options = self.decode_options(beam, max_length)
         workers = decode_workers(workers, self.device)
         encoder = self.model.encoder  # built once here, before the workers fork

@@ -96,7 +96,7 @@ class OnnxEncoder:
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         self.path = Path(path)
         self.threads = threads
-        self._session = open_session(self.path, threads or torch.get_num_threads())
+        self._session = _open_session(self.path, threads or torch.get_num_threads())
         meta = self._session.get_modelmeta().custom_metadata_map
         if _META + "encoder" not in meta:
             raise ValueError(f"{self.path}: not an encoder exported by rnncap (no metadata)")
@@ -151,7 +151,7 @@ class OnnxEncoder:
         )
 
 
-def open_session(path: Path, threads: int):
+def _open_session(path: Path, threads: int):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -286,8 +286,7 @@ def use_backend(
 ) -> str:
     """Give a `CaptioningRNN` the encoder of `backend`; returns the backend it ends up with.
 
-    Only the encoder changes (a `Captioner` with the onnx backend also steps its decoder in
-    ONNX Runtime: `rnncap.models.onnx_decoder`). A model whose encoder is not
+    Only the encoder changes: the decoder runs in torch either way. A model whose encoder is not
     built yet gets a `DeferredEncoder` (nothing is built until the encoder is used); a built
     torch encoder is swapped now. 'torch' puts back a torch encoder where an ONNX one was set.
     """
