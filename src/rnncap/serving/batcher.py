@@ -1,7 +1,8 @@
 """Micro-batching for the web service: concurrent requests share one model call.
 
-Requests wait in an asyncio queue; a single worker takes up to `max_batch` images (waiting at most
-`max_wait_ms` for more) and runs one model call in a thread, so model calls never overlap.
+Requests wait in an asyncio queue; a single worker takes up to `max_batch` images and runs one
+model call in a thread, so model calls never overlap. What piled up during the last call goes at
+once; a request that finds the server idle waits at most `max_wait_ms` for others to join.
 """
 
 from __future__ import annotations
@@ -91,10 +92,13 @@ class MicroBatcher:
         return job
 
     async def _collect(self) -> list[_Job]:
+        """The next batch. Requests that piled up while the model ran go at once; a request
+        that finds the server idle waits up to `max_wait_ms` for others to join it."""
         loop = asyncio.get_running_loop()
         jobs = [await self._next(None)]
         size = len(jobs[0].images)
-        deadline = loop.time() + self.max_wait_ms / 1000
+        idle = self._queue.empty()  # nothing else waiting: others may be about to arrive
+        deadline = loop.time() + (self.max_wait_ms / 1000 if idle else 0.0)
         while size < self.max_batch:
             job = await self._next(deadline - loop.time())
             if job is None:
