@@ -49,3 +49,37 @@ def assert_error_like(
         f"{trusted_error:.3e}, the float32 rounding size {floor:.3e}"
     )
     return error, trusted_error
+
+
+# ---------------------------------------------------------------- a recurrent layer vs torch.nn
+SIZE = dict(N=16, T=12, D=32, H=64)  # the float32-against-float64 checks of RNN and LSTM
+
+
+def recurrent_terms(names: list[str]) -> dict[str, int]:
+    """Rounded operations behind each result of a recurrent layer at SIZE: a state (out, dx,
+    dh0, ...) depends on T steps of D + H products each; a weight gradient (dW*, db) sums that
+    over the N sequences."""
+    steps = SIZE["T"] * (SIZE["D"] + SIZE["H"])
+    return {n: SIZE["N"] * steps if n.startswith(("dW", "db")) else steps for n in names}
+
+
+def assert_all_close(names, ours, ref, tol: float) -> None:
+    """Each named result of ours equals ref's to `tol` (absolute and relative)."""
+    for name, a, b in zip(names, ours, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol, msg=name)
+
+
+def assert_all_errors_like(names, ours, trusted, want) -> None:
+    """`assert_error_like` for each named result, its terms from `recurrent_terms`."""
+    terms = recurrent_terms(names)
+    for name, got, t, w in zip(names, ours, trusted, want, strict=True):
+        assert_error_like(name, got, t, w, terms[name])
+
+
+def assert_all_within_rounding(names, ours, trusted, want, unit: float) -> None:
+    """Each named result is off `want` by at most the rounding size of `unit` (e.g. TF32's)."""
+    terms = recurrent_terms(names)
+    for name, got, t, w in zip(names, ours, trusted, want, strict=True):
+        bound = rounding_size(w, terms[name], unit)
+        error, trusted_error = max_error(got, w), max_error(t, w)
+        assert error <= bound, f"{name}: {error:.2e} > {bound:.2e} (torch.nn {trusted_error:.2e})"

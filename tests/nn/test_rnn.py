@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cuda_helpers import U_TF32, assert_error_like, max_error, rounding_size
+from cuda_helpers import (
+    SIZE,
+    U_TF32,
+    assert_all_close,
+    assert_all_errors_like,
+    assert_all_within_rounding,
+)
 from rnncap.nn import RNN
 from rnncap.utils.device import cuda_math
 
@@ -37,24 +43,13 @@ NAMES = ["out", "dx", "dh0", "dWx", "dWh", "db"]
 
 
 def test_matches_torch_rnn_cpu():
-    ours, ref = _run_both("cpu")
-    for name, a, b in zip(NAMES, ours, ref, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
+    assert_all_close(NAMES, *_run_both("cpu"), tol=1e-5)
 
 
 @pytest.mark.gpu
 def test_matches_torch_rnn_cuda_float64():
     # cuDNN runs float64 RNNs in float64: the two must agree to float64 rounding.
-    ours, ref = _run_both("cuda", torch.float64)
-    for name, a, b in zip(NAMES, ours, ref, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
-
-
-SIZE = dict(N=16, T=12, D=32, H=64)
-# rounded operations behind each result: a state depends on T steps of D + H products each; a
-# weight gradient sums that over the N sequences
-_STEPS = SIZE["T"] * (SIZE["D"] + SIZE["H"])
-TERMS = dict(zip(NAMES, [_STEPS] * 3 + [SIZE["N"] * _STEPS] * 3, strict=True))
+    assert_all_close(NAMES, *_run_both("cuda", torch.float64), tol=1e-10)
 
 
 @pytest.mark.gpu
@@ -63,8 +58,7 @@ def test_float32_cuda_error_is_like_torch_nn():
     ours64, _ = _run_both("cpu", torch.float64, **SIZE)
     with cuda_math(tf32=False):
         ours, ref = _run_both("cuda", **SIZE)
-    for name, got, trusted, want in zip(NAMES, ours, ref, ours64, strict=True):
-        assert_error_like(name, got, trusted, want, TERMS[name])
+    assert_all_errors_like(NAMES, ours, ref, ours64)
 
 
 @pytest.mark.gpu
@@ -73,18 +67,14 @@ def test_tf32_error_is_within_tf32_rounding():
     ours64, _ = _run_both("cpu", torch.float64, **SIZE)
     with cuda_math(tf32=True):
         ours, ref = _run_both("cuda", **SIZE)
-    for name, got, trusted, want in zip(NAMES, ours, ref, ours64, strict=True):
-        bound = rounding_size(want, TERMS[name], U_TF32)
-        error, trusted_error = max_error(got, want), max_error(trusted, want)
-        assert error <= bound, f"{name}: {error:.2e} > {bound:.2e} (torch.nn {trusted_error:.2e})"
+    assert_all_within_rounding(NAMES, ours, ref, ours64, U_TF32)
 
 
 def test_error_check_on_cpu():
     """The float32-against-float64 check itself, on CPU (oneDNN's RNN as torch.nn)."""
     ours64, _ = _run_both("cpu", torch.float64, **SIZE)
     ours, ref = _run_both("cpu", **SIZE)
-    for name, got, trusted, want in zip(NAMES, ours, ref, ours64, strict=True):
-        assert_error_like(name, got, trusted, want, TERMS[name])
+    assert_all_errors_like(NAMES, ours, ref, ours64)
 
 
 def test_step_matches_forward():
