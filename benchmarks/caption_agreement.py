@@ -15,11 +15,9 @@ from pathlib import Path
 
 import torch
 
+from _data import add_data_argument, missing, test_images
 from rnncap.data.images import open_image
 from rnncap.decode.captioner import load
-
-REPO = Path(__file__).resolve().parents[1]
-FLICKR8K = REPO.parent / "shared" / "data" / "flickr8k"
 
 
 def encode(encoder, images: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -29,20 +27,20 @@ def encode(encoder, images: torch.Tensor, batch_size: int) -> torch.Tensor:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(FLICKR8K), help="Flickr8k folder")
+    add_data_argument(parser)
     parser.add_argument("--limit", type=int, default=1000, help="test images at most")
     parser.add_argument("--beam", type=int, default=3, help="beam size")
     parser.add_argument("--model", default="default", help="model spec (default: default)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per call")
     args = parser.parse_args()
     data = Path(args.data)
-    if not data.is_dir():
-        print(f"skipped: no data set at {data}", file=sys.stderr)
+    if missing(data):
         return 0
-    names = (data / "Flickr_8k.testImages.txt").read_text().split()[: args.limit]
+    paths = test_images(data, args.limit)
+    names = [p.name for p in paths]
     captioner = load(args.model, device="cpu", backend="torch")
     torch_encoder = captioner.model.encoder
-    images = torch.stack([torch_encoder.preprocess(open_image(data / "Images" / n)) for n in names])
+    images = torch.stack([torch_encoder.preprocess(open_image(p)) for p in paths])
     torch_features = encode(torch_encoder, images, args.batch_size)
     captioner.model.set_encoder(None)
     onnx_captioner = load(args.model, device="cpu", backend="onnx")

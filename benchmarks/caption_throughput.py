@@ -19,23 +19,20 @@ from __future__ import annotations
 
 import argparse
 from functools import partial
-from pathlib import Path
 
 import torch
 
+from _data import add_data_argument
 from _timing import timed
 from _variants import add_variant_options, variants
 from rnncap.decode.beam import DecodeOptions
 from rnncap.decode.captioner import Captioner
 from rnncap.models.onnx_encoder import use_backend
 
-REPO = Path(__file__).resolve().parents[1]
-FLICKR8K = REPO.parent / "shared" / "data" / "flickr8k"
-
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(FLICKR8K), help="Flickr8k folder")
+    add_data_argument(parser)
     parser.add_argument("--split", default="test", help="split to caption (default: test)")
     parser.add_argument("--limit", type=int, default=1000, help="images at most (default: 1000)")
     parser.add_argument("--model", default="default", help="model spec (default: default)")

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from _data import add_data_argument
 from _timing import timed
 from rnncap.engine.cider import CiderD
 from rnncap.engine.ptb_tokenize import ptb_tokenize
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def read_split(data: Path, split: str) -> list[list[str]]:
@@ -32,7 +31,7 @@ def read_split(data: Path, split: str) -> list[list[str]]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "flickr8k"))
+    add_data_argument(p)
     p.add_argument("--images", type=int, default=1000, help="images scored per call")
     p.add_argument("--samples", type=int, default=5, help="candidates per image")
     args = p.parse_args()

@@ -13,18 +13,15 @@ import argparse
 import io
 import sys
 import warnings
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from _data import add_data_argument, missing, test_images
 from _timing import timed
 from rnncap.data.images import open_image
 from rnncap.decode.beam import beam_search
 from rnncap.models.folder import load_model
-
-REPO = Path(__file__).resolve().parents[1]
-FLICKR8K = REPO.parent / "shared" / "data" / "flickr8k"
 
 
 class _Step(nn.Module):
@@ -76,29 +73,26 @@ class OrtStepModel:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(FLICKR8K), help="Flickr8k folder")
+    add_data_argument(parser)
     parser.add_argument("--images", type=int, default=64, help="test images")
     parser.add_argument("--batch-size", type=int, default=32, help="images per search")
     parser.add_argument("--beam", type=int, default=3, help="beam size")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; best counts")
     args = parser.parse_args()
-    if not Path(args.data).is_dir():
-        print(f"skipped: no data set at {args.data}", file=sys.stderr)
+    if missing(args.data):
         return 0
     model, vocab = load_model("default")
     if model.config.cell_type != "attn":
         print("skipped: this script exports the attention model's step", file=sys.stderr)
         return 0
-    names = (Path(args.data) / "Flickr_8k.testImages.txt").read_text().split()[: args.images]
+    paths = test_images(args.data, args.images)
     encoder = model.encoder
-    images = torch.stack(
-        [encoder.preprocess(open_image(Path(args.data) / "Images" / n)) for n in names]
-    )
+    images = torch.stack([encoder.preprocess(open_image(p)) for p in paths])
     with torch.inference_mode():
         features = [encoder(b) for b in images.split(args.batch_size)]
     print(
-        f"default model, {len(names)} Flickr8k test images, batch {args.batch_size}, "
+        f"default model, {len(paths)} Flickr8k test images, batch {args.batch_size}, "
         f"beam {args.beam}"
     )
     print(f"{'threads':>7}  {'decoder step':<22}{'images/s':>10}{'x torch':>9}  same captions")
@@ -117,9 +111,9 @@ def main() -> int:
                     captions[name] = [t for batch in out for t in batch]
         for name in searchers:
             same = sum(a == b for a, b in zip(captions[name], captions["torch eager"], strict=True))
-            rate = len(names) / best[name]
+            rate = len(paths) / best[name]
             print(f"{threads:>7}  {name:<22}{rate:>10.1f}{best['torch eager'] / best[name]:>9.2f}"
-                  f"  {same}/{len(names)}")  # fmt: skip
+                  f"  {same}/{len(paths)}")  # fmt: skip
     return 0
 
 

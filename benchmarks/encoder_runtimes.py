@@ -18,18 +18,11 @@ from pathlib import Path
 
 import torch
 
+from _data import add_data_argument, missing, test_images
 from _timing import timed
 from rnncap.data.images import open_image
 from rnncap.models.encoders import build_encoder
 from rnncap.models.onnx_encoder import OnnxEncoder, export_encoder
-
-REPO = Path(__file__).resolve().parents[1]
-FLICKR8K = REPO.parent / "shared" / "data" / "flickr8k"
-
-
-def test_images(data: Path, count: int) -> list[Path]:
-    names = (data / "Flickr_8k.testImages.txt").read_text().split()
-    return [data / "Images" / name for name in names[:count]]
 
 
 def runtimes(encoder, onnx_path: Path, example: torch.Tensor, threads: int, compile_too: bool):
@@ -62,7 +55,7 @@ def runtimes(encoder, onnx_path: Path, example: torch.Tensor, threads: int, comp
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(FLICKR8K), help="Flickr8k folder")
+    add_data_argument(parser)
     parser.add_argument("--images", type=int, default=64, help="test images to encode")
     parser.add_argument("--batch-size", type=int, default=16, help="images per call")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts")
@@ -70,11 +63,10 @@ def main() -> int:
     parser.add_argument("--encoder", default="efficientnet_lite0")
     parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out")
     args = parser.parse_args()
-    if not Path(args.data).is_dir():
-        print(f"skipped: no data set at {args.data}", file=sys.stderr)
+    if missing(args.data):
         return 0
     encoder = build_encoder(args.encoder)
-    paths = test_images(Path(args.data), args.images)
+    paths = test_images(args.data, args.images)
     images = torch.stack([encoder.preprocess(open_image(p)) for p in paths])  # (N, 3, S, S)
     batches = list(images.split(args.batch_size))
     print(

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
+from _data import add_data_argument, missing, test_images
 from _timing import timed
-from encoder_runtimes import FLICKR8K, test_images
 from rnncap.data.images import open_image
 from rnncap.models.encoders import build_encoder
 from rnncap.models.onnx_encoder import OnnxEncoder, export_encoder
@@ -27,17 +27,16 @@ NAMES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(FLICKR8K), help="Flickr8k folder")
+    add_data_argument(parser)
     parser.add_argument("--images", type=int, default=64, help="test images to encode")
     parser.add_argument("--batch-size", type=int, default=16, help="images per call")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts")
     parser.add_argument("--repeats", type=int, default=3, help="rounds; the best counts")
     args = parser.parse_args()
-    if not Path(args.data).is_dir():
-        print(f"skipped: no data set at {args.data}", file=sys.stderr)
+    if missing(args.data):
         return 0
     encoders = {name: build_encoder(name) for name in NAMES}
-    paths = test_images(Path(args.data), args.images)
+    paths = test_images(args.data, args.images)
     images = torch.stack([encoders[NAMES[0]].preprocess(open_image(p)) for p in paths])
     batches = list(images.split(args.batch_size))  # same preprocessing for every Lite variant
     print(f"{len(images)} Flickr8k test images, batch {args.batch_size}, best of {args.repeats}")

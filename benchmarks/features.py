@@ -19,10 +19,10 @@ import argparse
 import sys
 import tempfile
 from functools import partial
-from pathlib import Path
 
 import torch
 
+from _data import add_data_argument, missing
 from _timing import timed
 from _variants import add_variant_options, variants
 from rnncap.data.datasets import load_dataset
@@ -31,12 +31,10 @@ from rnncap.data.images import open_image
 from rnncap.models.encoders import build_encoder
 from rnncap.models.onnx_encoder import encoder_for_backend
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "flickr8k"))
+    add_data_argument(p)
     p.add_argument("--format", default="flickr8k")
     p.add_argument("--images", type=int, default=256, help="how many images to encode")
     p.add_argument("--encoder", default="efficientnet_lite0")
@@ -109,8 +107,7 @@ def report(rows, n: int, header: str) -> None:
 
 def main() -> int:
     args = parse_args()
-    if not Path(args.data).is_dir():
-        print(f"skipped: no data set at {args.data}", file=sys.stderr)
+    if missing(args.data):
         return 0
     paths = [s.image for s in load_dataset(args.data, args.format, "all", report=None)]
     paths = paths[: args.images]
