@@ -1,5 +1,5 @@
-"""Shared fixtures: the Flickr8k location (skips when absent), a CUDA skip marker, and a test
-cache folder for encoders exported to ONNX."""
+"""Shared fixtures: the Flickr8k location (skips when absent), a tiny model folder, a CUDA skip
+marker, and a test cache folder for encoders exported to ONNX."""
 
 from __future__ import annotations
 
@@ -17,6 +17,14 @@ def flickr8k_dir() -> Path:
     if not (FLICKR8K / "captions.txt").is_file():
         pytest.skip(f"Flickr8k not found at {FLICKR8K} (set RNNCAP_FLICKR8K)")
     return FLICKR8K
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A tiny model folder (`inference_helpers.make_tiny_model`), a fresh one per test module."""
+    from inference_helpers import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny")
 
 
 @pytest.fixture(scope="session", autouse=True)

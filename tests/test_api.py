@@ -12,12 +12,7 @@ import torch
 from PIL import Image
 
 import rnncap
-from inference_helpers import example_images, make_tiny_model, reference_captions, shared_encoder
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny")
+from inference_helpers import example_images, reference_captions, shared_encoder
 
 
 @pytest.fixture(scope="module")

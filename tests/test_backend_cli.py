@@ -12,15 +12,10 @@ from torch import nn
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from inference_helpers import example_images, make_tiny_model, shared_encoder  # noqa: E402
+from inference_helpers import example_images, shared_encoder  # noqa: E402
 from rnncap.cli import main  # noqa: E402
 from rnncap.models import onnx_encoder  # noqa: E402
 from rnncap.models.encoders import Encoder  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny")
 
 
 @pytest.fixture(autouse=True)

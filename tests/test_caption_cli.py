@@ -24,11 +24,6 @@ from rnncap.cli import main
 from rnncap.models.folder import load_model
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny")
-
-
 @pytest.fixture(autouse=True)
 def reuse_encoder(monkeypatch):
     """Every model built in this process shares one pretrained encoder instead of rebuilding it."""

@@ -18,17 +18,11 @@ from inference_helpers import (
     ServerProcess,
     bomb_png,
     example_images,
-    make_tiny_model,
     shared_encoder,
 )
 from rnncap.decode.captioner import load
 from rnncap.serving.app import ServeConfig, create_app
 from rnncap.serving.uploads import PixelBudget
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny")
 
 
 @pytest.fixture(scope="module")
