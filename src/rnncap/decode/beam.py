@@ -185,8 +185,10 @@ def _step_alive(model, tokens, state, finished, static: set):
     CPU (where the cost grows with the rows) its row is skipped: its state stays as it was and
     its log-probabilities and attention are zeros. On a GPU the whole batch costs the same.
     """
+    if tokens.device.type != "cpu":  # no nonzero() there: it would wait for the device
+        return model.step(tokens, state)
     alive = (~finished).view(-1).nonzero().squeeze(1)  # (A,)
-    if tokens.device.type != "cpu" or len(alive) == len(tokens):
+    if len(alive) == len(tokens):
         return model.step(tokens, state)
     log_probs, sub_state, weights = model.step(tokens[alive], tuple(s[alive] for s in state))
     full = log_probs.new_zeros(len(tokens), log_probs.shape[1]).index_copy_(0, alive, log_probs)
