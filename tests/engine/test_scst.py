@@ -15,6 +15,7 @@ from rnncap.engine.ptb_tokenize import ptb_tokenize
 from rnncap.engine.scst import (
     END_WORD,
     caption_words,
+    end_closed,
     reward_scorer,
     self_critical_loss,
     sequence_log_probs,
@@ -96,7 +97,7 @@ def test_end_word_follows_finished_samples_only():
     itos = [f"w{i}" for i in range(9)]
     samples = torch.tensor([[4, 5, 2, 0], [4, 5, 6, 7], [2, 0, 0, 0]])  # ended, cut, empty
     assert caption_words(samples, itos, cfg) == [["w4", "w5"], ["w4", "w5", "w6", "w7"], []]
-    assert caption_words(samples, itos, cfg, reward_end=True) == [
+    assert end_closed(caption_words(samples, itos, cfg), samples, cfg.end_id) == [
         ["w4", "w5", END_WORD], ["w4", "w5", "w6", "w7"], [END_WORD],
     ]  # fmt: skip
 

@@ -72,18 +72,16 @@ def reward_scorer(references: Sequence[Sequence[str]], reward_end: bool = False)
     return CiderD([[ptb_tokenize(c) + [END_WORD] for c in refs] for refs in references])
 
 
-def caption_words(
-    samples: torch.Tensor, itos: Sequence[str], config, reward_end: bool = False
-) -> list[list[str]]:
-    """Sampled ids (B, L) -> the words of each caption (what CIDEr-D scores); with `reward_end`
-    a caption that emitted <end> gets END_WORD after its words (one cut by the length limit not)."""
-    rows = samples.tolist()
-    words = [[itos[t] for t in words_before_end(row, config)] for row in rows]
-    if reward_end:
-        for row, caption in zip(rows, words, strict=True):
-            if config.end_id in row:
-                caption.append(END_WORD)
-    return words
+def caption_words(samples: torch.Tensor, itos: Sequence[str], config) -> list[list[str]]:
+    """Sampled ids (B, L) -> the words of each caption (what CIDEr-D scores)."""
+    return [[itos[t] for t in words_before_end(row, config)] for row in samples.tolist()]
+
+
+def end_closed(words: list[list[str]], samples: torch.Tensor, end_id: int) -> list[list[str]]:
+    """What the end-aware reward scores: each caption's words, with END_WORD after those whose
+    sample (B, L) emitted <end> (one cut by the length limit gets none)."""
+    ended = (samples == end_id).any(1).tolist()  # (B,)
+    return [w + [END_WORD] if e else w for w, e in zip(words, ended, strict=True)]
 
 
 def scst_batch(
@@ -108,13 +106,14 @@ def scst_batch(
     cfg = model.config
     K = samples_per_image
     samples = sample_captions(model, features, K, max_length, generator=generator)  # (N*K, L)
-    words = caption_words(samples, itos, cfg, reward_end)
-    rewards = torch.from_numpy(scorer.score(np.repeat(images, K), words))  # (N*K,)
+    words = caption_words(samples, itos, cfg)
+    scored = end_closed(words, samples, cfg.end_id) if reward_end else words
+    rewards = torch.from_numpy(scorer.score(np.repeat(images, K), scored))  # (N*K,)
     log_probs = sequence_log_probs(net, cfg, features, samples, K)
     loss, _ = self_critical_loss(log_probs, rewards, K)
     stats = {
         "reward": float(rewards.mean()),
-        "words": float(np.mean([len(w) - (w[-1:] == [END_WORD]) for w in words])),
+        "words": float(np.mean([len(w) for w in words])),
     }
     return loss, stats
 

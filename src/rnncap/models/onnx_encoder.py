@@ -159,8 +159,8 @@ def _open_session(path: Path, threads: int):
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only
-    # Idle threads sleep instead of spinning: the DataLoader workers decoding JPEGs, the other
-    # session (encoder / decoder step) and torch's beam search need those cores in between.
+    # Idle threads sleep instead of spinning: the DataLoader workers decoding JPEGs and torch's
+    # beam search need those cores between encoder calls.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
