@@ -185,6 +185,10 @@ def test_command_builds_then_resumes(tmp_path, capsys, fake_encoders):
     assert "3 already cached, 0 encoded" in capsys.readouterr().out
     index = json.loads((tmp_path / "cache" / "tiny" / "index.json").read_text())
     assert sorted(index["entries"]) == sorted(file_key(p) for p in paths)
+    assert cli.main(argv + ["--mirrored"]) == 0  # a cache of its own, beside the plain one
+    assert "tiny-mirrored: 3 images, 0 already cached, 3 encoded" in capsys.readouterr().out
+    mirrored = json.loads((tmp_path / "cache" / "tiny-mirrored" / "index.json").read_text())
+    assert sorted(mirrored["entries"]) == sorted(index["entries"])
 
 
 def test_command_errors_are_one_line_and_write_nothing(tmp_path, capsys, fake_encoders):
@@ -199,3 +203,27 @@ def test_command_errors_are_one_line_and_write_nothing(tmp_path, capsys, fake_en
     assert cli.main(base + ["--data", str(tmp_path / "data"), "--batch-size", "0"]) == 2
     assert "--batch-size must be at least 1" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_mirrored_cache_holds_the_mirror_images_features(tmp_path):
+    """--mirrored flips the preprocessed batch; the reference mirrors the image file with PIL."""
+    from PIL import ImageOps
+
+    from rnncap.data.features import cache_name
+
+    paths = _write_images(tmp_path / "img", 3)
+    cache = FeatureCache(tmp_path / "cache", cache_name("tiny", mirrored=True))
+    assert cache.dir.name == "tiny-mirrored"
+    build_cache(paths, TinyEncoder(), cache, batch_size=2, workers=0, progress=False,
+                mirrored=True)  # fmt: skip
+    encoder = TinyEncoder()
+    with torch.no_grad():
+        expected = torch.cat(
+            [encoder(encoder.preprocess(ImageOps.mirror(Image.open(p)))[None]) for p in paths]
+        )
+    got = FeatureCache(tmp_path / "cache", "tiny-mirrored").get(paths).float()
+    torch.testing.assert_close(got, expected, atol=2e-3, rtol=2e-3)
+    assert not torch.allclose(got, _reference(TinyEncoder(), paths), atol=0.1)  # not the originals
+    with pytest.raises(ValueError, match="does not match"):
+        build_cache(paths, TinyEncoder(), FeatureCache(tmp_path / "cache", "tiny"),
+                    workers=0, progress=False, mirrored=True)  # fmt: skip

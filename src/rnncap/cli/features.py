@@ -58,13 +58,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--shard-size", type=int, default=1024, help="images per cache shard file (default: 1024)"
     )
+    parser.add_argument(
+        "--mirrored",
+        action="store_true",
+        help="encode each image mirrored left to right, into OUT/<encoder>-mirrored/ (for "
+        "`rnncap train --mirror`)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
 
     from rnncap.data.datasets import DatasetError, load_dataset
-    from rnncap.data.features import FeatureCache, build_cache
+    from rnncap.data.features import FeatureCache, build_cache, cache_name
     from rnncap.utils.io import InvalidFileError
 
     try:
@@ -85,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     except (UsageError, DatasetError) as error:
         return fail(str(error))
     try:
-        cache = FeatureCache(args.out, encoder.name)
+        cache = FeatureCache(args.out, cache_name(encoder.name, args.mirrored))
     except InvalidFileError as error:  # an index written by something else, or damaged
         return fail(f"--out: {error}")
 
@@ -98,9 +104,10 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         shard_size=args.shard_size,
         progress=not args.quiet,
+        mirrored=args.mirrored,
     )
     print(
-        f"{encoder.name}: {stats.images} images, {stats.cached_before} already cached, "
+        f"{cache.encoder_name}: {stats.images} images, {stats.cached_before} already cached, "
         f"{stats.computed} encoded in {stats.seconds:.1f} s "
         f"({stats.images_per_second:.1f} images/s), {len(stats.failed)} unreadable -> {cache.dir}"
     )

@@ -31,6 +31,12 @@ if TYPE_CHECKING:
 
 INDEX = "index.json"
 CACHE_VERSION = 1
+MIRRORED = "-mirrored"  # cache name suffix: features of the left-right mirror images
+
+
+def cache_name(encoder_name: str, mirrored: bool = False) -> str:
+    """The cache folder of an encoder's features: its name, + MIRRORED for the mirror images."""
+    return encoder_name + MIRRORED if mirrored else encoder_name
 
 
 def file_crc32(path: str | Path) -> int:
@@ -206,9 +212,10 @@ class FeatureCache:
                 f"; {self._shard_path(n).name} is damaged ({problem})"
                 for n, problem in sorted(self.damaged.items())
             )
+            mirrored = " --mirrored" if self.encoder_name.endswith(MIRRORED) else ""
             raise MissingFeaturesError(
                 f"{len(missing)} of {len(keys)} images are not in the {self.encoder_name} cache "
-                f"at {self.root}{damaged} (run `rnncap features` first)"
+                f"at {self.root}{damaged} (run `rnncap features{mirrored}` first)"
             )
         out = torch.empty((len(keys), *self.shape), dtype=torch.float16)
         by_shard: dict[int, tuple[list[int], list[int]]] = {}
@@ -307,6 +314,7 @@ def build_cache(
     shard_size: int = 1024,
     progress: bool = True,
     device_decode: bool = True,
+    mirrored: bool = False,
 ) -> BuildStats:
     """Encode every image of `paths` that `cache` lacks and add the features to it.
 
@@ -315,35 +323,34 @@ def build_cache(
     encoded in batches under `torch.inference_mode` and stored as float16, `shard_size` images
     per shard; stopping at any point keeps every finished shard, so a rerun resumes. On CUDA
     with `device_decode` JPEGs are decoded and preprocessed on the GPU instead
-    (`rnncap.data.gpu_images`); other files take the PIL path.
+    (`rnncap.data.gpu_images`); other files take the PIL path. `mirrored`: encode the mirror
+    images (flipped after preprocessing) into a cache named `cache_name(encoder, True)`.
     """
     import torch
     from tqdm import tqdm
 
-    if getattr(encoder, "name", cache.encoder_name) != cache.encoder_name:
-        raise ValueError(f"encoder {encoder.name!r} does not match cache {cache.encoder_name!r}")
+    name = getattr(encoder, "name", None)
+    if name is not None and cache_name(name, mirrored) != cache.encoder_name:
+        raise ValueError(f"encoder {name!r} does not match cache {cache.encoder_name!r}")
     for message in cache.remove_damaged():
         print(f"warning: {message}", file=sys.stderr)
-    by_key = {}  # content key -> the first path with that content
-    for path in paths:
-        by_key.setdefault(file_key(path), Path(path))
-    todo = [k for k in by_key if k not in cache]
+    by_key, todo = _missing(paths, cache)
     stats = BuildStats(len(by_key), len(by_key) - len(todo), 0, [], 0.0)
     if not todo:
         return stats
     device = torch.device(device)
     encoder = encoder.to(device).eval()
-    paths = [by_key[k] for k in todo]
-    loader = _image_batches(paths, encoder, device, batch_size, workers, device_decode)
-    pending_keys: list[str] = []
-    pending: list[torch.Tensor] = []
+    loader = _image_batches([by_key[k] for k in todo], encoder, device, batch_size, workers,
+                            device_decode)  # fmt: skip
+    pending_keys, pending = [], []  # keys and (B, C, h, w) features not yet in a shard
     start = time.perf_counter()
     with tqdm(total=len(todo), unit="img", disable=not progress, desc=cache.encoder_name) as bar:
         with torch.inference_mode():
             for images, indices, bad in loader:
                 stats.failed += [message for message, _ in bad]  # each names its file
                 if images is not None:
-                    features = encoder(images.to(device, non_blocking=True))  # (B, C, h, w)
+                    images = images.to(device, non_blocking=True)  # (B, 3, S, S)
+                    features = encoder(images.flip(-1) if mirrored else images)  # (B, C, h, w)
                     pending.append(features.to(torch.float16).cpu())
                     pending_keys += [todo[i] for i in indices]
                     stats.computed += len(indices)
@@ -357,6 +364,14 @@ def build_cache(
     for message in stats.failed:
         print(f"warning: {message} (skipped)", file=sys.stderr)
     return stats
+
+
+def _missing(paths, cache: FeatureCache) -> tuple[dict[str, Path], list[str]]:
+    """({content key: the first path with that content}, the keys `cache` lacks)."""
+    by_key: dict[str, Path] = {}
+    for path in paths:
+        by_key.setdefault(file_key(path), Path(path))
+    return by_key, [k for k in by_key if k not in cache]
 
 
 def _image_batches(

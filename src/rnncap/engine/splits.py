@@ -20,14 +20,16 @@ class CaptionSplit:
     features: torch.Tensor  # (I, C, h, w) or (I, C), float16
     captions: list[list[list[int]]]  # per image, its captions as token ids with <start>/<end>
     references: list[list[str]]  # per image, the raw reference captions
+    mirrored: torch.Tensor | None = None  # (I, C, h, w): features of the mirror images, if loaded
 
 
 def load_split(
-    cfg: TrainConfig, split: str, vocab: Vocabulary | None
+    cfg: TrainConfig, split: str, vocab: Vocabulary | None, mirrored: bool = False
 ) -> tuple[CaptionSplit, Vocabulary]:
-    """Read the split's captions and its cached features; builds the vocabulary from train."""
+    """Read the split's captions and its cached features (and those of the mirror images, with
+    `mirrored`); builds the vocabulary from train."""
     from rnncap.data.datasets import load_dataset
-    from rnncap.data.features import FeatureCache
+    from rnncap.data.features import FeatureCache, cache_name
 
     dataset = load_dataset(cfg.data, cfg.format, split)
     samples = list(dataset)
@@ -39,26 +41,56 @@ def load_split(
     captions = [
         [_truncate(vocab.encode(c), cfg.max_caption_words) for c in s.captions] for s in samples
     ]
-    return CaptionSplit(names, features, captions, [s.captions for s in samples]), vocab
+    flipped = None
+    if mirrored:
+        flipped, _ = FeatureCache(cfg.features, cache_name(cfg.encoder, True)).load_split(samples)
+    references = [s.captions for s in samples]
+    return CaptionSplit(names, features, captions, references, flipped), vocab
 
 
 def _truncate(ids: list[int], max_words: int) -> list[int]:
     return ids if len(ids) <= max_words + 2 else ids[: max_words + 1] + [ids[-1]]
 
 
-def collate(split: CaptionSplit, index: list[int], pad_id: int):
-    """Images `index` -> features (B, ...), captions (sum n_i, T+1) padded, counts (B,)."""
+def collate(
+    split: CaptionSplit,
+    index: list[int],
+    pad_id: int,
+    mirror: torch.Tensor | None = None,
+    swap: torch.Tensor | None = None,
+):
+    """Images `index` -> features (B, ...), captions (sum n_i, T+1) padded, counts (B,).
+
+    mirror (B,) bool: these images are shown mirrored, with the features of their mirror image
+    (`split.mirrored`) and their captions' token ids mapped through `swap` (V,) (left <-> right).
+    """
     rows = [c for i in index for c in split.captions[i]]
     counts = torch.tensor([len(split.captions[i]) for i in index])
     T = max(len(r) for r in rows)
     captions = torch.full((len(rows), T), pad_id, dtype=torch.long)
     for j, r in enumerate(rows):
         captions[j, : len(r)] = torch.tensor(r)
-    return split.features[index], captions, counts
+    features = split.features[index]
+    if mirror is not None and bool(mirror.any()):
+        features[mirror] = split.mirrored[torch.tensor(index)[mirror]]
+        flipped_rows = mirror.repeat_interleave(counts)  # (sum n_i,)
+        captions[flipped_rows] = swap[captions[flipped_rows]]
+    return features, captions, counts
+
+
+def left_right_swap(vocab: Vocabulary) -> torch.Tensor:
+    """Token ids (V,) mapping each word to itself, except "left" <-> "right" (a mirror image's
+    captions); the identity when the vocabulary lacks either."""
+    swap = torch.arange(len(vocab))
+    left, right = vocab.stoi.get("left"), vocab.stoi.get("right")
+    if left is not None and right is not None:
+        swap[left], swap[right] = right, left
+    return swap
 
 
 def head(split: CaptionSplit, n: int) -> CaptionSplit:
     """The first n images of a split (dry runs)."""
+    mirrored = split.mirrored[:n] if split.mirrored is not None else None
     return CaptionSplit(
-        split.names[:n], split.features[:n], split.captions[:n], split.references[:n]
+        split.names[:n], split.features[:n], split.captions[:n], split.references[:n], mirrored
     )

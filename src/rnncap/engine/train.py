@@ -28,7 +28,7 @@ from rnncap.decode.captioner import Captioner
 from rnncap.engine.cider import CiderD, cider_d
 from rnncap.engine.resume import TRAIN_STATE, Checkpoint, load_checkpoint
 from rnncap.engine.scst import reward_scorer, scst_epoch
-from rnncap.engine.splits import CaptionSplit, collate, head, load_split
+from rnncap.engine.splits import CaptionSplit, collate, head, left_right_swap, load_split
 from rnncap.engine.train_config import TrainConfig
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
 from rnncap.models.folder import load_model, save_model
@@ -181,7 +181,7 @@ def _start(cfg: TrainConfig) -> _Run:
                 f"not {cfg.encoder} (pass --encoder {init_model.config.encoder})"
             )
         vocab = vocab or init_vocab
-    train_split, vocab = load_split(cfg, "train", vocab)
+    train_split, vocab = load_split(cfg, "train", vocab, mirrored=cfg.mirror > 0)
     dev_split, _ = load_split(cfg, "dev", vocab)
     if cfg.dry_run:
         train_split = head(train_split, cfg.batch_images)
@@ -290,9 +290,13 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
     running, seen = 0.0, 0
     bar = tqdm(_epoch_batches(run, epoch), desc=f"epoch {epoch}/{cfg.epochs}",
                disable=not (run.main and cfg.progress), unit="batch", file=sys.stderr)  # fmt: skip
+    swap = left_right_swap(run.vocab)
+    mirrors = torch.Generator().manual_seed(cfg.seed * 1000 + epoch + 500)  # same in every process
     for batch in bar:
+        mirror = torch.rand(len(batch), generator=mirrors) < cfg.mirror  # (B,) shown mirrored
         mine = batch[run.rank :: run.world].tolist()  # this process's share of the global batch
-        features, captions, counts = collate(run.train_split, mine, run.vocab.pad_id)
+        features, captions, counts = collate(run.train_split, mine, run.vocab.pad_id,
+                                             mirror[run.rank :: run.world], swap)  # fmt: skip
         features, captions = features.to(device).float(), captions.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             loss = batch_loss(run.net, features, captions, counts.to(device), reg)
