@@ -2,9 +2,12 @@
 
 Starts the server as a subprocess, sends one sample photo per request (multipart), and prints
 requests/s and latency for each concurrency; the reference is the same server with micro-batching
-off (--max-batch 1), measured in the same run.
+off (--max-batch 1), measured in the same run. All servers start first; the measurements then
+take turns (every server once per repeat) and each row shows the median, so a slow minute of the
+machine does not fall on one server only.
 
-Usage: python benchmarks/serve_load.py [--requests 64] [--model default] [--backend torch onnx]
+Usage: python benchmarks/serve_load.py [--requests 64] [--repeats 3] [--model default]
+       [--backend torch onnx]
 Without the bundled model an untrained model of the default size is saved to a temporary folder.
 """
 
@@ -96,6 +99,31 @@ def load(url: str, clients: int, requests: int) -> tuple[float, list[float]]:
     return time.perf_counter() - start, latencies
 
 
+def measure(servers: dict, args) -> list[tuple]:
+    """Rows (backend, max_batch, clients, median seconds, latencies, batch stats): each server is
+    warmed up, then every (server, clients) pair is measured once per repeat, in turn."""
+    samples: dict[tuple, list] = {}
+    labels = {}
+    for key, (_, url) in servers.items():
+        labels[key] = httpx.get(f"{url}/healthz").json().get("backend", key[0])
+        load(url, args.clients, 2 * args.clients)  # warm-up
+    for _ in range(args.repeats):
+        for key, (_, url) in servers.items():
+            for clients in (1, args.clients):
+                before = httpx.get(f"{url}/healthz").json()["batches"]
+                seconds, latencies = load(url, clients, args.requests)
+                after = httpx.get(f"{url}/healthz").json()["batches"]
+                stats = {k: after[k] - before[k] for k in ("images", "batches")}
+                samples.setdefault((*key, clients), []).append((seconds, latencies, stats))
+    rows = []
+    for (backend, max_batch, clients), runs in samples.items():
+        seconds = statistics.median(run[0] for run in runs)
+        latencies = [t for run in runs for t in run[1]]
+        stats = {k: sum(run[2][k] for run in runs) for k in ("images", "batches")}
+        rows.append((labels[backend, max_batch], max_batch, clients, seconds, latencies, stats))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="model spec (default: default)")
@@ -110,29 +138,31 @@ def main() -> None:
         choices=("auto", "onnx", "torch"),
         help="server --backend, one measurement each (e.g. torch onnx; default: auto)",
     )
+    parser.add_argument(
+        "--repeats", type=int, default=3,
+        help="measurements per row, taken in turn across the servers; the median is shown "
+        "(default: 3)",
+    )  # fmt: skip
     args = parser.parse_args()
 
-    rows = []
     with tempfile.TemporaryDirectory() as scratch:
         model = model_folder(args.model, Path(scratch))
-        for backend in args.backend:
-            for max_batch in (16, 1):
-                process, url = start_server(model, args.device, max_batch, args.threads, backend)
-                try:
-                    used = httpx.get(f"{url}/healthz").json().get("backend", backend)
-                    load(url, args.clients, 2 * args.clients)  # warm-up
-                    for clients in (1, args.clients):
-                        before = httpx.get(f"{url}/healthz").json()["batches"]
-                        seconds, latencies = load(url, clients, args.requests)
-                        after = httpx.get(f"{url}/healthz").json()["batches"]
-                        stats = {k: after[k] - before[k] for k in ("images", "batches")}
-                        rows.append((used, max_batch, clients, seconds, latencies, stats))
-                finally:
-                    process.terminate()
-                    process.wait()
+        servers = {}  # (backend, max_batch) -> (process, url); all up, idle but one at a time
+        try:
+            for backend in args.backend:
+                for max_batch in (16, 1):
+                    servers[backend, max_batch] = start_server(
+                        model, args.device, max_batch, args.threads, backend
+                    )
+            rows = measure(servers, args)
+        finally:
+            for process, _ in servers.values():
+                process.terminate()
+                process.wait()
 
     print(
-        f"{args.requests} requests per row, device {args.device}, "
+        f"{args.requests} requests per measurement, median of {args.repeats}, "
+        f"device {args.device}, "
         f"server threads {args.threads or 'default'}, one photo per request"
     )
     header = f"{'backend':<8}{'max-batch':>9}{'clients':>9}{'requests/s':>12}{'p50 ms':>9}"
@@ -155,6 +185,10 @@ def main() -> None:
             f"{one / batched:.2f}; micro-batching on / off at {args.clients} clients: "
             f"{unbatched / batched:.2f}"
         )
+    backends = list(dict.fromkeys(r[0] for r in rows))
+    for backend in backends[1:]:  # each backend against the first, at full concurrency
+        ratio = seconds[backends[0], 16, args.clients] / seconds[backend, 16, args.clients]
+        print(f"{backend} / {backends[0]} at {args.clients} clients: {ratio:.2f}x requests/s")
 
 
 if __name__ == "__main__":
