@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from rnncap.data.features import FeatureCache
 from rnncap.data.vocab import Vocabulary
+from rnncap.engine.scst import mirror_text, reward_scorer
 from rnncap.engine.splits import CaptionSplit, collate, left_right_swap
 from rnncap.engine.train import train
 from tinydata import make_dataset, tiny_train_config, train_killed_after_first_epoch
@@ -85,6 +87,36 @@ def test_mirror_one_trains_on_the_mirrored_features(datasets, tmp_path):
     assert any(not torch.equal(a[k], c[k]) for k in a)
 
 
+def test_scst_mirror_one_samples_from_the_mirrored_features(datasets, tmp_path):
+    """Self-critical training with --mirror 1 equals plain self-critical training on the twin
+    (the tiny references hold no "left" or "right", so the mirrored rewards are the same)."""
+    plain, twin = datasets
+    init = tmp_path / "xe"
+    train(tiny_train_config(plain, init, epochs=1))
+    scst = dict(objective="scst", init=str(init / "best"), epochs=1, lr=1e-3, reward_end=True)
+    train(tiny_train_config(plain, tmp_path / "mirror", mirror=1.0, **scst))
+    train(tiny_train_config(twin, tmp_path / "twin", **scst))
+    train(tiny_train_config(plain, tmp_path / "none", **scst))
+    a, b, c = (_weights(tmp_path / n) for n in ("mirror", "twin", "none"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_mirrored_references_swap_left_and_right_and_keep_other_weights():
+    refs = [["A dog turns Left on the grass", "a dog runs right"], ["a man rides a bike"]]
+    plain, mirrored = reward_scorer(refs), reward_scorer(refs, mirrored=True)
+    assert mirror_text("Left, then right-hand: leftover") == "right, then left-hand: leftover"
+    swapped = [["a", "dog", "turns", "right", "on", "the", "grass"]]
+    assert mirrored.score(np.array([2]), swapped)[0] == pytest.approx(
+        plain.score(np.array([0]), [["a", "dog", "turns", "left", "on", "the", "grass"]])[0]
+    )
+    bike = [["a", "man", "rides", "a", "bike"]]
+    assert mirrored.score(np.array([3]), bike)[0] == pytest.approx(
+        plain.score(np.array([1]), bike)[0]
+    )
+
+
 def test_mirror_run_resumes_exactly(datasets, tmp_path, monkeypatch):
     plain, _ = datasets
     train(tiny_train_config(plain, tmp_path / "straight", epochs=2, mirror=0.5))
@@ -107,5 +139,3 @@ def test_mirror_without_its_cache_or_with_bad_values_fails_clearly(tmp_path, cap
     assert "fake-mirrored" in err and "rnncap features --mirrored" in err
     assert main([*common, "--mirror", "1.5"]) == 2
     assert "--mirror must be between 0 and 1" in capsys.readouterr().err
-    assert main([*common, "--mirror", "0.5", "--objective", "scst", "--init", "x"]) == 2
-    assert "--mirror applies to --objective xe only" in capsys.readouterr().err

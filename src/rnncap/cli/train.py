@@ -27,9 +27,9 @@ _HELP = {
     "samples_per_image": "scst: captions sampled per image, each rewarded against the others' mean",
     "reward_end": "scst: an end word closes every reference and every finished sample, so CIDEr-D "
     "also rewards how a caption ends (no 'a man rides a')",
-    "mirror": "xe: the chance (0 to 1) that a training image is seen mirrored left to right in an "
+    "mirror": "the chance (0 to 1) that a training image is seen mirrored left to right in an "
     "epoch: its features from `rnncap features --mirrored`, 'left' and 'right' swapped in its "
-    "captions",
+    "captions (scst: in its references)",
     "cell_type": "recurrent cell: rnn | lstm | attn",
     "wordvec_dim": "word embedding size",
     "hidden_dim": "recurrent state size",
@@ -117,8 +117,6 @@ def _check_objective(cfg) -> None:
         raise UsageError(f"--samples-per-image must be at least 2, got {cfg.samples_per_image}")
     if not 0 <= cfg.mirror <= 1:
         raise UsageError(f"--mirror must be between 0 and 1, got {cfg.mirror}")
-    if cfg.mirror and cfg.objective != "xe":
-        raise UsageError("--mirror applies to --objective xe only")
 
 
 def _mismatch_message(error) -> str:

@@ -7,6 +7,7 @@ The baseline of each sample is the mean reward of the other K-1 samples of the s
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
 
@@ -63,13 +64,51 @@ def self_critical_loss(
 END_WORD = "endofcaption"  # closes references and finished samples when the reward sees endings
 
 
-def reward_scorer(references: Sequence[Sequence[str]], reward_end: bool = False) -> CiderD:
+def reward_scorer(
+    references: Sequence[Sequence[str]], reward_end: bool = False, mirrored: bool = False
+):
     """CIDEr-D over a split's references (raw strings, one list per image). With `reward_end`
     each tokenised reference gets END_WORD appended, so n-grams such as "a END_WORD" (a caption
-    cut after "a") match nothing while "grass END_WORD" does."""
+    cut after "a") match nothing while "grass END_WORD" does. With `mirrored`, a
+    `MirroredScorer`: rows I.. 2I-1 are the mirror images, scored against "left"/"right"-swapped
+    references."""
+    if mirrored:
+        swapped = [[mirror_text(c) for c in refs] for refs in references]
+        return MirroredScorer(reward_scorer(references, reward_end),
+                              reward_scorer(swapped, reward_end))  # fmt: skip
     if not reward_end:
         return CiderD(references)
     return CiderD([[ptb_tokenize(c) + [END_WORD] for c in refs] for refs in references])
+
+
+class MirroredScorer:
+    """CIDEr-D for images and their mirror images: row i < I against image i's references, row
+    I + i against its mirror image's, each set with its own document frequencies (the mirror
+    world's are the plain ones with "left" and "right" swapped)."""
+
+    def __init__(self, plain: CiderD, mirrored: CiderD) -> None:
+        self.plain, self.mirrored = plain, mirrored
+        self.image_count = plain.image_count
+
+    def score(self, rows: np.ndarray, captions: Sequence) -> np.ndarray:
+        """rows (B,) in [0, 2I), captions (B,) -> CIDEr-D (B,)."""
+        rows = np.asarray(rows)
+        flipped = rows >= self.image_count  # (B,)
+        out = np.zeros(len(rows))
+        parts = ((self.plain, ~flipped, 0), (self.mirrored, flipped, self.image_count))
+        for scorer, chosen, first in parts:
+            if chosen.any():
+                picked = [c for c, keep in zip(captions, chosen, strict=True) if keep]
+                out[chosen] = scorer.score(rows[chosen] - first, picked)
+        return out
+
+
+def mirror_text(caption: str) -> str:
+    """The caption of the mirror image: "left" and "right" swapped (written in lower case, as
+    CIDEr-D's tokenisation would make them anyway)."""
+    swap = {"left": "right", "right": "left"}
+    return re.sub(r"\b(left|right)\b", lambda m: swap[m.group(1).lower()], caption,
+                  flags=re.IGNORECASE)  # fmt: skip
 
 
 def caption_words(samples: torch.Tensor, itos: Sequence[str], config) -> list[list[str]]:
@@ -130,11 +169,19 @@ def scst_epoch(run, batches: Sequence[torch.Tensor], epoch: int) -> dict:
     losses, rewards = [], []
     bar = tqdm(batches, desc=f"scst {epoch}/{cfg.epochs}", unit="batch", file=sys.stderr,
                disable=not (run.main and cfg.progress))  # fmt: skip
+    mirrors = torch.Generator().manual_seed(cfg.seed * 1000 + epoch + 500)  # as in xe epochs
+    split = run.train_split
     for batch in bar:
+        mirror = torch.rand(len(batch), generator=mirrors) < cfg.mirror  # (B,) shown mirrored
         mine = batch[run.rank :: run.world].tolist()  # this process's share of the global batch
-        features = run.train_split.features[mine].to(device).float()
+        mirror = mirror[run.rank :: run.world]
+        features = split.features[mine]
+        if bool(mirror.any()):
+            features[mirror] = split.mirrored[torch.tensor(mine)[mirror]]
+        # the scorer's rows: image i, or i + I for its mirror image's (left/right) references
+        rows = np.array(mine) + len(split.names) * mirror.numpy()
         loss, stats = scst_batch(
-            model, run.net, features, np.array(mine), run.scorer, run.vocab.itos,
+            model, run.net, features.to(device).float(), rows, run.scorer, run.vocab.itos,
             cfg.samples_per_image, cfg.max_caption_words, generator, cfg.reward_end,
         )  # fmt: skip
         run.optimizer.zero_grad(set_to_none=True)

@@ -198,7 +198,7 @@ def _start(cfg: TrainConfig) -> _Run:
     run.optimizer = _optimizer(cfg, model)
     run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, _lr_lambda(cfg, total_steps))
     if cfg.objective == "scst":
-        run.scorer = reward_scorer(train_split.references, cfg.reward_end)  # train references
+        run.scorer = reward_scorer(train_split.references, cfg.reward_end, cfg.mirror > 0)
     if checkpoint is not None:
         _restore(run, checkpoint)
     if run.main:

@@ -18,7 +18,7 @@ class TrainConfig:
     init: str = ""  # start from this model folder / run (its weights and vocabulary); scst needs it
     samples_per_image: int = 5  # scst: captions sampled per image (baseline: the others' mean)
     reward_end: bool = False  # scst: CIDEr-D also scores the caption's ending (an end word)
-    mirror: float = 0.0  # xe: chance an image is seen mirrored ("left" <-> "right" in its captions)
+    mirror: float = 0.0  # chance an image is seen mirrored ("left" <-> "right" in its captions)
     cell_type: str = "attn"  # rnn | lstm | attn
     wordvec_dim: int = 256
     hidden_dim: int = 512
