@@ -58,12 +58,17 @@ def free_port() -> int:
 
 
 def start_server(
-    model: str, device: str, max_batch: int, threads: int | None, backend: str = "auto"
+    model: str,
+    device: str,
+    max_batch: int,
+    threads: int | None,
+    backend: str = "auto",
+    beam: int | None = None,
 ) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [sys.executable, "-m", "rnncap.cli", "serve", "--model", model, "--port", str(port)]
     command += ["--device", device, "--max-batch", str(max_batch), "--timeout", "600"]
-    command += ["--backend", backend]
+    command += ["--backend", backend] + (["--beam", str(beam)] if beam else [])
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -139,6 +144,9 @@ def main() -> None:
         help="server --backend, one measurement each (e.g. torch onnx; default: auto)",
     )
     parser.add_argument(
+        "--beam", type=int, default=None, help="server --beam (default: the model's setting)"
+    )
+    parser.add_argument(
         "--repeats", type=int, default=3,
         help="measurements per row, taken in turn across the servers; the median is shown "
         "(default: 3)",
@@ -152,7 +160,7 @@ def main() -> None:
             for backend in args.backend:
                 for max_batch in (16, 1):
                     servers[backend, max_batch] = start_server(
-                        model, args.device, max_batch, args.threads, backend
+                        model, args.device, max_batch, args.threads, backend, args.beam
                     )
             rows = measure(servers, args)
         finally:
@@ -163,7 +171,8 @@ def main() -> None:
     print(
         f"{args.requests} requests per measurement, median of {args.repeats}, "
         f"device {args.device}, "
-        f"server threads {args.threads or 'default'}, one photo per request"
+        f"server threads {args.threads or 'default'}, beam {args.beam or 'of the model'}, "
+        "one photo per request"
     )
     header = f"{'backend':<8}{'max-batch':>9}{'clients':>9}{'requests/s':>12}{'p50 ms':>9}"
     print(header + f"{'p95 ms':>9}{'images/batch':>14}")
