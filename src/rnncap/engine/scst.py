@@ -19,6 +19,7 @@ from rnncap.decode.beam import words_before_end
 from rnncap.decode.sample import sample_captions
 from rnncap.engine.cider import CiderD
 from rnncap.engine.ptb_tokenize import ptb_tokenize
+from rnncap.engine.splits import MIRROR_WORDS, batch_features, mirror_masks
 
 
 def sequence_log_probs(
@@ -106,8 +107,8 @@ class MirroredScorer:
 def mirror_text(caption: str) -> str:
     """The caption of the mirror image: "left" and "right" swapped (written in lower case, as
     CIDEr-D's tokenisation would make them anyway)."""
-    swap = {"left": "right", "right": "left"}
-    return re.sub(r"\b(left|right)\b", lambda m: swap[m.group(1).lower()], caption,
+    pattern = r"\b(" + "|".join(MIRROR_WORDS) + r")\b"
+    return re.sub(pattern, lambda m: MIRROR_WORDS[m.group(1).lower()], caption,
                   flags=re.IGNORECASE)  # fmt: skip
 
 
@@ -167,17 +168,15 @@ def scst_epoch(run, batches: Sequence[torch.Tensor], epoch: int) -> dict:
     model.eval()  # no dropout: the sampled captions and the gradient share one distribution
     generator = torch.Generator().manual_seed(10_000 + cfg.seed * 1000 + epoch + 100_000 * run.rank)
     losses, rewards = [], []
-    bar = tqdm(batches, desc=f"scst {epoch}/{cfg.epochs}", unit="batch", file=sys.stderr,
+    mirrors = mirror_masks(batches, cfg.mirror, cfg.seed, epoch)  # (B,) each: shown mirrored
+    bar = tqdm(zip(batches, mirrors, strict=True), total=len(batches),
+               desc=f"scst {epoch}/{cfg.epochs}", unit="batch", file=sys.stderr,
                disable=not (run.main and cfg.progress))  # fmt: skip
-    mirrors = torch.Generator().manual_seed(cfg.seed * 1000 + epoch + 500)  # as in xe epochs
     split = run.train_split
-    for batch in bar:
-        mirror = torch.rand(len(batch), generator=mirrors) < cfg.mirror  # (B,) shown mirrored
+    for batch, mirror in bar:
         mine = batch[run.rank :: run.world].tolist()  # this process's share of the global batch
         mirror = mirror[run.rank :: run.world]
-        features = split.features[mine]
-        if bool(mirror.any()):
-            features[mirror] = split.mirrored[torch.tensor(mine)[mirror]]
+        features = batch_features(split, mine, mirror)
         # the scorer's rows: image i, or i + I for its mirror image's (left/right) references
         rows = np.array(mine) + len(split.names) * mirror.numpy()
         loss, stats = scst_batch(

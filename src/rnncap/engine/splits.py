@@ -70,21 +70,41 @@ def collate(
     captions = torch.full((len(rows), T), pad_id, dtype=torch.long)
     for j, r in enumerate(rows):
         captions[j, : len(r)] = torch.tensor(r)
-    features = split.features[index]
+    features = batch_features(split, index, mirror)
     if mirror is not None and bool(mirror.any()):
-        features[mirror] = split.mirrored[torch.tensor(index)[mirror]]
         flipped_rows = mirror.repeat_interleave(counts)  # (sum n_i,)
         captions[flipped_rows] = swap[captions[flipped_rows]]
     return features, captions, counts
 
 
+def batch_features(
+    split: CaptionSplit, index: list[int], mirror: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Features (B, ...) of images `index`: those of the mirror image where `mirror` (B,) is set."""
+    features = split.features[index]  # a copy: the split is not changed
+    if mirror is not None and bool(mirror.any()):
+        features[mirror] = split.mirrored[torch.tensor(index)[mirror]]
+    return features
+
+
+def mirror_masks(batches: list[torch.Tensor], rate: float, seed: int, epoch: int) -> list:
+    """Per global batch of an epoch, which of its images are shown mirrored: (B,) bool each,
+    drawn from (seed, epoch) alone, so every process and a resumed run draw the same."""
+    generator = torch.Generator().manual_seed(seed * 1000 + epoch + 500)
+    return [torch.rand(len(batch), generator=generator) < rate for batch in batches]
+
+
+MIRROR_WORDS = {"left": "right", "right": "left"}  # what a mirror image's captions swap
+
+
 def left_right_swap(vocab: Vocabulary) -> torch.Tensor:
-    """Token ids (V,) mapping each word to itself, except "left" <-> "right" (a mirror image's
-    captions); the identity when the vocabulary lacks either."""
+    """Token ids (V,) mapping each word to itself, except MIRROR_WORDS to each other (a mirror
+    image's captions); the identity when the vocabulary lacks either."""
     swap = torch.arange(len(vocab))
-    left, right = vocab.stoi.get("left"), vocab.stoi.get("right")
-    if left is not None and right is not None:
-        swap[left], swap[right] = right, left
+    ids = {word: vocab.stoi.get(word) for word in MIRROR_WORDS}
+    if None not in ids.values():
+        for word, other in MIRROR_WORDS.items():
+            swap[ids[word]] = ids[other]
     return swap
 
 

@@ -28,7 +28,14 @@ from rnncap.decode.captioner import Captioner
 from rnncap.engine.cider import CiderD, cider_d
 from rnncap.engine.resume import TRAIN_STATE, Checkpoint, load_checkpoint
 from rnncap.engine.scst import reward_scorer, scst_epoch
-from rnncap.engine.splits import CaptionSplit, collate, head, left_right_swap, load_split
+from rnncap.engine.splits import (
+    CaptionSplit,
+    collate,
+    head,
+    left_right_swap,
+    load_split,
+    mirror_masks,
+)
 from rnncap.engine.train_config import TrainConfig
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
 from rnncap.models.folder import load_model, save_model
@@ -288,12 +295,13 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
     reg = cfg.attention_reg if cfg.cell_type == "attn" else 0.0
     run.model.train()
     running, seen = 0.0, 0
-    bar = tqdm(_epoch_batches(run, epoch), desc=f"epoch {epoch}/{cfg.epochs}",
-               disable=not (run.main and cfg.progress), unit="batch", file=sys.stderr)  # fmt: skip
+    batches = _epoch_batches(run, epoch)
+    mirrors = mirror_masks(batches, cfg.mirror, cfg.seed, epoch)  # (B,) each: shown mirrored
     swap = left_right_swap(run.vocab)
-    mirrors = torch.Generator().manual_seed(cfg.seed * 1000 + epoch + 500)  # same in every process
-    for batch in bar:
-        mirror = torch.rand(len(batch), generator=mirrors) < cfg.mirror  # (B,) shown mirrored
+    bar = tqdm(zip(batches, mirrors, strict=True), total=len(batches),
+               desc=f"epoch {epoch}/{cfg.epochs}", disable=not (run.main and cfg.progress),
+               unit="batch", file=sys.stderr)  # fmt: skip
+    for batch, mirror in bar:
         mine = batch[run.rank :: run.world].tolist()  # this process's share of the global batch
         features, captions, counts = collate(run.train_split, mine, run.vocab.pad_id,
                                              mirror[run.rank :: run.world], swap)  # fmt: skip
