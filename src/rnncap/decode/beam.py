@@ -146,6 +146,24 @@ def _block_repeats(log_probs: torch.Tensor, history: torch.Tensor, n: int) -> No
     log_probs.masked_fill_(hits > 0, float("-inf"))
 
 
+def _settled(scores, finished, bonus) -> torch.Tensor:
+    """(N,) bool: images whose best finished hypothesis already beats the most that any of
+    their unfinished ones could still reach (scores (N, K), finished (N, K), bonus (N*K, V) the
+    word bonus not yet spent, or None).
+
+    A log-probability is <= 0 and each word's bonus is paid once, so an unfinished hypothesis
+    ends at most at its score plus its unspent bonus. Once that is below an image's best finished
+    score (ranked by the plain sum, no length penalty), that caption is the search's answer
+    whatever the other hypotheses do next: they can stop. Only the rows that could never be
+    chosen are cut short, so the captions and scores are the ones the full search returns.
+    """
+    N, K = scores.shape
+    reach = scores if bonus is None else scores + bonus.clamp(min=0).sum(1).view(N, K)
+    best_done = scores.masked_fill(~finished, float("-inf")).max(1).values  # (N,)
+    best_going = reach.masked_fill(finished, float("-inf")).max(1).values  # (N,)
+    return best_done > best_going
+
+
 def _check_arguments(beam_size: int, no_repeat_ngram: int) -> None:
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
@@ -178,16 +196,18 @@ def _constrain(log_probs, history, bonus, no_repeat_ngram: int, no_end_after, en
     return log_probs
 
 
-def _step_alive(model, tokens, state, finished, static: set):
+def _step_alive(model, tokens, state, finished, scores, static: set):
     """`model.step` on the hypotheses still going: (log_probs (N*K, V), state, weights).
 
-    A finished hypothesis is only ever extended by padding, whatever the model says, so on a
-    CPU (where the cost grows with the rows) its row is skipped: its state stays as it was and
-    its log-probabilities and attention are zeros. On a GPU the whole batch costs the same.
+    A finished hypothesis is only ever extended by padding, whatever the model says, and an
+    impossible one (score -inf: at the first step, all copies of an image's start but the first)
+    is never chosen, so on a CPU (where the cost grows with the rows) their rows are skipped:
+    their state stays as it was and their log-probabilities and attention are zeros. On a GPU
+    the whole batch costs the same.
     """
     if tokens.device.type != "cpu":  # no nonzero() there: it would wait for the device
         return model.step(tokens, state)
-    alive = (~finished).view(-1).nonzero().squeeze(1)  # (A,)
+    alive = (~finished & (scores > float("-inf"))).view(-1).nonzero().squeeze(1)  # (A,)
     if len(alive) == len(tokens):
         return model.step(tokens, state)
     log_probs, sub_state, weights = model.step(tokens[alive], tuple(s[alive] for s in state))
@@ -249,7 +269,7 @@ def beam_search(
     bonus = _per_hypothesis(word_bonus, N, K, dtype, device)  # (N*K, V) | None
 
     for _ in range(max_length):
-        log_probs, state, weights = _step_alive(model, tokens, state, finished, static)
+        log_probs, state, weights = _step_alive(model, tokens, state, finished, scores, static)
         log_probs = _constrain(log_probs.to(dtype), history, bonus, no_repeat_ngram,
                                no_end_after, cfg.end_id)  # fmt: skip
         scores, beam, word = _extend(scores, log_probs, finished, banned, cfg.pad_id)
@@ -266,6 +286,8 @@ def beam_search(
         finished = (
             finished.view(-1)[parent].view(N, K) | (word == cfg.end_id) | (word == cfg.pad_id)
         )
+        if length_penalty == 0:  # scores only fall: a settled image's search is over
+            finished |= _settled(scores, finished, bonus)[:, None]
         tokens = word.view(-1)
         if bool(finished.all()):
             break

@@ -1,0 +1,115 @@
+"""Beam search stops stepping hypotheses that can no longer matter, and returns what a plain
+beam search returns: compared with a reference written one hypothesis at a time."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rnncap.decode.beam import beam_search
+from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
+
+WORDS = 5  # ordinary words: ids 4..8 after <pad>, <start>, <end>, <unk>
+END = 2
+
+
+def tiny_model(cell_type: str, seed: int) -> CaptioningRNN:
+    torch.manual_seed(seed)
+    cfg = CaptionerConfig(
+        encoder="none", feature_dim=6, cell_type=cell_type, wordvec_dim=5, hidden_dim=7,
+        vocab_size=4 + WORDS, max_length=8,
+    )  # fmt: skip
+    model = CaptioningRNN(cfg).double().eval()
+    with torch.no_grad():
+        model.vocab_proj.weight.mul_(2.0)
+        model.vocab_proj.bias[END] += 0.25  # captions of every length, some short
+    return model
+
+
+def features(cell_type: str, n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    shape = (n, 6, 2, 2) if cell_type == "attn" else (n, 6)
+    return torch.randn(shape, generator=g, dtype=torch.float64)
+
+
+class CountingModel:
+    """The model, counting the hypotheses it is stepped on."""
+
+    def __init__(self, model):
+        self.model, self.config, self.rows = model, model.config, 0
+        self.static_state = model.static_state
+
+    def init_state(self, feats):
+        return self.model.init_state(feats)
+
+    def step(self, tokens, state):
+        self.rows += len(tokens)
+        return self.model.step(tokens, state)
+
+
+@torch.no_grad()
+def reference_beam(model, feature, K: int, max_length: int, bonus=None):
+    """Textbook beam search for one image, one hypothesis at a time: every unfinished
+    hypothesis is extended by every word, a finished one carries over with its score, the K
+    best are kept; returns (words, score, hypotheses stepped)."""
+    cfg = model.config
+    beams = [(0.0, (), False, model.init_state(feature[None]))]
+    stepped = 0
+    for _ in range(max_length):
+        candidates = []
+        for score, words, done, state in beams:
+            if done:
+                candidates.append((score, words, True, state))
+                continue
+            token = torch.tensor([words[-1] if words else cfg.start_id])
+            log_probs, new_state, _ = model.step(token, state)
+            stepped += 1
+            for w in (END, *range(4, cfg.vocab_size)):
+                gain = float(log_probs[0, w])
+                if bonus is not None and w not in words:
+                    gain += float(bonus[w])
+                candidates.append((score + gain, (*words, w), w == END, new_state))
+        beams = sorted(candidates, key=lambda c: -c[0])[:K]
+        if all(done for _, _, done, _ in beams):
+            break
+    score, words, _, _ = max(beams, key=lambda c: c[0])
+    return tuple(w for w in words if w != END), score, stepped
+
+
+@pytest.mark.parametrize("cell_type", ["rnn", "lstm", "attn"])
+@pytest.mark.parametrize("beam", [2, 4])
+@pytest.mark.parametrize("with_bonus", [False, True])
+def test_narrow_beam_equals_reference_and_steps_fewer_hypotheses(cell_type, beam, with_bonus):
+    searched = stepped = 0
+    for seed in range(4):  # tiny models: some end at once, some run to max_length, some between
+        model = tiny_model(cell_type, seed)
+        feats = features(cell_type, 6, seed)
+        bonus = None
+        if with_bonus:  # a per-image prior for one word, paid once per caption
+            bonus = torch.zeros(6, 4 + WORDS, dtype=torch.float64)
+            bonus[torch.arange(6), 4 + torch.arange(6) % WORDS] = 1.5
+        counting = CountingModel(model)
+        out = beam_search(counting, feats, beam_size=beam, max_length=8, word_bonus=bonus)
+        searched += counting.rows
+        for i in range(6):
+            words, score, n = reference_beam(
+                model, feats[i], beam, 8, None if bonus is None else bonus[i]
+            )
+            stepped += n
+            assert tuple(out.tokens[i]) == words
+            assert out.scores[i] == pytest.approx(score, abs=1e-9)
+    # The textbook search steps every unfinished hypothesis until the last one ends; this one
+    # stops stepping an image once its answer is settled, so it does less model work.
+    assert searched < stepped
+
+
+def test_length_penalty_keeps_stepping_until_every_hypothesis_ends():
+    # Ranked by score / length**a, a longer caption can still overtake: nothing is settled early.
+    model = tiny_model("lstm", seed=5)
+    feats = features("lstm", 6, seed=5)
+    counting = CountingModel(model)
+    out = beam_search(counting, feats, beam_size=3, max_length=8, length_penalty=1.0)
+    plain = CountingModel(model)
+    beam_search(plain, feats, beam_size=3, max_length=8)
+    assert counting.rows > plain.rows
+    assert len(out.tokens) == 6
