@@ -196,7 +196,7 @@ def _constrain(log_probs, history, bonus, no_repeat_ngram: int, no_end_after, en
     return log_probs
 
 
-def _step_alive(model, tokens, state, finished, scores, static: set):
+def _step_alive(model, tokens, state, finished, scores, static: set, kept: dict):
     """`model.step` on the hypotheses still going: (log_probs (N*K, V), state, weights).
 
     A finished hypothesis is only ever extended by padding, whatever the model says, and an
@@ -204,13 +204,21 @@ def _step_alive(model, tokens, state, finished, scores, static: set):
     is never chosen, so on a CPU (where the cost grows with the rows) their rows are skipped:
     their state stays as it was and their log-probabilities and attention are zeros. On a GPU
     the whole batch costs the same.
+
+    The static entries (the attention grid, the same for every hypothesis of an image) of the
+    rows still going only change when the number of them per image does: `kept` holds the last
+    selection and the images it was taken for, so most steps copy no grid at all.
     """
     if tokens.device.type != "cpu":  # no nonzero() there: it would wait for the device
         return model.step(tokens, state)
     alive = (~finished & (scores > float("-inf"))).view(-1).nonzero().squeeze(1)  # (A,)
     if len(alive) == len(tokens):
         return model.step(tokens, state)
-    log_probs, sub_state, weights = model.step(tokens[alive], tuple(s[alive] for s in state))
+    images = torch.div(alive, scores.shape[1], rounding_mode="floor")  # (A,) each row's image
+    if "images" not in kept or not torch.equal(kept["images"], images):
+        kept.update(images=images, grids={i: state[i][alive] for i in static})
+    sub_state = tuple(kept["grids"][i] if i in static else s[alive] for i, s in enumerate(state))
+    log_probs, sub_state, weights = model.step(tokens[alive], sub_state)
     full = log_probs.new_zeros(len(tokens), log_probs.shape[1]).index_copy_(0, alive, log_probs)
     state = tuple(
         s if i in static else s.index_copy(0, alive, new)
@@ -267,9 +275,12 @@ def beam_search(
     static = set(getattr(model, "static_state", ()))
     base = (torch.arange(N, device=device) * K)[:, None]  # (N, 1)
     bonus = _per_hypothesis(word_bonus, N, K, dtype, device)  # (N*K, V) | None
+    kept: dict = {}  # the static state of the rows last stepped (see _step_alive)
 
     for _ in range(max_length):
-        log_probs, state, weights = _step_alive(model, tokens, state, finished, scores, static)
+        log_probs, state, weights = _step_alive(
+            model, tokens, state, finished, scores, static, kept
+        )
         log_probs = _constrain(log_probs.to(dtype), history, bonus, no_repeat_ngram,
                                no_end_after, cfg.end_id)  # fmt: skip
         scores, beam, word = _extend(scores, log_probs, finished, banned, cfg.pad_id)
