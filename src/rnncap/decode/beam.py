@@ -164,6 +164,16 @@ def _settled(scores, finished, bonus) -> torch.Tensor:
     return best_done > best_going
 
 
+def _ended(finished, parent, word, scores, bonus, cfg, length_penalty: float) -> torch.Tensor:
+    """(N, K) bool after a step: a hypothesis has ended when its parent had, when it just said
+    <end> (or padding), or, with no length penalty, when its image's search is settled."""
+    N, K = word.shape
+    ended = finished.view(-1)[parent].view(N, K) | (word == cfg.end_id) | (word == cfg.pad_id)
+    if length_penalty == 0:  # scores only fall
+        ended |= _settled(scores, ended, bonus)[:, None]
+    return ended
+
+
 def _check_arguments(beam_size: int, no_repeat_ngram: int) -> None:
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
@@ -294,11 +304,7 @@ def beam_search(
         if weights is not None:
             w = weights.to(dtype)[parent][:, None]  # (N*K, 1, P)
             attn_history = w if attn_history is None else torch.cat([attn_history[parent], w], 1)
-        finished = (
-            finished.view(-1)[parent].view(N, K) | (word == cfg.end_id) | (word == cfg.pad_id)
-        )
-        if length_penalty == 0:  # scores only fall: a settled image's search is over
-            finished |= _settled(scores, finished, bonus)[:, None]
+        finished = _ended(finished, parent, word, scores, bonus, cfg, length_penalty)
         tokens = word.view(-1)
         if bool(finished.all()):
             break
