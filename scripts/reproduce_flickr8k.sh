@@ -5,11 +5,14 @@
 #      mirror images of the training split
 #   2. cross-entropy training of the attention LSTM, each image seen mirrored half of the time
 #      (dev CIDEr-D picks the best epoch)
-#   3. self-critical sequence training from it (CIDEr-D reward that also scores how a caption
-#      ends, 5 samples per image, mirror images too)
-#   4. the decoding ablation on Flickr8k dev and COCO dev (when ../shared/data/coco_dev exists)
-#   5. the test scores with the model's own decoding settings
-# Bundling the result as the default model is one more command (printed at the end).
+#   3. self-critical sequence training from it, twice (CIDEr-D reward that also scores how a
+#      caption ends, 5 samples per image, mirror images too): at a constant learning rate, and
+#      with a cosine decay
+#   4. the model: the mean of the two self-critical models' weights, float16, with its decoding
+#      settings
+#   5. the decoding ablation on Flickr8k dev and COCO dev (when ../shared/data/coco_dev exists)
+#   6. the test scores with the model's own decoding settings
+# Making the result the default model is one more command (printed at the end).
 # Usage: scripts/reproduce_flickr8k.sh [FLICKR8K_DIR] [COCO_DEV_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,6 +51,13 @@ $BIN/rnncap train --objective scst --init runs/attn/best --out runs/scst "${COMM
     --samples-per-image 5 --reward-end --mirror 0.5
 stage "self-critical training"
 
+$BIN/rnncap train --objective scst --init runs/attn/best --out runs/scst-cosine "${COMMON[@]}" \
+    --epochs 10 --patience 4 --lr 2e-4 --warmup-steps 0 --min-lr-ratio 0.1 --weight-decay 0 \
+    --samples-per-image 5 --reward-end --mirror 0.5
+stage "self-critical training, cosine decay"
+
+$BIN/python scripts/bundle_model.py runs/scst/best runs/scst-cosine/best runs/bundle \
+    --decoding "$DECODING"
 SETS=(--set "flickr8k:$DATA:dev")
 [ -d "$COCO" ] && SETS+=(--set "coco:$COCO:dev")
 $BIN/python scripts/decoding_ablation.py --model runs/attn/best --model runs/scst/best \
@@ -60,9 +70,11 @@ $BIN/python scripts/decoding_ablation.py --model runs/attn/best --model runs/scs
       {"beam_size": 5, "no_repeat_ngram": 2, "guidance": 2.0},
       {"beam_size": 5, "no_repeat_ngram": 2, "guidance": 3.0}]' \
     | tee runs/eval/ablation.jsonl
+$BIN/python scripts/decoding_ablation.py --model runs/scst-cosine/best --model runs/bundle \
+    --features cache/features "${SETS[@]}" --full --grid "[$DECODING]" \
+    | tee -a runs/eval/ablation.jsonl
 stage "decoding ablation"
 
-$BIN/python scripts/bundle_model.py runs/scst/best runs/bundle --decoding "$DECODING"
 $BIN/rnncap evaluate --model runs/bundle --data "$DATA" --split test \
     --features cache/features --json runs/eval/flickr8k-test.json
 if [ -d "$COCO" ]; then

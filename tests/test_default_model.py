@@ -46,8 +46,8 @@ if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:
         sys.exit(f"usage: {sys.argv[0]} --write   (rewrites {EXPECTED.relative_to(REPO)})")
     data = {
-        "comment": "Captions of examples/ by the bundled default model (beam 3, CPU). "
-        "Regenerate only when the default model is retrained: "
+        "comment": "Captions of examples/ by the bundled default model (its own decoding "
+        "settings, CPU). Regenerate only when the default model is retrained: "
         "python tests/test_default_model.py --write",
         "captions": default_captions(),
     }
