@@ -7,8 +7,9 @@ import itertools
 import pytest
 import torch
 
+from decoding_helpers import random_features, tiny_decoder
 from rnncap.decode.beam import beam_search, greedy
-from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
+from rnncap.models.captioner import CaptioningRNN
 
 WORDS = 3  # ordinary words: ids 4, 5, 6 after the four specials
 END = 2
@@ -16,23 +17,12 @@ END = 2
 
 def repeating_model(cell_type: str, seed: int) -> CaptioningRNN:
     """A tiny model whose best captions repeat a word pair: the bias strongly favours word 4."""
-    torch.manual_seed(seed)
-    cfg = CaptionerConfig(
-        encoder="none", feature_dim=6, cell_type=cell_type, wordvec_dim=5, hidden_dim=7,
-        vocab_size=4 + WORDS, max_length=4,
-    )  # fmt: skip
-    model = CaptioningRNN(cfg).double().eval()
+    model = tiny_decoder(cell_type, seed, WORDS, max_length=4)
     with torch.no_grad():
         model.vocab_proj.weight.mul_(3.0)
         model.vocab_proj.bias.normal_(0, 0.5)
         model.vocab_proj.bias[4] += 4.0  # "4 4 4 4" is the unconstrained favourite
     return model
-
-
-def features(cell_type: str, n: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    shape = (n, 6, 2, 2) if cell_type == "attn" else (n, 6)
-    return torch.randn(shape, generator=g, dtype=torch.float64)
 
 
 def has_repeat(words: tuple[int, ...], n: int) -> bool:
@@ -73,7 +63,7 @@ def brute_force(model, feature, max_length, allowed=lambda words: True, bonus=No
 @pytest.mark.parametrize("n", [1, 2])
 def test_exhaustive_blocked_beam_equals_constrained_brute_force(cell_type, n):
     model = repeating_model(cell_type, seed=n)
-    feats = features(cell_type, 3, seed=n)
+    feats = random_features(cell_type, 3, seed=n)
     L = 4
     plain = beam_search(model, feats, beam_size=(WORDS + 1) ** (L - 1), max_length=L)
     assert any(has_repeat(tuple(t), n) for t in plain.tokens), "the model must want to repeat"
@@ -89,7 +79,7 @@ def test_exhaustive_blocked_beam_equals_constrained_brute_force(cell_type, n):
 @pytest.mark.parametrize("cell_type", ["rnn", "lstm", "attn"])
 def test_blocked_repeat_is_never_emitted(cell_type):
     model = repeating_model(cell_type, seed=7)
-    feats = features(cell_type, 16, seed=7)
+    feats = random_features(cell_type, 16, seed=7)
     for beam in (1, 3):
         out = beam_search(model, feats, beam_size=beam, max_length=12, no_repeat_ngram=2)
         assert not any(has_repeat(tuple(t), 2) for t in out.tokens)
@@ -101,7 +91,7 @@ def test_blocked_repeat_is_never_emitted(cell_type):
 @pytest.mark.parametrize("cell_type", ["rnn", "attn"])
 def test_word_bonus_equals_brute_force_with_bonus(cell_type):
     model = repeating_model(cell_type, seed=3)
-    feats = features(cell_type, 3, seed=3)
+    feats = random_features(cell_type, 3, seed=3)
     L = 3
     bonus = torch.zeros(3, 4 + WORDS, dtype=torch.float64)
     bonus[:, 6] = 6.0  # word 6 is rare without the bonus
@@ -118,7 +108,7 @@ def test_word_bonus_equals_brute_force_with_bonus(cell_type):
 
 def test_bad_arguments():
     model = repeating_model("rnn", 0)
-    feats = features("rnn", 2, 0)
+    feats = random_features("rnn", 2, 0)
     with pytest.raises(ValueError, match="no_repeat_ngram"):
         beam_search(model, feats, no_repeat_ngram=-1)
     with pytest.raises(ValueError, match="word_bonus"):
@@ -128,9 +118,9 @@ def test_bad_arguments():
 @pytest.mark.parametrize("cell_type", ["rnn", "lstm", "attn"])
 def test_no_end_after_equals_constrained_brute_force(cell_type):
     """No word may end a caption: only the empty caption and captions of max_length remain."""
-    from test_decoding import features_for, sequence_score, tiny_model
+    from test_decoding import sequence_score, tiny_model
 
-    model, feats, L = tiny_model(cell_type, 1), features_for(cell_type, 6, 1), 3
+    model, feats, L = tiny_model(cell_type, 1), random_features(cell_type, 6, 1), 3
     never_last = torch.zeros(8, dtype=torch.bool)
     never_last[4:] = True
     plain = beam_search(model, feats, beam_size=(4 + 1) ** (L - 1), max_length=L)

@@ -6,30 +6,20 @@ from __future__ import annotations
 import pytest
 import torch
 
+from decoding_helpers import random_features, tiny_decoder
 from rnncap.decode.beam import beam_search
-from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
+from rnncap.models.captioner import CaptioningRNN
 
 WORDS = 5  # ordinary words: ids 4..8 after <pad>, <start>, <end>, <unk>
 END = 2
 
 
 def tiny_model(cell_type: str, seed: int) -> CaptioningRNN:
-    torch.manual_seed(seed)
-    cfg = CaptionerConfig(
-        encoder="none", feature_dim=6, cell_type=cell_type, wordvec_dim=5, hidden_dim=7,
-        vocab_size=4 + WORDS, max_length=8,
-    )  # fmt: skip
-    model = CaptioningRNN(cfg).double().eval()
+    model = tiny_decoder(cell_type, seed, WORDS, max_length=8)
     with torch.no_grad():
         model.vocab_proj.weight.mul_(2.0)
         model.vocab_proj.bias[END] += 0.25  # captions of every length, some short
     return model
-
-
-def features(cell_type: str, n: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    shape = (n, 6, 2, 2) if cell_type == "attn" else (n, 6)
-    return torch.randn(shape, generator=g, dtype=torch.float64)
 
 
 class CountingModel:
@@ -83,7 +73,7 @@ def test_narrow_beam_equals_reference_and_steps_fewer_hypotheses(cell_type, beam
     searched = stepped = 0
     for seed in range(4):  # tiny models: some end at once, some run to max_length, some between
         model = tiny_model(cell_type, seed)
-        feats = features(cell_type, 6, seed)
+        feats = random_features(cell_type, 6, seed)
         bonus = None
         if with_bonus:  # a per-image prior for one word, paid once per caption
             bonus = torch.zeros(6, 4 + WORDS, dtype=torch.float64)
@@ -106,7 +96,7 @@ def test_narrow_beam_equals_reference_and_steps_fewer_hypotheses(cell_type, beam
 def test_length_penalty_keeps_stepping_until_every_hypothesis_ends():
     # Ranked by score / length**a, a longer caption can still overtake: nothing is settled early.
     model = tiny_model("lstm", seed=5)
-    feats = features("lstm", 6, seed=5)
+    feats = random_features("lstm", 6, seed=5)
     counting = CountingModel(model)
     out = beam_search(counting, feats, beam_size=3, max_length=8, length_penalty=1.0)
     plain = CountingModel(model)

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from decoding_helpers import random_features, tiny_decoder
 from rnncap.decode.beam import DecodeOptions, beam_search, decode, greedy
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN, list_cell_types
 
@@ -16,22 +17,11 @@ END = 2
 
 
 def tiny_model(cell_type: str, seed: int) -> CaptioningRNN:
-    torch.manual_seed(seed)
-    cfg = CaptionerConfig(
-        encoder="none", feature_dim=6, cell_type=cell_type, wordvec_dim=5, hidden_dim=7,
-        vocab_size=4 + WORDS, max_length=3,
-    )  # fmt: skip
-    model = CaptioningRNN(cfg).double().eval()
+    model = tiny_decoder(cell_type, seed, WORDS, max_length=3)
     with torch.no_grad():  # sharper distributions make ties impossible and search matter
         model.vocab_proj.weight.mul_(6.0)
         model.vocab_proj.bias.normal_(0, 1.0)
     return model
-
-
-def features_for(cell_type: str, n: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    shape = (n, 6, 2, 2) if cell_type == "attn" else (n, 6)
-    return torch.randn(shape, generator=g, dtype=torch.float64)
 
 
 @torch.no_grad()
@@ -59,7 +49,7 @@ def brute_force(model, feature, max_length: int) -> tuple[tuple[int, ...], float
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_exhaustive_beam_equals_brute_force(cell_type, seed):
     model = tiny_model(cell_type, seed)
-    feats = features_for(cell_type, 3, seed)
+    feats = random_features(cell_type, 3, seed)
     L = 3
     # Emittable tokens are the 4 words and <end>: a beam of 5**(L-1) keeps every prefix, so the
     # search is exhaustive and must find the brute-force optimum exactly.
@@ -73,7 +63,7 @@ def test_exhaustive_beam_equals_brute_force(cell_type, seed):
 @pytest.mark.parametrize("cell_type", list_cell_types())
 def test_beam_as_wide_as_vocabulary_length_two_is_exact(cell_type):
     model = tiny_model(cell_type, 5)
-    feats = features_for(cell_type, 4, 5)
+    feats = random_features(cell_type, 4, 5)
     out = beam_search(model, feats, beam_size=WORDS + 1, max_length=2)
     for n in range(4):
         best_seq, best_score = brute_force(model, feats[n], 2)
@@ -84,7 +74,7 @@ def test_beam_as_wide_as_vocabulary_length_two_is_exact(cell_type):
 @pytest.mark.parametrize("cell_type", list_cell_types())
 def test_beam_one_is_greedy(cell_type):
     model = tiny_model(cell_type, 3)
-    feats = features_for(cell_type, 5, 3)
+    feats = random_features(cell_type, 5, 3)
     g = greedy(model, feats, max_length=6)
     b = beam_search(model, feats, beam_size=1, max_length=6)
     assert g.tokens == b.tokens
@@ -106,7 +96,7 @@ def test_beam_one_is_greedy(cell_type):
 @pytest.mark.parametrize("cell_type", list_cell_types())
 def test_batch_equals_each_image_alone(cell_type):
     model = tiny_model(cell_type, 4)
-    feats = features_for(cell_type, 6, 4)
+    feats = random_features(cell_type, 6, 4)
     batch = beam_search(model, feats, beam_size=3, max_length=5)
     for n in range(6):
         alone = beam_search(model, feats[n : n + 1], beam_size=3, max_length=5)
@@ -118,7 +108,7 @@ def test_batch_equals_each_image_alone(cell_type):
 
 def test_attention_weights_per_word():
     model = tiny_model("attn", 7)
-    feats = features_for("attn", 2, 7)
+    feats = random_features("attn", 2, 7)
     out = beam_search(model, feats, beam_size=2, max_length=4)
     for tokens, weights in zip(out.tokens, out.attention, strict=True):
         assert weights.shape == (len(tokens), 4)
@@ -171,6 +161,6 @@ def test_length_penalty_changes_the_chosen_caption():
         assert long.scores[0] == pytest.approx(math.log(0.4 * 0.95 * 0.95) / 3**penalty)
     # Greedy never sees "B C D": the penalty only re-ranks the beams that were kept.
     assert greedy(model, feats).tokens == [[M.A], [M.A]]
-    model, feats = tiny_model("lstm", 8), features_for("lstm", 2, 8)
+    model, feats = tiny_model("lstm", 8), random_features("lstm", 2, 8)
     with pytest.raises(ValueError, match="beam_size"):
         beam_search(model, feats, beam_size=0)

@@ -1,0 +1,25 @@
+"""Tiny random captioning models and features for the decoding tests: beam search against brute
+force and against a textbook search. Each test file sharpens the model its own way."""
+
+from __future__ import annotations
+
+import torch
+
+from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
+
+
+def tiny_decoder(cell_type: str, seed: int, words: int, max_length: int) -> CaptioningRNN:
+    """A float64 model in eval mode over `words` ordinary words (ids 4.. after the specials)."""
+    torch.manual_seed(seed)
+    cfg = CaptionerConfig(
+        encoder="none", feature_dim=6, cell_type=cell_type, wordvec_dim=5, hidden_dim=7,
+        vocab_size=4 + words, max_length=max_length,
+    )  # fmt: skip
+    return CaptioningRNN(cfg).double().eval()
+
+
+def random_features(cell_type: str, n: int, seed: int) -> torch.Tensor:
+    """Features for n images: a 2 x 2 grid for attention models, a vector otherwise."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (n, 6, 2, 2) if cell_type == "attn" else (n, 6)
+    return torch.randn(shape, generator=g, dtype=torch.float64)
