@@ -35,8 +35,8 @@ def main() -> None:
     infos = [read_config(folder).get("info", {}) for folder in folders]
     info = infos[0] if len(infos) == 1 else {"averaged": infos}
     save_model(args.out, model, vocab, dtype=torch.float16, extra=info, decoding=decoding)
-    what = "float16 weights" if len(folders) == 1 else f"the mean of {len(folders)} models' weights"
-    print(f"wrote {args.out}: {what} (float16), decoding {json.dumps(decoding)}")
+    what = "weights" if len(folders) == 1 else f"the mean of {len(folders)} models' weights"
+    print(f"wrote {args.out}: {what} in float16, decoding {json.dumps(decoding)}")
 
 
 if __name__ == "__main__":

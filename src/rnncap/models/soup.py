@@ -33,7 +33,8 @@ def average_models(specs) -> tuple[CaptioningRNN, Vocabulary, list[Path]]:
     for folder in folders[1:]:
         other = read_captioner_config(folder)
         if other != config:
-            field = next(k for k, v in other.to_dict().items() if config.to_dict()[k] != v)
+            first = config.to_dict()
+            field = next(k for k, v in other.to_dict().items() if first[k] != v)
             raise ValueError(
                 f"model {folder}: captioner {field} is {getattr(other, field)!r}, "
                 f"{folders[0]} has {getattr(config, field)!r}: only the same model can be averaged"
