@@ -75,9 +75,11 @@ def test_narrow_beam_equals_reference_and_steps_fewer_hypotheses(cell_type, beam
         model = tiny_model(cell_type, seed)
         feats = random_features(cell_type, 6, seed)
         bonus = None
-        if with_bonus:  # a per-image prior for one word, paid once per caption
+        if with_bonus:  # a per-image prior for 0, 1 or 2 words, each paid once per caption
             bonus = torch.zeros(6, 4 + WORDS, dtype=torch.float64)
-            bonus[torch.arange(6), 4 + torch.arange(6) % WORDS] = 1.5
+            for i in range(6):
+                for j in range(i % 3):
+                    bonus[i, 4 + (i + 2 * j) % WORDS] = 1.5 - 0.5 * j
         counting = CountingModel(model)
         out = beam_search(counting, feats, beam_size=beam, max_length=8, word_bonus=bonus)
         searched += counting.rows

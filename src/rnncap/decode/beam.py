@@ -148,8 +148,8 @@ def _block_repeats(log_probs: torch.Tensor, history: torch.Tensor, n: int) -> No
 
 def _settled(scores, finished, bonus) -> torch.Tensor:
     """(N,) bool: images whose best finished hypothesis already beats the most that any of
-    their unfinished ones could still reach (scores (N, K), finished (N, K), bonus (N*K, V) the
-    word bonus not yet spent, or None).
+    their unfinished ones could still reach (scores (N, K), finished (N, K), bonus the word bonus
+    not yet spent as (ids, values) from `_per_hypothesis`, or None).
 
     A log-probability is <= 0 and each word's bonus is paid once, so an unfinished hypothesis
     ends at most at its score plus its unspent bonus. Once that is below an image's best finished
@@ -158,7 +158,7 @@ def _settled(scores, finished, bonus) -> torch.Tensor:
     chosen are cut short, so the captions and scores are the ones the full search returns.
     """
     N, K = scores.shape
-    reach = scores if bonus is None else scores + bonus.clamp(min=0).sum(1).view(N, K)
+    reach = scores if bonus is None else scores + bonus[1].clamp(min=0).sum(1).view(N, K)
     best_done = scores.masked_fill(~finished, float("-inf")).max(1).values  # (N,)
     best_going = reach.masked_fill(finished, float("-inf")).max(1).values  # (N,)
     return best_done > best_going
@@ -181,13 +181,32 @@ def _check_arguments(beam_size: int, no_repeat_ngram: int) -> None:
         raise ValueError(f"no_repeat_ngram must be >= 0, got {no_repeat_ngram}")
 
 
-def _per_hypothesis(word_bonus, N: int, K: int, dtype, device) -> torch.Tensor | None:
-    """The images' word bonus (N, V) repeated for each of their K hypotheses: (N*K, V)."""
+def _per_hypothesis(word_bonus, N: int, K: int, dtype, device):
+    """The images' word bonus (N, V), sparse, for each of their K hypotheses: (ids, values),
+    each (N*K, M), M the most words with a bonus in one image (padded with value 0, ids in
+    increasing order); None when no word has one.
+
+    A few words per image carry a bonus: kept dense, every step would copy, add and sum an
+    (N*K, V) tensor for them.
+    """
     if word_bonus is None:
         return None
     if word_bonus.shape[0] != N:
         raise ValueError(f"word_bonus has {word_bonus.shape[0]} rows for {N} images")
-    return word_bonus.to(device, dtype).repeat_interleave(K, dim=0)
+    word_bonus = word_bonus.to(device, dtype)
+    nonzero = word_bonus != 0  # (N, V)
+    M = int(nonzero.sum(1).max()) if N > 0 else 0
+    if M == 0:
+        return None
+    ids = nonzero.to(dtype).topk(M, dim=1).indices.sort(1).values  # (N, M)
+    values = word_bonus.gather(1, ids)  # (N, M)
+    return ids.repeat_interleave(K, dim=0), values.repeat_interleave(K, dim=0)
+
+
+def _spend(bonus, parent, word):
+    """The unspent bonus after a step: each hypothesis's parent's, less the word just said."""
+    ids, values = bonus  # ids are the image's: the same for a parent of the same image
+    return ids, values[parent].masked_fill_(ids == word.view(-1, 1), 0.0)
 
 
 def _constrain(log_probs, history, bonus, no_repeat_ngram: int, no_end_after, end_id: int):
@@ -197,7 +216,7 @@ def _constrain(log_probs, history, bonus, no_repeat_ngram: int, no_end_after, en
     a word marked in `no_end_after` (V,) bool. Beam size may exceed the vocabulary: impossible
     beams score -inf."""
     if bonus is not None:
-        log_probs += bonus
+        log_probs.scatter_add_(1, *bonus)
     if no_repeat_ngram > 0:
         _block_repeats(log_probs, history, no_repeat_ngram)
     if no_end_after is not None and history.shape[1] > 0:
@@ -284,7 +303,7 @@ def beam_search(
     banned = _banned(model)
     static = set(getattr(model, "static_state", ()))
     base = (torch.arange(N, device=device) * K)[:, None]  # (N, 1)
-    bonus = _per_hypothesis(word_bonus, N, K, dtype, device)  # (N*K, V) | None
+    bonus = _per_hypothesis(word_bonus, N, K, dtype, device)  # (ids, values) (N*K, M) | None
     kept: dict = {}  # the static state of the rows last stepped (see _step_alive)
 
     for _ in range(max_length):
@@ -300,7 +319,7 @@ def beam_search(
         state = tuple(s if i in static else s[parent] for i, s in enumerate(state))
         history = torch.cat([history[parent], word.view(-1, 1)], 1)  # (N*K, t)
         if bonus is not None:  # a word's bonus is spent once the hypothesis has said it
-            bonus = bonus[parent].scatter_(1, word.view(-1, 1), 0.0)
+            bonus = _spend(bonus, parent, word)
         if weights is not None:
             w = weights.to(dtype)[parent][:, None]  # (N*K, 1, P)
             attn_history = w if attn_history is None else torch.cat([attn_history[parent], w], 1)

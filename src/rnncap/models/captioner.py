@@ -42,6 +42,8 @@ MAX_FEATURE_DIM = 16384  # encoder channels (ResNet-152: 2048)
 MAX_VOCAB = 500_000
 MAX_LENGTH = 1000  # words per decoded caption
 MAX_PARAMETERS = 500_000_000  # 2 GB of float32 weights
+# Decoding looks up every word's input term of the gates in a (V, 4H) table when it fits here.
+MAX_WORD_TABLE_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -131,6 +133,7 @@ class CaptioningRNN(nn.Module):
                 self.out_context = nn.Linear(H, W)
         self.vocab_proj = nn.Linear(W if config.deep_output else H, V)
         self._encoder = None  # built on demand, never part of the state dict
+        self._word_table: tuple | None = None  # (key, table) cached by `_input_term`
         self.origin: Path | None = None  # the model folder it was loaded from, named in errors
         nn.init.normal_(self.embed.weight, std=0.1)
 
@@ -243,19 +246,38 @@ class CaptioningRNN(nn.Module):
     def step(self, tokens: torch.Tensor, state: tuple[torch.Tensor, ...]):
         """One step: tokens (B,) -> (log_probs (B, V), new_state, attention (B, P) | None)."""
         x = self.embed(tokens)  # (B, W)
+        xw = self._input_term(tokens, x)  # (B, H) rnn, (B, 4H) lstm/attn
         weights, context = None, None
         if self.config.cell_type == "rnn":
             (h,) = state
-            h = self.cell.step(x, h)
+            h = self.cell.step_from_input(xw, h)
             new_state = (h,)
         elif self.config.cell_type == "lstm":
-            h, c = self.cell.step(x, *state)
+            h, c = self.cell.step_from_input(xw, *state)
             new_state = (h, c)
         else:
             prev_h, prev_c, A = state
-            h, c, weights = self.cell.step(x, prev_h, prev_c, A)
+            h, c, weights = self.cell.step_from_input(xw, prev_h, prev_c, A)
             new_state = (h, c, A)
             if self.config.deep_output:
                 context = torch.bmm(A, weights.unsqueeze(2)).squeeze(2)  # (B, H)
         log_probs = torch.log_softmax(self.output(x, h, context), dim=-1)  # (B, V)
         return log_probs, new_state, weights
+
+    def _input_term(self, tokens: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The cell's input term x Wx + b for the words `tokens` (B,) with vectors x (B, W).
+
+        Decoding (no gradients, eval mode) looks it up in a table of every word's term,
+        computed once per set of weights (rebuilt when the embedding, Wx or b change), instead
+        of a (B, W) x (W, 4H) product per step: the same values up to float rounding.
+        """
+        params = (self.embed.weight, self.cell.Wx, self.cell.b)
+        V, G = self.embed.weight.shape[0], self.cell.Wx.shape[1]
+        size = V * G * self.cell.Wx.element_size()
+        if torch.is_grad_enabled() or self.training or size > MAX_WORD_TABLE_BYTES:
+            return self.cell.input_term(x)
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        if self._word_table is None or self._word_table[0] != key:
+            self._word_table = (key, self.cell.input_term(self.embed.weight))  # (V, G)
+        return self._word_table[1].index_select(0, tokens)
+

@@ -58,7 +58,7 @@ class AttentionLSTM(nn.Module):
         h, c = self.initial_state(A)
         hs, ws = [], []
         for t in range(T):
-            h, c, w = self._step(xa[:, t], h, c, A)
+            h, c, w = self.step_from_input(xa[:, t], h, c, A)
             hs.append(h)
             ws.append(w)
         return torch.stack(hs, dim=1), torch.stack(ws, dim=1)
@@ -67,9 +67,14 @@ class AttentionLSTM(nn.Module):
         self, x: Tensor, prev_h: Tensor, prev_c: Tensor, A: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
         """One timestep: x (N, D), prev_h/prev_c (N, H), A (N, H, P) -> (h, c, weights (N, P))."""
-        return self._step(torch.addmm(self.b, x, self.Wx), prev_h, prev_c, A)
+        return self.step_from_input(self.input_term(x), prev_h, prev_c, A)
 
-    def _step(self, xa: Tensor, prev_h: Tensor, prev_c: Tensor, A: Tensor):
+    def input_term(self, x: Tensor) -> Tensor:
+        """x Wx + b, the input's share of the gates: x (N, D) -> (N, 4H)."""
+        return torch.addmm(self.b, x, self.Wx)
+
+    def step_from_input(self, xa: Tensor, prev_h: Tensor, prev_c: Tensor, A: Tensor):
+        """`step` given xa = `input_term(x)` (N, 4H), e.g. looked up per word while decoding."""
         context, weights = dot_product_attention(prev_h, A)  # (N, H), (N, P)
         a = xa + prev_h @ self.Wh + context @ self.Wattn  # (N, 4H)
         next_h, next_c = lstm_cell_update(a, prev_c)

@@ -235,8 +235,15 @@ class LSTM(nn.Module):
 
     def step(self, x: Tensor, prev_h: Tensor, prev_c: Tensor) -> tuple[Tensor, Tensor]:
         """One timestep: x (N, D), prev_h/prev_c (N, H) -> (next_h, next_c), each (N, H)."""
-        a = torch.addmm(self.b, x, self.Wx) + prev_h @ self.Wh  # (N, 4H)
-        return lstm_cell_update(a, prev_c)
+        return self.step_from_input(self.input_term(x), prev_h, prev_c)
+
+    def input_term(self, x: Tensor) -> Tensor:
+        """x Wx + b, the input's share of the gates: x (N, D) -> (N, 4H)."""
+        return torch.addmm(self.b, x, self.Wx)
+
+    def step_from_input(self, xw: Tensor, prev_h: Tensor, prev_c: Tensor):
+        """`step` given xw = `input_term(x)` (N, 4H), e.g. looked up per word while decoding."""
+        return lstm_cell_update(xw + prev_h @ self.Wh, prev_c)  # gates (N, 4H)
 
     @classmethod
     def from_torch(cls, m: nn.Module) -> LSTM:

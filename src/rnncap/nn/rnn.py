@@ -144,7 +144,15 @@ class RNN(nn.Module):
 
     def step(self, x: Tensor, prev_h: Tensor) -> Tensor:
         """One timestep: x (N, D), prev_h (N, H) -> next_h (N, H)."""
-        return torch.tanh(torch.addmm(self.b, x, self.Wx) + prev_h @ self.Wh)
+        return self.step_from_input(self.input_term(x), prev_h)
+
+    def input_term(self, x: Tensor) -> Tensor:
+        """x Wx + b, the input's share of the pre-activation: x (N, D) -> (N, H)."""
+        return torch.addmm(self.b, x, self.Wx)
+
+    def step_from_input(self, xw: Tensor, prev_h: Tensor) -> Tensor:
+        """`step` given xw = `input_term(x)` (N, H), e.g. looked up per word while decoding."""
+        return torch.tanh(xw + prev_h @ self.Wh)
 
     @classmethod
     def from_torch(cls, m: nn.Module) -> RNN:

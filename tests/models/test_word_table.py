@@ -1,0 +1,78 @@
+"""The decoder's per-word input table: while decoding, `CaptioningRNN.step` looks up each word's
+input term x Wx + b instead of multiplying; the results must be those of the plain product,
+also after the weights change, and the table must never reach training or the state dict."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from decoding_helpers import random_features, tiny_decoder
+from rnncap.models.captioner import list_cell_types
+
+
+def _reference_step(model, tokens, state):
+    """The step with gradients enabled: the input term is computed as x Wx + b, no table."""
+    with torch.enable_grad():
+        log_probs, new_state, weights = model.step(tokens, state)
+    return log_probs.detach(), [s.detach() for s in new_state], weights
+
+
+@pytest.mark.parametrize("cell_type", list_cell_types())
+def test_table_rows_are_each_words_input_term(cell_type):
+    model = tiny_decoder(cell_type, seed=0, words=9, max_length=4)
+    tokens = torch.tensor([4, 12, 7, 4, 1])
+    state = model.init_state(random_features(cell_type, 5, seed=1))
+    with torch.no_grad():
+        model.step(tokens, state)
+    table = model._word_table[1].numpy()
+    E = model.embed.weight.detach().numpy()
+    Wx, b = model.cell.Wx.detach().numpy(), model.cell.b.detach().numpy()
+    np.testing.assert_allclose(table, E @ Wx + b, rtol=1e-12, atol=1e-12)  # float64 model
+
+
+@pytest.mark.parametrize("cell_type", list_cell_types())
+def test_step_with_table_equals_step_without(cell_type):
+    model = tiny_decoder(cell_type, seed=2, words=9, max_length=4)
+    tokens = torch.tensor([4, 12, 7, 4, 1])
+    state = model.init_state(random_features(cell_type, 5, seed=3))
+    with torch.no_grad():
+        log_probs, new_state, _ = model.step(tokens, state)
+    assert model._word_table is not None  # the table was used
+    ref_log_probs, ref_state, _ = _reference_step(model, tokens, state)
+    torch.testing.assert_close(log_probs, ref_log_probs, rtol=1e-12, atol=1e-12)
+    for got, want in zip(new_state, ref_state, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["embed", "Wx", "b"])
+def test_table_follows_weight_changes(name):
+    model = tiny_decoder("attn", seed=4, words=9, max_length=4)
+    tokens = torch.tensor([4, 5, 6])
+    state = model.init_state(random_features("attn", 3, seed=5))
+    with torch.no_grad():
+        before, _, _ = model.step(tokens, state)
+        param = model.embed.weight if name == "embed" else getattr(model.cell, name)
+        param.add_(0.5)  # an optimizer step changes the weights in place
+        after, _, _ = model.step(tokens, state)
+    ref_after, _, _ = _reference_step(model, tokens, state)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, ref_after, rtol=1e-12, atol=1e-12)
+
+
+def test_no_table_when_training_or_with_gradients():
+    model = tiny_decoder("lstm", seed=6, words=9, max_length=4)
+    tokens = torch.tensor([4, 5])
+    state = model.init_state(random_features("lstm", 2, seed=7))
+    log_probs, _, _ = model.step(tokens, state)  # gradients enabled
+    assert log_probs.requires_grad and model._word_table is None
+    model.train()
+    with torch.no_grad():
+        model.step(tokens, state)
+    assert model._word_table is None
+    model.eval()
+    with torch.no_grad():
+        model.step(tokens, state)
+    assert model._word_table is not None
+    assert set(model.state_dict()) == {n for n, _ in model.named_parameters()}
