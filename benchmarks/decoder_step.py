@@ -25,7 +25,8 @@ from rnncap.models.folder import load_model
 
 
 class _Step(nn.Module):
-    """model.step with the state unpacked, for the exporter: tokens, h, c, A -> log_probs, h, c."""
+    """model.step with the state unpacked, for the exporter: tokens, h, c, A (one grid per row)
+    -> log_probs, h, c, weights."""
 
     def __init__(self, model) -> None:
         super().__init__()
@@ -65,10 +66,11 @@ class OrtStepModel:
         return self.model.init_state(features)
 
     def step(self, tokens, state):
-        h, c, A = state
-        feeds = {"tokens": tokens.numpy(), "h": h.numpy(), "c": c.numpy(), "A": A.numpy()}
+        h, c, A, image = state  # A: one grid per image; the exported step takes one per row
+        grids = A.index_select(0, image).numpy()
+        feeds = {"tokens": tokens.numpy(), "h": h.numpy(), "c": c.numpy(), "A": grids}
         log_probs, h, c, weights = (torch.from_numpy(x) for x in self.session.run(None, feeds))
-        return log_probs, (h, c, A), weights
+        return log_probs, (h, c, A, image), weights
 
 
 def main() -> int:

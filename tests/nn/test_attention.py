@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -22,6 +23,24 @@ def test_dot_product_attention_matches_loops():
         torch.testing.assert_close(weights[n], torch.tensor(w))
         ctx = [sum(A[n, k, p] * w[p] for p in range(P)) for k in range(H)]
         torch.testing.assert_close(context[n], torch.tensor(ctx))
+
+
+@pytest.mark.parametrize("image", [[2, 0, 2, 2, 3, 0, 2], [0], [1, 1, 1], [3, 2, 1, 0]])
+def test_rows_sharing_grids_match_numpy(image):
+    # Rows that share their image's grid (beam hypotheses): any order, any count per image,
+    # images without rows; against the per-row formula in NumPy, float64.
+    g = torch.Generator().manual_seed(len(image))
+    N, H, P = 4, 5, 6
+    A = torch.randn(N, H, P, generator=g, dtype=torch.float64)
+    prev_h = torch.randn(len(image), H, generator=g, dtype=torch.float64)
+    context, weights = dot_product_attention(prev_h, A, torch.tensor(image))
+    a, h = A.numpy(), prev_h.numpy()
+    for b, n in enumerate(image):
+        scores = h[b] @ a[n] / np.sqrt(H)  # (P,)
+        w = np.exp(scores - scores.max())
+        w /= w.sum()
+        np.testing.assert_allclose(weights[b].numpy(), w, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(context[b].numpy(), a[n] @ w, rtol=1e-12, atol=1e-12)
 
 
 def _reference_forward(m: AttentionLSTM, x, A):

@@ -35,6 +35,25 @@ def test_teacher_forcing_equals_stepping(cell_type, deep_output):
             torch.testing.assert_close(w, weights[:, t])
 
 
+@pytest.mark.parametrize("deep_output", [False, True])
+def test_rows_sharing_an_images_grid_step_like_teacher_forcing(deep_output):
+    # A search steps several rows per image (and subsets of them) over one grid per image: the
+    # attention state's `image` maps rows to grids. Each row must follow its own caption as the
+    # teacher-forced model, which gets a copy of the features per row.
+    model = make("attn", deep_output)
+    f = feats("attn", 3)
+    image = torch.tensor([0, 0, 2, 1, 2, 2])  # rows per image: 2, 1, 3
+    captions = torch.randint(4, 12, (6, 4))
+    logits, weights = model(f[image], captions)
+    h, c, A, _ = model.init_state(f)
+    state = (h[image], c[image], A, image)
+    for t in range(4):
+        log_probs, state, w = model.step(captions[:, t], state)
+        torch.testing.assert_close(log_probs, torch.log_softmax(logits[:, t], -1))
+        torch.testing.assert_close(w, weights[:, t])
+    assert state[2] is A  # the grids are never copied
+
+
 @pytest.mark.parametrize("cell_type", list_cell_types())
 def test_repeats_share_one_projection_per_image(cell_type):
     model = make(cell_type)

@@ -225,28 +225,21 @@ def _constrain(log_probs, history, bonus, no_repeat_ngram: int, no_end_after, en
     return log_probs
 
 
-def _step_alive(model, tokens, state, finished, scores, static: set, kept: dict):
+def _step_alive(model, tokens, state, finished, scores, static: set):
     """`model.step` on the hypotheses still going: (log_probs (N*K, V), state, weights).
 
     A finished hypothesis is only ever extended by padding, whatever the model says, and an
     impossible one (score -inf: at the first step, all copies of an image's start but the first)
     is never chosen, so on a CPU (where the cost grows with the rows) their rows are skipped:
     their state stays as it was and their log-probabilities and attention are zeros. On a GPU
-    the whole batch costs the same.
-
-    The static entries (the attention grid, the same for every hypothesis of an image) of the
-    rows still going only change when the number of them per image does: `kept` holds the last
-    selection and the images it was taken for, so most steps copy no grid at all.
+    the whole batch costs the same. The static entries (one per image) go as they are.
     """
     if tokens.device.type != "cpu":  # no nonzero() there: it would wait for the device
         return model.step(tokens, state)
     alive = (~finished & (scores > float("-inf"))).view(-1).nonzero().squeeze(1)  # (A,)
     if len(alive) == len(tokens):
         return model.step(tokens, state)
-    images = torch.div(alive, scores.shape[1], rounding_mode="floor")  # (A,) each row's image
-    if "images" not in kept or not torch.equal(kept["images"], images):
-        kept.update(images=images, grids={i: state[i][alive] for i in static})
-    sub_state = tuple(kept["grids"][i] if i in static else s[alive] for i, s in enumerate(state))
+    sub_state = tuple(s if i in static else s[alive] for i, s in enumerate(state))
     log_probs, sub_state, weights = model.step(tokens[alive], sub_state)
     full = log_probs.new_zeros(len(tokens), log_probs.shape[1]).index_copy_(0, alive, log_probs)
     state = tuple(
@@ -291,8 +284,9 @@ def beam_search(
     K = beam_size
     state = model.init_state(features)
     N, device = state[0].shape[0], state[0].device
+    static = set(getattr(model, "static_state", ()))  # one entry per image, shared by its rows
     # Every image starts with K copies of its state; only the first copy is live.
-    state = tuple(s.repeat_interleave(K, dim=0) for s in state)  # (N*K, ...)
+    state = tuple(s if i in static else s.repeat_interleave(K, dim=0) for i, s in enumerate(state))
     dtype = torch.float64 if state[0].dtype == torch.float64 else torch.float32  # scores accumulate
     scores = torch.full((N, K), float("-inf"), device=device, dtype=dtype)
     scores[:, 0] = 0.0
@@ -301,21 +295,17 @@ def beam_search(
     history = torch.zeros(N * K, 0, dtype=torch.long, device=device)  # emitted ids incl. <end>
     attn_history = None  # (N*K, t, P) for attention models
     banned = _banned(model)
-    static = set(getattr(model, "static_state", ()))
     base = (torch.arange(N, device=device) * K)[:, None]  # (N, 1)
     bonus = _per_hypothesis(word_bonus, N, K, dtype, device)  # (ids, values) (N*K, M) | None
-    kept: dict = {}  # the static state of the rows last stepped (see _step_alive)
 
     for _ in range(max_length):
-        log_probs, state, weights = _step_alive(
-            model, tokens, state, finished, scores, static, kept
-        )
+        log_probs, state, weights = _step_alive(model, tokens, state, finished, scores, static)
         log_probs = _constrain(log_probs.to(dtype), history, bonus, no_repeat_ngram,
                                no_end_after, cfg.end_id)  # fmt: skip
         scores, beam, word = _extend(scores, log_probs, finished, banned, cfg.pad_id)
         parent = (base + beam).view(-1)  # (N*K,)
-        # Entries the model declares static (the attention grid A) are the same for every beam
-        # of an image, so reordering beams leaves them unchanged: skip the copy.
+        # Static entries (the attention grid A) are one per image: reordering beams within an
+        # image leaves them as they are.
         state = tuple(s if i in static else s[parent] for i, s in enumerate(state))
         history = torch.cat([history[parent], word.view(-1, 1)], 1)  # (N*K, t)
         if bonus is not None:  # a word's bonus is spent once the hypothesis has said it

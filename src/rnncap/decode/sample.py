@@ -31,8 +31,9 @@ def sample_captions(
     max_length = cfg.max_length if max_length is None else max_length
     K = samples_per_image
     state = model.init_state(features)
-    state = tuple(s.repeat_interleave(K, dim=0) for s in state)  # (N*K, ...)
-    B = state[0].shape[0]
+    static = set(getattr(model, "static_state", ()))  # one entry per image, shared by its rows
+    state = tuple(s if i in static else s.repeat_interleave(K, dim=0) for i, s in enumerate(state))
+    B = state[0].shape[0]  # (N*K, ...)
     device = state[0].device
     tokens = torch.full((B,), cfg.start_id, dtype=torch.long, device=device)
     finished = torch.zeros(B, dtype=torch.bool, device=device)

@@ -230,18 +230,23 @@ class CaptioningRNN(nn.Module):
     # ----------------------------------------------------------------- decoding interface
     @property
     def static_state(self) -> tuple[int, ...]:
-        """Positions in the decoder state that never change while decoding (attn: the grid A)."""
+        """Positions in the decoder state that hold one entry per image and never change while
+        decoding (attn: the grid A). A search keeps them as they are, whatever the rows it steps
+        (several hypotheses or samples per image, a subset of them): each row finds its image
+        through the state's own per-row entries (attn: `image`)."""
         return (2,) if self.config.cell_type == "attn" else ()
 
     def init_state(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Decoder state before the first word; every tensor has the batch as dim 0."""
+        """Decoder state before the first word, one row per image (dim 0): rnn (h,), lstm
+        (h, c), attn (h, c, A (N, H, P), image (N,) the grid of each row in A)."""
         projected = self.project(self._features(features))
         if self.config.cell_type == "rnn":
             return (projected,)
         if self.config.cell_type == "lstm":
             return (projected, torch.zeros_like(projected))
         h0 = projected.mean(2)  # (N, H)
-        return (h0, h0.clone(), projected)
+        image = torch.arange(len(h0), device=h0.device)  # (N,) each row's grid in A
+        return (h0, h0.clone(), projected, image)
 
     def step(self, tokens: torch.Tensor, state: tuple[torch.Tensor, ...]):
         """One step: tokens (B,) -> (log_probs (B, V), new_state, attention (B, P) | None)."""
@@ -256,11 +261,13 @@ class CaptioningRNN(nn.Module):
             h, c = self.cell.step_from_input(xw, *state)
             new_state = (h, c)
         else:
-            prev_h, prev_c, A = state
-            h, c, weights = self.cell.step_from_input(xw, prev_h, prev_c, A)
-            new_state = (h, c, A)
+            prev_h, prev_c, A, *rest = state  # rest: (image,); none: A holds a grid per row
+            image = rest[0] if rest else None
+            h, c, weights = self.cell.step_from_input(xw, prev_h, prev_c, A, image)
+            new_state = (h, c, A, *rest)
             if self.config.deep_output:
-                context = torch.bmm(A, weights.unsqueeze(2)).squeeze(2)  # (B, H)
+                grids = A if image is None else A.index_select(0, image)  # (B, H, P)
+                context = torch.bmm(grids, weights.unsqueeze(2)).squeeze(2)  # (B, H)
         log_probs = torch.log_softmax(self.output(x, h, context), dim=-1)  # (B, V)
         return log_probs, new_state, weights
 
@@ -280,4 +287,3 @@ class CaptioningRNN(nn.Module):
         if self._word_table is None or self._word_table[0] != key:
             self._word_table = (key, self.cell.input_term(self.embed.weight))  # (V, G)
         return self._word_table[1].index_select(0, tokens)
-

@@ -14,13 +14,42 @@ from torch import Tensor, nn
 from rnncap.nn.lstm import lstm_cell_update
 
 
-def dot_product_attention(prev_h: Tensor, A: Tensor) -> tuple[Tensor, Tensor]:
-    """Attend over A (N, H, P) with prev_h (N, H) -> (context (N, H), weights (N, P))."""
+def dot_product_attention(prev_h: Tensor, A: Tensor, image: Tensor | None = None):
+    """Attend over grids with prev_h (B, H) -> (context (B, H), weights (B, P)).
+
+    A (B, H, P): row b attends over A[b]. With `image` (B,) ints, A (N, H, P) holds one grid per
+    image and row b attends over A[image[b]]: a beam's hypotheses share their image's grid.
+    """
+    if image is not None:
+        if prev_h.device.type == "cpu" and len(image) > 0:
+            return _shared_grid_attention(prev_h, A, image)
+        A = A.index_select(0, image)  # (B, H, P); on a GPU the copy costs less than a sync
     H = A.shape[1]
-    scores = torch.bmm(prev_h.unsqueeze(1), A).squeeze(1) / math.sqrt(H)  # (N, P)
-    weights = torch.softmax(scores, dim=1)  # (N, P)
-    context = torch.bmm(A, weights.unsqueeze(2)).squeeze(2)  # (N, H)
+    scores = torch.bmm(prev_h.unsqueeze(1), A).squeeze(1) / math.sqrt(H)  # (B, P)
+    weights = torch.softmax(scores, dim=1)  # (B, P)
+    context = torch.bmm(A, weights.unsqueeze(2)).squeeze(2)  # (B, H)
     return context, weights
+
+
+def _shared_grid_attention(prev_h: Tensor, A: Tensor, image: Tensor) -> tuple[Tensor, Tensor]:
+    """`dot_product_attention` with rows sharing grids, A (N, H, P), image (B,): each image's
+    rows are padded to the largest count k and multiplied with their grid at once, (N, k, H) x
+    (N, H, P), so that a grid is read once per step rather than once per row (and never copied)."""
+    N, H, P = A.shape
+    B = prev_h.shape[0]
+    counts = torch.bincount(image, minlength=N)  # (N,) rows per image
+    k = int(counts.max())
+    order = torch.argsort(image, stable=True)  # rows grouped by image, in row order
+    starts = counts.cumsum(0) - counts  # (N,) where each image's group begins
+    slot = torch.empty_like(image)
+    slot[order] = torch.arange(B, device=image.device) - starts[image[order]]
+    pos = image * k + slot  # (B,) each row's place in the padded (N * k) layout
+    padded = prev_h.new_zeros(N * k, H).index_copy_(0, pos, prev_h)
+    scores = torch.bmm(padded.view(N, k, H), A).view(N * k, P).index_select(0, pos)
+    weights = torch.softmax(scores / math.sqrt(H), dim=1)  # (B, P)
+    padded_w = weights.new_zeros(N * k, P).index_copy_(0, pos, weights)
+    context = torch.bmm(padded_w.view(N, k, P), A.transpose(1, 2))  # (N, k, H)
+    return context.view(N * k, H).index_select(0, pos), weights
 
 
 class AttentionLSTM(nn.Module):
@@ -64,19 +93,20 @@ class AttentionLSTM(nn.Module):
         return torch.stack(hs, dim=1), torch.stack(ws, dim=1)
 
     def step(
-        self, x: Tensor, prev_h: Tensor, prev_c: Tensor, A: Tensor
+        self, x: Tensor, prev_h: Tensor, prev_c: Tensor, A: Tensor, image: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """One timestep: x (N, D), prev_h/prev_c (N, H), A (N, H, P) -> (h, c, weights (N, P))."""
-        return self.step_from_input(self.input_term(x), prev_h, prev_c, A)
+        """One timestep: x (B, D), prev_h/prev_c (B, H), A (B, H, P) -> (h, c, weights (B, P));
+        with `image` (B,), A (N, H, P) holds one grid per image (see dot_product_attention)."""
+        return self.step_from_input(self.input_term(x), prev_h, prev_c, A, image)
 
     def input_term(self, x: Tensor) -> Tensor:
         """x Wx + b, the input's share of the gates: x (N, D) -> (N, 4H)."""
         return torch.addmm(self.b, x, self.Wx)
 
-    def step_from_input(self, xa: Tensor, prev_h: Tensor, prev_c: Tensor, A: Tensor):
-        """`step` given xa = `input_term(x)` (N, 4H), e.g. looked up per word while decoding."""
-        context, weights = dot_product_attention(prev_h, A)  # (N, H), (N, P)
-        a = xa + prev_h @ self.Wh + context @ self.Wattn  # (N, 4H)
+    def step_from_input(self, xa, prev_h, prev_c, A, image: Tensor | None = None):
+        """`step` given xa = `input_term(x)` (B, 4H), e.g. looked up per word while decoding."""
+        context, weights = dot_product_attention(prev_h, A, image)  # (B, H), (B, P)
+        a = xa + prev_h @ self.Wh + context @ self.Wattn  # (B, 4H)
         next_h, next_c = lstm_cell_update(a, prev_c)
         return next_h, next_c, weights
 
