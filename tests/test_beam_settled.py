@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import rnncap.decode.beam as beam_module
 from decoding_helpers import random_features, tiny_decoder
 from rnncap.decode.beam import beam_search
 from rnncap.models.captioner import CaptioningRNN
@@ -26,7 +27,7 @@ class CountingModel:
     """The model, counting the hypotheses it is stepped on."""
 
     def __init__(self, model):
-        self.model, self.config, self.rows = model, model.config, 0
+        self.model, self.config, self.rows, self.steps = model, model.config, 0, 0
         self.static_state = model.static_state
 
     def init_state(self, feats):
@@ -34,6 +35,7 @@ class CountingModel:
 
     def step(self, tokens, state):
         self.rows += len(tokens)
+        self.steps += 1
         return self.model.step(tokens, state)
 
 
@@ -105,3 +107,27 @@ def test_length_penalty_keeps_stepping_until_every_hypothesis_ends():
     beam_search(plain, feats, beam_size=3, max_length=8)
     assert counting.rows > plain.rows
     assert len(out.tokens) == 6
+
+
+@pytest.mark.parametrize("cell_type", ["rnn", "attn"])
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+def test_stepping_every_row_as_on_a_gpu_gives_the_same_result(monkeypatch, cell_type,
+                                                              length_penalty):  # fmt: skip
+    # On a GPU every hypothesis is stepped, finished and impossible ones too, and the search
+    # must discard what the model says for them: the same captions, scores and attention.
+    model = tiny_model(cell_type, seed=7)
+    feats = random_features(cell_type, 6, seed=7)
+    bonus = torch.zeros(6, 4 + WORDS, dtype=torch.float64)
+    bonus[:, 5] = 1.0
+    kwargs = dict(beam_size=3, max_length=8, length_penalty=length_penalty, word_bonus=bonus,
+                  no_repeat_ngram=2)  # fmt: skip
+    live = beam_search(model, feats, **kwargs)
+    monkeypatch.setattr(beam_module, "_rows_to_step", lambda finished, scores: None)
+    counting = CountingModel(model)
+    every = beam_search(counting, feats, **kwargs)
+    assert counting.rows == 6 * 3 * counting.steps  # really every row, at every step
+    assert every.tokens == live.tokens
+    assert every.scores == pytest.approx(live.scores, abs=1e-12)
+    if cell_type == "attn":
+        for a, b in zip(every.attention, live.attention, strict=True):
+            torch.testing.assert_close(a, b)

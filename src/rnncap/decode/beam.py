@@ -82,22 +82,34 @@ def _normalise(score: float, length: int, length_penalty: float) -> float:
     return score / max(length, 1) ** length_penalty if length_penalty > 0 else score
 
 
-def _extend(scores, log_probs, finished, banned: list[int], pad_id: int):
-    """One search step: every beam's best continuations -> (scores, parent beam, word), (N, K).
+def _extend(scores, log_probs, rows, finished, banned: list[int], pad_id: int):
+    """One search step: every image's K best continuations -> (scores, parent beam, word), (N, K).
 
-    scores (N, K) so far, log_probs (N*K, V) of the next word, finished (N, K). Banned words are
-    never emitted; a finished hypothesis can only be extended by padding, at no cost.
+    scores (N, K) so far, finished (N, K), log_probs (R, V) of the next word for the hypotheses
+    `rows` (R,) of the N*K (None: all of them). Banned words are never emitted; a finished
+    hypothesis continues only with padding, at no cost, and one not stepped has no continuation.
+    An image's K best continuations are among the K best of each of its hypotheses, so each row
+    offers its top K, (R, K), and each image picks from its K*K: the same choice as a top K over
+    all K*V, without an (N*K, V) tensor of totals.
     """
     N, K = scores.shape
-    V = log_probs.shape[1]
     log_probs[:, banned] = float("-inf")
-    done = finished.view(-1)
-    log_probs[done] = float("-inf")
-    log_probs[done, pad_id] = 0.0
-    total = scores[:, :, None] + log_probs.view(N, K, V)  # (N, K, V)
-    scores, flat = total.view(N, K * V).topk(K, dim=1)  # (N, K)
-    beam = torch.div(flat, V, rounding_mode="floor")  # (N, K) which parent
-    return scores, beam, flat % V
+    top, words = log_probs.topk(min(K, log_probs.shape[1]), dim=1)  # (R, k)
+    k = top.shape[1]
+    flat = scores.view(-1)
+    taken = slice(None) if rows is None else rows
+    cand = scores.new_full((N * K, K), float("-inf"))  # (N*K, K) each row's offers
+    cand_words = words.new_full((N * K, K), pad_id)
+    cand[taken, :k] = flat[taken, None] + top
+    cand_words[taken, :k] = words
+    done = finished.view(-1, 1)  # (N*K, 1)
+    stay = torch.full_like(cand, float("-inf"))
+    stay[:, 0] = flat  # a finished hypothesis: padding, its score unchanged
+    cand = torch.where(done, stay, cand)
+    cand_words = cand_words.masked_fill(done, pad_id)
+    scores, pick = cand.view(N, K * K).topk(K, dim=1)  # (N, K)
+    beam = torch.div(pick, K, rounding_mode="floor")  # (N, K) which parent
+    return scores, beam, cand_words.view(N, K * K).gather(1, pick)
 
 
 def _best_of_beams(history, scores, attn_history, cfg, length_penalty: float) -> Decoded:
@@ -142,8 +154,11 @@ def _block_repeats(log_probs: torch.Tensor, history: torch.Tensor, n: int) -> No
     earlier = history[:, :-1].unfold(1, n - 1, 1) if n > 1 else history.new_empty(B, t, 0)
     match = (earlier == prefix[:, None, :]).all(2)  # (B, t-n+1): earlier (n-1)-gram == prefix
     followers = history[:, n - 1 :]  # (B, t-n+1): the word that came after each of them
-    hits = torch.zeros_like(log_probs).scatter_add_(1, followers, match.to(log_probs.dtype))
-    log_probs.masked_fill_(hits > 0, float("-inf"))
+    # -inf onto each follower of a match, +inf (no change under min) onto the others; a word
+    # that follows several earlier positions is blocked if any of them matches. Touches the
+    # (B, t) followers only, never a dense (B, V) mask.
+    inf = torch.tensor(float("inf"), dtype=log_probs.dtype, device=log_probs.device)
+    log_probs.scatter_reduce_(1, followers, torch.where(match, -inf, inf), reduce="amin")
 
 
 def _settled(scores, finished, bonus) -> torch.Tensor:
@@ -210,7 +225,7 @@ def _spend(bonus, parent, word):
 
 
 def _constrain(log_probs, history, bonus, no_repeat_ngram: int, no_end_after, end_id: int):
-    """Next-word log-probabilities (N*K, V) of hypotheses that said `history` (N*K, t): plus
+    """Next-word log-probabilities (R, V) of hypotheses that said `history` (R, t): plus
     the word bonus not yet spent (a word's bonus is paid once, a per-image prior), with every
     word blocked that would repeat an n-gram (n = no_repeat_ngram > 0), and no <end> right after
     a word marked in `no_end_after` (V,) bool. Beam size may exceed the vocabulary: impossible
@@ -220,35 +235,46 @@ def _constrain(log_probs, history, bonus, no_repeat_ngram: int, no_end_after, en
     if no_repeat_ngram > 0:
         _block_repeats(log_probs, history, no_repeat_ngram)
     if no_end_after is not None and history.shape[1] > 0:
-        rows = no_end_after.to(history.device)[history[:, -1]]  # (N*K,) the last word
+        rows = no_end_after.to(history.device)[history[:, -1]]  # (R,) the last word
         log_probs[rows, end_id] = float("-inf")
     return log_probs
 
 
-def _step_alive(model, tokens, state, finished, scores, static: set):
-    """`model.step` on the hypotheses still going: (log_probs (N*K, V), state, weights).
+def _rows_to_step(finished, scores) -> torch.Tensor | None:
+    """(R,) the hypotheses worth a decoder step, or None for all of them.
 
     A finished hypothesis is only ever extended by padding, whatever the model says, and an
     impossible one (score -inf: at the first step, all copies of an image's start but the first)
-    is never chosen, so on a CPU (where the cost grows with the rows) their rows are skipped:
-    their state stays as it was and their log-probabilities and attention are zeros. On a GPU
-    the whole batch costs the same. The static entries (one per image) go as they are.
+    is never chosen, so on a CPU (where the cost grows with the rows) only the others are
+    stepped. On a GPU every row is (the whole batch costs the same; nonzero() would wait).
     """
-    if tokens.device.type != "cpu":  # no nonzero() there: it would wait for the device
+    if scores.device.type != "cpu":
+        return None
+    return (~finished & (scores > float("-inf"))).view(-1).nonzero().squeeze(1)
+
+
+def _step_rows(model, tokens, state, rows, static: set):
+    """`model.step` on the hypotheses `rows` (None: all): (log_probs (R, V), state, weights
+    (N*K, P) | None). The other rows keep their state, and their attention is zeros; the static
+    entries (one per image) go as they are."""
+    if rows is None or len(rows) == len(tokens):
         return model.step(tokens, state)
-    alive = (~finished & (scores > float("-inf"))).view(-1).nonzero().squeeze(1)  # (A,)
-    if len(alive) == len(tokens):
-        return model.step(tokens, state)
-    sub_state = tuple(s if i in static else s[alive] for i, s in enumerate(state))
-    log_probs, sub_state, weights = model.step(tokens[alive], sub_state)
-    full = log_probs.new_zeros(len(tokens), log_probs.shape[1]).index_copy_(0, alive, log_probs)
+    sub_state = tuple(s if i in static else s[rows] for i, s in enumerate(state))
+    log_probs, sub_state, weights = model.step(tokens[rows], sub_state)
     state = tuple(
-        s if i in static else s.index_copy(0, alive, new)
+        s if i in static else s.index_copy(0, rows, new)
         for i, (s, new) in enumerate(zip(state, sub_state, strict=True))
     )
     if weights is not None:
-        weights = weights.new_zeros(len(tokens), weights.shape[1]).index_copy_(0, alive, weights)
-    return full, state, weights
+        weights = weights.new_zeros(len(tokens), weights.shape[1]).index_copy_(0, rows, weights)
+    return log_probs, state, weights
+
+
+def _of_rows(history, bonus, rows):
+    """The history (R, t) and the unspent bonus (ids, values) of the hypotheses `rows`."""
+    if rows is None:
+        return history, bonus
+    return history[rows], None if bonus is None else (bonus[0][rows], bonus[1][rows])
 
 
 @torch.no_grad()
@@ -299,10 +325,11 @@ def beam_search(
     bonus = _per_hypothesis(word_bonus, N, K, dtype, device)  # (ids, values) (N*K, M) | None
 
     for _ in range(max_length):
-        log_probs, state, weights = _step_alive(model, tokens, state, finished, scores, static)
-        log_probs = _constrain(log_probs.to(dtype), history, bonus, no_repeat_ngram,
-                               no_end_after, cfg.end_id)  # fmt: skip
-        scores, beam, word = _extend(scores, log_probs, finished, banned, cfg.pad_id)
+        rows = _rows_to_step(finished, scores)  # (R,) | None: all
+        log_probs, state, weights = _step_rows(model, tokens, state, rows, static)  # (R, V)
+        log_probs = _constrain(log_probs.to(dtype), *_of_rows(history, bonus, rows),
+                               no_repeat_ngram, no_end_after, cfg.end_id)  # fmt: skip
+        scores, beam, word = _extend(scores, log_probs, rows, finished, banned, cfg.pad_id)
         parent = (base + beam).view(-1)  # (N*K,)
         # Static entries (the attention grid A) are one per image: reordering beams within an
         # image leaves them as they are.
