@@ -19,13 +19,20 @@ def _reference_step(model, tokens, state):
     return log_probs.detach(), [s.detach() for s in new_state], weights
 
 
+def _decoded_once(cell_type: str, seed: int):
+    """A tiny float64 model after one decoding step (no gradients): (model, tokens, state,
+    that step's (log_probs, new_state, weights))."""
+    model = tiny_decoder(cell_type, seed=seed, words=9, max_length=4)
+    tokens = torch.tensor([4, 12, 7, 4, 1])
+    state = model.init_state(random_features(cell_type, 5, seed=seed + 1))
+    with torch.no_grad():
+        out = model.step(tokens, state)
+    return model, tokens, state, out
+
+
 @pytest.mark.parametrize("cell_type", list_cell_types())
 def test_table_rows_are_each_words_input_term(cell_type):
-    model = tiny_decoder(cell_type, seed=0, words=9, max_length=4)
-    tokens = torch.tensor([4, 12, 7, 4, 1])
-    state = model.init_state(random_features(cell_type, 5, seed=1))
-    with torch.no_grad():
-        model.step(tokens, state)
+    model, _, _, _ = _decoded_once(cell_type, seed=0)
     table = model._word_table[1].numpy()
     E = model.embed.weight.detach().numpy()
     Wx, b = model.cell.Wx.detach().numpy(), model.cell.b.detach().numpy()
@@ -34,11 +41,7 @@ def test_table_rows_are_each_words_input_term(cell_type):
 
 @pytest.mark.parametrize("cell_type", list_cell_types())
 def test_step_with_table_equals_step_without(cell_type):
-    model = tiny_decoder(cell_type, seed=2, words=9, max_length=4)
-    tokens = torch.tensor([4, 12, 7, 4, 1])
-    state = model.init_state(random_features(cell_type, 5, seed=3))
-    with torch.no_grad():
-        log_probs, new_state, _ = model.step(tokens, state)
+    model, tokens, state, (log_probs, new_state, _) = _decoded_once(cell_type, seed=2)
     assert model._word_table is not None  # the table was used
     ref_log_probs, ref_state, _ = _reference_step(model, tokens, state)
     torch.testing.assert_close(log_probs, ref_log_probs, rtol=1e-12, atol=1e-12)
