@@ -240,6 +240,14 @@ def _constrain(log_probs, history, bonus, no_repeat_ngram: int, no_end_after, en
     return log_probs
 
 
+def rows_per_image(model, state: tuple, K: int) -> tuple[tuple, set[int]]:
+    """The decoder state `init_state` returned, one row per image -> K rows per image (image n's
+    rows n*K .. n*K+K-1), and the positions of the static entries, kept one per image."""
+    static = set(getattr(model, "static_state", ()))
+    state = tuple(s if i in static else s.repeat_interleave(K, dim=0) for i, s in enumerate(state))
+    return state, static
+
+
 def _rows_to_step(finished, scores) -> torch.Tensor | None:
     """(R,) the hypotheses worth a decoder step, or None for all of them.
 
@@ -310,9 +318,8 @@ def beam_search(
     K = beam_size
     state = model.init_state(features)
     N, device = state[0].shape[0], state[0].device
-    static = set(getattr(model, "static_state", ()))  # one entry per image, shared by its rows
     # Every image starts with K copies of its state; only the first copy is live.
-    state = tuple(s if i in static else s.repeat_interleave(K, dim=0) for i, s in enumerate(state))
+    state, static = rows_per_image(model, state, K)  # (N*K, ...); static entries (N, ...)
     dtype = torch.float64 if state[0].dtype == torch.float64 else torch.float32  # scores accumulate
     scores = torch.full((N, K), float("-inf"), device=device, dtype=dtype)
     scores[:, 0] = 0.0

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from rnncap.decode.beam import rows_per_image
+
 
 @torch.no_grad()
 def sample_captions(
@@ -31,8 +33,7 @@ def sample_captions(
     max_length = cfg.max_length if max_length is None else max_length
     K = samples_per_image
     state = model.init_state(features)
-    static = set(getattr(model, "static_state", ()))  # one entry per image, shared by its rows
-    state = tuple(s if i in static else s.repeat_interleave(K, dim=0) for i, s in enumerate(state))
+    state, _ = rows_per_image(model, state, K)
     B = state[0].shape[0]  # (N*K, ...)
     device = state[0].device
     tokens = torch.full((B,), cfg.start_id, dtype=torch.long, device=device)

@@ -83,7 +83,7 @@ class AttentionLSTM(nn.Module):
     def forward(self, x: Tensor, A: Tensor) -> tuple[Tensor, Tensor]:
         """Hidden states (N, T, H) and attention weights (N, T, P) for x (N, T, D), A (N, H, P)."""
         N, T, D = x.shape
-        xa = torch.addmm(self.b, x.reshape(N * T, D), self.Wx).view(N, T, -1)  # (N, T, 4H)
+        xa = self.input_term(x.reshape(N * T, D)).view(N, T, -1)  # (N, T, 4H)
         h, c = self.initial_state(A)
         hs, ws = [], []
         for t in range(T):
