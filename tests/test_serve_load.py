@@ -8,7 +8,9 @@ Memory rule: the server's resident set size (VmRSS) after the 200 requests is at
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -73,3 +75,37 @@ def test_200_requests_16_clients_all_ok_memory_stable(server):
     stats = httpx.get(f"{server.url}/healthz", timeout=10).json()["batches"]
     assert stats["requests"] == WARM_UP + REQUESTS
     assert stats["batches"] < stats["requests"]  # concurrent requests shared model calls
+
+
+@pytest.mark.slow
+def test_benchmark_socket_client_reads_what_httpx_reads(server):
+    """benchmarks/serve_load.py's load generator writes multipart requests and reads responses on
+    raw keep-alive sockets; the same photo gives the same body as through httpx, request after
+    request on one connection, and a rejected upload is an error, not a silent success."""
+    import importlib.util
+    import socket
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "serve_load.py"
+    spec = importlib.util.spec_from_file_location("serve_load", path)
+    serve_load = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serve_load)
+
+    photos = example_images()[:2]
+    host = server.url.removeprefix("http://")
+    with httpx.Client(base_url=server.url, timeout=120) as http:
+        expected = [
+            http.post("/caption", files={"file": (p.name, p.read_bytes(), "image/jpeg")}).json()
+            for p in photos
+        ]
+    built = [serve_load.multipart_request(host, p.name, p.read_bytes()) for p in photos]
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        pending = b""
+        for request, want in [*zip(built, expected), *zip(built, expected)]:
+            sock.sendall(request)
+            status, body, pending = serve_load.read_response(sock, pending)
+            assert status == 200
+            assert json.loads(body) == want
+    assert len(serve_load.socket_client(server.url, built, range(5))) == 5
+    junk = serve_load.multipart_request(host, "junk.jpg", b"not an image")
+    with pytest.raises(RuntimeError, match="HTTP 415"):
+        serve_load.socket_client(server.url, [junk], range(1))
