@@ -100,7 +100,7 @@ def test_benchmark_socket_client_reads_what_httpx_reads(server):
     built = [serve_load.multipart_request(host, p.name, p.read_bytes()) for p in photos]
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         pending = b""
-        for request, want in [*zip(built, expected), *zip(built, expected)]:
+        for request, want in 2 * list(zip(built, expected, strict=True)):
             sock.sendall(request)
             status, body, pending = serve_load.read_response(sock, pending)
             assert status == 200
