@@ -8,12 +8,14 @@ import torch
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
 
 
-def tiny_decoder(cell_type: str, seed: int, words: int, max_length: int) -> CaptioningRNN:
+def tiny_decoder(
+    cell_type: str, seed: int, words: int, max_length: int, deep_output: bool = False
+) -> CaptioningRNN:
     """A float64 model in eval mode over `words` ordinary words (ids 4.. after the specials)."""
     torch.manual_seed(seed)
     cfg = CaptionerConfig(
         encoder="none", feature_dim=6, cell_type=cell_type, wordvec_dim=5, hidden_dim=7,
-        vocab_size=4 + words, max_length=max_length,
+        vocab_size=4 + words, max_length=max_length, deep_output=deep_output,
     )  # fmt: skip
     return CaptioningRNN(cfg).double().eval()
 
