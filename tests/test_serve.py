@@ -192,6 +192,75 @@ def test_micro_batcher_groups_requests_and_routes_results():
     assert busy.status == 503
 
 
+def _batcher_scenario(scenario, max_wait_ms: float = 5000):
+    """Runs `scenario(batcher, calls)` against a MicroBatcher that records each batch's names;
+    fails if it takes 2 s (a batch that waited its full `max_wait_ms` would take 5)."""
+    import torch
+
+    calls = []
+
+    def run_batch(images, names):
+        calls.append(list(names))
+        return list(names)
+
+    async def main():
+        batcher = MicroBatcher(run_batch, max_batch=8, max_wait_ms=max_wait_ms)
+        batcher.start()
+        try:
+            image = torch.zeros(3, 2, 2)
+            await asyncio.wait_for(scenario(batcher, lambda name, arrival=None: batcher.submit(
+                [image], [name], arrival)), 2.0)  # fmt: skip
+        finally:
+            await batcher.stop()
+        return batcher
+
+    return asyncio.run(main()), calls
+
+
+def test_lone_request_on_an_idle_server_does_not_wait():
+    async def scenario(batcher, submit):
+        assert await submit("alone") == ["alone"]
+
+    _, calls = _batcher_scenario(scenario)
+    assert calls == [["alone"]]
+
+
+def test_idle_batch_waits_for_a_request_being_read():
+    async def scenario(batcher, submit):
+        with batcher.arriving() as arrival:  # being read and decoded
+            first = asyncio.ensure_future(submit("first"))
+            await asyncio.sleep(0.2)
+            assert not first.done()  # the batch waits for the one on its way ...
+            await submit("second", arrival)
+        await first
+
+    batcher, calls = _batcher_scenario(scenario)
+    assert calls == [["first", "second"]]  # ... and both share one model call
+    assert batcher._arriving == 0
+
+
+def test_idle_batch_stops_waiting_when_an_arrival_gives_up():
+    async def scenario(batcher, submit):
+        first = asyncio.ensure_future(submit("first"))
+        with batcher.arriving():
+            await asyncio.sleep(0.2)
+            assert not first.done()
+        await first  # the other request failed (e.g. a bad image): the batch goes alone
+
+    batcher, calls = _batcher_scenario(scenario)
+    assert calls == [["first"]]
+    assert batcher._arriving == 0
+
+
+def test_no_request_stays_counted_as_arriving(client, tmp_path):
+    """Every request, answered or refused, stops counting as on its way to the queue."""
+    good = example_images()[0]
+    assert client.post("/caption", files=[_file(good)]).status_code == 200
+    assert client.post("/caption", files=[("file", ("x.jpg", b"junk", "image/jpeg"))]).status_code
+    assert client.post("/caption", files=[_file(good)] * 2).status_code == 200
+    assert client.app.state.batcher._arriving == 0
+
+
 def test_parse_size():
     assert parse_size("10MB") == 10 * 1024**2
     assert parse_size("512kb") == 512 * 1024

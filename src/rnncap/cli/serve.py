@@ -48,8 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-wait-ms",
         type=float,
         default=10.0,
-        help="how long a request that finds the server idle waits for others to join its batch "
-        "(default: 10)",
+        help="how long a request that finds the server idle waits for the requests still being "
+        "read or decoded to join its batch; none: it starts at once (default: 10)",
     )
     parser.add_argument(
         "--max-bytes",

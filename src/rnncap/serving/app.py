@@ -25,7 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from rnncap.decode.captioner import Caption, Captioner
-from rnncap.serving.batcher import MicroBatcher
+from rnncap.serving.batcher import Arrival, MicroBatcher
 from rnncap.serving.errors import ApiError
 from rnncap.serving.uploads import MAX_FILES, ClientGone, Decoder, read_uploads
 
@@ -151,17 +151,19 @@ async def _caption(app: FastAPI, config: ServeConfig, request: Request, attentio
     """POST /caption: read the uploads, caption them, answer per file (one file: its error)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + config.timeout
-    uploads = await read_uploads(request, config.max_bytes, config.body_timeout, deadline)
-    if len(uploads) > MAX_FILES:
-        raise ApiError(400, f"at most {MAX_FILES} images per request")
-    try:
-        results = await asyncio.wait_for(
-            _caption_uploads(app, config, uploads), max(deadline - loop.time(), 0.001)
-        )
-    except asyncio.TimeoutError:
-        raise ApiError(
-            504, f"no captions within the {config.timeout:g} s request timeout"
-        ) from None
+    with app.state.batcher.arriving() as arrival:  # until queued: an idle batch may wait for it
+        uploads = await read_uploads(request, config.max_bytes, config.body_timeout, deadline)
+        if len(uploads) > MAX_FILES:
+            raise ApiError(400, f"at most {MAX_FILES} images per request")
+        try:
+            results = await asyncio.wait_for(
+                _caption_uploads(app, config, uploads, arrival),
+                max(deadline - loop.time(), 0.001),
+            )
+        except asyncio.TimeoutError:
+            raise ApiError(
+                504, f"no captions within the {config.timeout:g} s request timeout"
+            ) from None
     if len(results) == 1 and isinstance(results[0], ApiError):
         raise results[0]
     return {
@@ -173,7 +175,7 @@ async def _caption(app: FastAPI, config: ServeConfig, request: Request, attentio
 
 
 async def _caption_uploads(
-    app: FastAPI, config: ServeConfig, uploads: list[tuple[str, bytes]]
+    app: FastAPI, config: ServeConfig, uploads: list[tuple[str, bytes]], arrival: Arrival
 ) -> list[Caption | ApiError]:
     """One result per upload, in order: its caption, or the ApiError that stopped it.
 
@@ -214,7 +216,7 @@ async def _caption_uploads(
             good.append((i, name, x))
     if good:
         captions = await app.state.batcher.submit(
-            [x for _, _, x in good], [name for _, name, _ in good]
+            [x for _, _, x in good], [name for _, name, _ in good], arrival
         )
         for (i, _, _), captioned in zip(good, captions, strict=True):
             results[i] = captioned

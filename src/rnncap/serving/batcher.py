@@ -2,14 +2,16 @@
 
 Requests wait in an asyncio queue; a single worker takes up to `max_batch` images and runs one
 model call in a thread, so model calls never overlap. What piled up during the last call goes at
-once; a request that finds the server idle waits at most `max_wait_ms` for others to join.
+once; a request that finds the server idle waits at most `max_wait_ms` for the requests already
+being read or decoded (`arriving`) to join it, and not at all when there are none.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -22,6 +24,22 @@ class _Job:
     images: list[torch.Tensor]  # preprocessed (3, S, S) each
     names: list[str]
     future: asyncio.Future
+
+
+@dataclass
+class Arrival:
+    """One request on its way to the queue (being read or decoded): see `MicroBatcher.arriving`."""
+
+    batcher: MicroBatcher
+    on_the_way: bool = True
+
+    def done(self, queued: bool = False) -> None:
+        """Queued, or given up (an error, a timeout): no batch waits for it any longer."""
+        if self.on_the_way:
+            self.on_the_way = False
+            self.batcher._arriving -= 1
+            if not queued:
+                self.batcher._queue.put_nowait(None)  # a waiting batch checks again
 
 
 @dataclass
@@ -47,8 +65,9 @@ class MicroBatcher:
     stats: BatchStats = field(default_factory=BatchStats)
 
     def __post_init__(self) -> None:
-        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()  # None: an arrival gave up
         self._queued_images = 0
+        self._arriving = 0  # requests being read or decoded, not queued yet
         self._carry: _Job | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnncap-model")
         self._task: asyncio.Task | None = None
@@ -65,42 +84,66 @@ class MicroBatcher:
                 pass
         self._executor.shutdown(wait=True)
 
-    async def submit(self, images: list[torch.Tensor], names: list[str]) -> list:
+    @contextmanager
+    def arriving(self) -> Iterator[Arrival]:
+        """Around reading and decoding a request, up to its `submit(..., arrival)`: a request
+        that finds the server idle waits (at most `max_wait_ms`) only while others are arriving."""
+        arrival = Arrival(self)
+        self._arriving += 1
+        try:
+            yield arrival
+        finally:
+            arrival.done()
+
+    async def submit(
+        self, images: list[torch.Tensor], names: list[str], arrival: Arrival | None = None
+    ) -> list:
         """Queue one request's images; resolves to their results. ApiError 503 when full."""
         if self._queued_images + len(images) > self.max_queue:
             raise ApiError(503, "server busy: too many images waiting, try again later")
+        if arrival is not None:
+            arrival.done(queued=True)
         job = _Job(images, names, asyncio.get_running_loop().create_future())
         self._queued_images += len(images)
         self._queue.put_nowait(job)
         return await job.future
 
-    async def _next(self, timeout: float | None) -> _Job | None:
-        """The next job: waits forever (None), up to `timeout` s, or not at all; None if none."""
+    async def _next(self, deadline: float | None) -> _Job | None:
+        """The next job: waits for one (deadline None), until the loop time `deadline`, or not
+        at all (a deadline passed); None if none came. An arrival that gave up ends a wait once
+        no other request is arriving."""
         if self._carry is not None:
             job, self._carry = self._carry, None
             return job
-        try:
-            if timeout is None:
-                job = await self._queue.get()
-            elif timeout <= 0:
-                job = self._queue.get_nowait()
-            else:
-                job = await asyncio.wait_for(self._queue.get(), timeout)
-        except (asyncio.TimeoutError, asyncio.QueueEmpty):
-            return None
-        self._queued_images -= len(job.images)
-        return job
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                if deadline is None:
+                    job = await self._queue.get()
+                elif deadline <= loop.time():
+                    job = self._queue.get_nowait()
+                else:
+                    job = await asyncio.wait_for(self._queue.get(), deadline - loop.time())
+            except (asyncio.TimeoutError, asyncio.QueueEmpty):
+                return None
+            if job is not None:
+                self._queued_images -= len(job.images)
+                return job
+            if deadline is not None and self._arriving == 0:
+                return None
 
     async def _collect(self) -> list[_Job]:
         """The next batch. Requests that piled up while the model ran go at once; a request
-        that finds the server idle waits up to `max_wait_ms` for others to join it."""
+        that finds the server idle waits up to `max_wait_ms` for those arriving to join it."""
         loop = asyncio.get_running_loop()
         jobs = [await self._next(None)]
         size = len(jobs[0].images)
-        idle = self._queue.empty()  # nothing else waiting: others may be about to arrive
+        idle = self._queue.empty()  # nothing else waiting: those arriving may join
         deadline = loop.time() + (self.max_wait_ms / 1000 if idle else 0.0)
         while size < self.max_batch:
-            job = await self._next(deadline - loop.time())
+            if idle and self._arriving == 0 and self._queue.empty():
+                break  # nobody on the way: waiting would only delay this batch
+            job = await self._next(deadline)
             if job is None:
                 break
             if size + len(job.images) > self.max_batch:
