@@ -106,8 +106,10 @@ def read_response(sock: socket.socket, pending: bytes) -> tuple[int, bytes, byte
     head, _, rest = pending.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     status = int(lines[0].split(b" ", 2)[1])
-    fields = dict(line.split(b":", 1) for line in lines[1:])
-    length = int({k.strip().lower(): v for k, v in fields.items()}[b"content-length"])
+    fields = {k.strip().lower(): v for k, _, v in (line.partition(b":") for line in lines[1:])}
+    if b"content-length" not in fields:
+        raise RuntimeError(f"HTTP {status} response without a Content-Length: {head[:200]!r}")
+    length = int(fields[b"content-length"])
     while len(rest) < length:
         rest += _receive(sock)
     return status, rest[:length], rest[length:]
@@ -124,7 +126,7 @@ def socket_client(url: str, requests: list[bytes], order: range) -> list[float]:
     """Sends requests[i % len] for each i in `order` over one keep-alive connection; latencies."""
     host, port = url.removeprefix("http://").split(":")
     latencies, pending = [], b""
-    with socket.create_connection((host, int(port))) as sock:
+    with socket.create_connection((host, int(port)), timeout=600) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for i in order:
             start = time.perf_counter()

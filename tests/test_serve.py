@@ -4,6 +4,7 @@ with a JSON error, and the micro-batcher groups concurrent requests without mixi
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 from fastapi.testclient import TestClient
@@ -192,15 +193,18 @@ def test_micro_batcher_groups_requests_and_routes_results():
     assert busy.status == 503
 
 
-def _batcher_scenario(scenario, max_wait_ms: float = 5000):
-    """Runs `scenario(batcher, calls)` against a MicroBatcher that records each batch's names;
-    fails if it takes 2 s (a batch that waited its full `max_wait_ms` would take 5)."""
+def _batcher_scenario(scenario, max_wait_ms: float = 5000, gate: threading.Event | None = None):
+    """Runs `scenario(batcher, submit)` against a MicroBatcher that records each batch's names;
+    fails if it takes 2 s (a batch that waited its full `max_wait_ms` would take 5). With a
+    `gate`, the model call for "busy" holds the model until the gate opens."""
     import torch
 
     calls = []
 
     def run_batch(images, names):
         calls.append(list(names))
+        if gate is not None and names == ["busy"]:
+            gate.wait(2.0)
         return list(names)
 
     async def main():
@@ -236,7 +240,7 @@ def test_idle_batch_waits_for_a_request_being_read():
 
     batcher, calls = _batcher_scenario(scenario)
     assert calls == [["first", "second"]]  # ... and both share one model call
-    assert batcher._arriving == 0
+    assert batcher._arriving == 0 and batcher._markers == 0
 
 
 def test_idle_batch_stops_waiting_when_an_arrival_gives_up():
@@ -249,7 +253,50 @@ def test_idle_batch_stops_waiting_when_an_arrival_gives_up():
 
     batcher, calls = _batcher_scenario(scenario)
     assert calls == [["first"]]
-    assert batcher._arriving == 0
+    assert batcher._arriving == 0 and batcher._markers == 0
+
+
+def test_requests_queued_around_a_give_up_share_one_batch():
+    """A request that gives up while the model is busy leaves a wake-up behind in the queue;
+    the requests queued before and after it still go together."""
+    gate = threading.Event()
+
+    async def scenario(batcher, submit):
+        busy = asyncio.ensure_future(submit("busy"))
+        await asyncio.sleep(0.1)  # the model holds "busy"
+        a = asyncio.ensure_future(submit("A"))
+        await asyncio.sleep(0.01)
+        with batcher.arriving():
+            pass  # read, then refused (a bad image): never queued
+        c = asyncio.ensure_future(submit("C"))
+        await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.gather(busy, a, c)
+
+    batcher, calls = _batcher_scenario(scenario, gate=gate)
+    assert calls == [["busy"], ["A", "C"]]
+    assert batcher._arriving == 0 and batcher._markers == 0
+
+
+def test_a_left_over_wake_up_does_not_stop_the_wait_for_an_arrival():
+    gate = threading.Event()
+
+    async def scenario(batcher, submit):
+        busy = asyncio.ensure_future(submit("busy"))
+        await asyncio.sleep(0.1)
+        a = asyncio.ensure_future(submit("A"))
+        await asyncio.sleep(0.01)
+        with batcher.arriving():
+            pass  # a wake-up queued behind A
+        with batcher.arriving() as arrival:  # B is being read when the model frees up
+            gate.set()
+            await asyncio.sleep(0.2)
+            assert not a.done()  # A's batch waits for B ...
+            await submit("B", arrival)
+        await asyncio.gather(busy, a)
+
+    _, calls = _batcher_scenario(scenario, gate=gate)
+    assert calls == [["busy"], ["A", "B"]]  # ... and they share one model call
 
 
 def test_no_request_stays_counted_as_arriving(client, tmp_path):

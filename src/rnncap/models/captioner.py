@@ -134,7 +134,7 @@ class CaptioningRNN(nn.Module):
                 self.out_context = nn.Linear(H, W)
         self.vocab_proj = nn.Linear(W if config.deep_output else H, V)
         self._encoder = None  # built on demand, never part of the state dict
-        self._decoding_copies: dict[str, tuple] = {}  # name -> (key, tensor): `_decoding_copy`
+        self._decoding_copies: dict[str, tuple] = {}  # `_decoding_copy`: name -> (key, copy, ...)
         self.origin: Path | None = None  # the model folder it was loaded from, named in errors
         nn.init.normal_(self.embed.weight, std=0.1)
 
@@ -306,9 +306,11 @@ class CaptioningRNN(nn.Module):
 
     def _decoding_copy(self, name: str, params: tuple, build) -> torch.Tensor:
         """build(), a tensor derived from `params` for decoding, made once and kept until one of
-        them changes (in place, or replaced by another tensor); never in the state dict."""
+        them changes (in place, or replaced by another tensor); never in the state dict. The
+        entry holds the params' storage, so that no new tensor can take over its address."""
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
         kept = self._decoding_copies.get(name)
         if kept is None or kept[0] != key:
-            kept = self._decoding_copies[name] = (key, build())
+            held = tuple(p.detach() for p in params)
+            kept = self._decoding_copies[name] = (key, build(), held)
         return kept[1]

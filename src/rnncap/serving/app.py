@@ -1,7 +1,8 @@
 """The web service behind `rnncap serve`: POST /caption, GET /healthz and a one-page UI at GET /.
 
 Concurrent requests are micro-batched: they wait in an asyncio queue, a single worker takes up to
-`max_batch` images (waiting at most `max_wait_ms` for more) and runs one model call in a thread.
+`max_batch` images (an idle server waits at most `max_wait_ms` for requests still being read or
+decoded) and runs one model call in a thread.
 Uploads are read and decoded under limits (`rnncap.serving.uploads`); one request deadline
 covers reading, decoding and captioning.
 """
@@ -35,7 +36,7 @@ log = logging.getLogger("rnncap.serve")
 @dataclass
 class ServeConfig:
     max_batch: int = 16  # images per model call at most
-    max_wait_ms: float = 10.0  # how long a batch waits for more requests before it runs
+    max_wait_ms: float = 10.0  # how long an idle server's batch waits for requests arriving
     max_bytes: int = 10 * 1024 * 1024  # request body size cap (413 beyond)
     timeout: float = 30.0  # seconds for the whole request: upload, decoding, captions (504)
     body_timeout: float = 10.0  # seconds a client may send nothing while uploading (408)

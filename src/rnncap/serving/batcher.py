@@ -39,7 +39,7 @@ class Arrival:
             self.on_the_way = False
             self.batcher._arriving -= 1
             if not queued:
-                self.batcher._queue.put_nowait(None)  # a waiting batch checks again
+                self.batcher._wake()  # a waiting batch checks again
 
 
 @dataclass
@@ -68,6 +68,7 @@ class MicroBatcher:
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()  # None: an arrival gave up
         self._queued_images = 0
         self._arriving = 0  # requests being read or decoded, not queued yet
+        self._markers = 0  # wake-up markers (None) in the queue
         self._carry: _Job | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnncap-model")
         self._task: asyncio.Task | None = None
@@ -108,6 +109,14 @@ class MicroBatcher:
         self._queue.put_nowait(job)
         return await job.future
 
+    def _wake(self) -> None:
+        """An arrival gave up: a batch waiting for it checks again (a None in the queue)."""
+        self._markers += 1
+        self._queue.put_nowait(None)
+
+    def _jobs_waiting(self) -> bool:
+        return self._queue.qsize() > self._markers
+
     async def _next(self, deadline: float | None) -> _Job | None:
         """The next job: waits for one (deadline None), until the loop time `deadline`, or not
         at all (a deadline passed); None if none came. An arrival that gave up ends a wait once
@@ -129,8 +138,9 @@ class MicroBatcher:
             if job is not None:
                 self._queued_images -= len(job.images)
                 return job
-            if deadline is not None and self._arriving == 0:
-                return None
+            self._markers -= 1
+            if deadline is not None and self._arriving == 0 and not self._jobs_waiting():
+                return None  # nobody else on the way: the wait is over
 
     async def _collect(self) -> list[_Job]:
         """The next batch. Requests that piled up while the model ran go at once; a request
@@ -138,10 +148,10 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         jobs = [await self._next(None)]
         size = len(jobs[0].images)
-        idle = self._queue.empty()  # nothing else waiting: those arriving may join
+        idle = not self._jobs_waiting()  # nothing else queued: those arriving may join
         deadline = loop.time() + (self.max_wait_ms / 1000 if idle else 0.0)
         while size < self.max_batch:
-            if idle and self._arriving == 0 and self._queue.empty():
+            if idle and self._arriving == 0 and not self._jobs_waiting():
                 break  # nobody on the way: waiting would only delay this batch
             job = await self._next(deadline)
             if job is None:
