@@ -193,9 +193,9 @@ def test_micro_batcher_groups_requests_and_routes_results():
     assert busy.status == 503
 
 
-def _batcher_scenario(scenario, max_wait_ms: float = 5000, gate: threading.Event | None = None):
+def _batcher_scenario(scenario, gate: threading.Event | None = None):
     """Runs `scenario(batcher, submit)` against a MicroBatcher that records each batch's names;
-    fails if it takes 2 s (a batch that waited its full `max_wait_ms` would take 5). With a
+    fails if it takes 2 s (a batch that waited its full `max_wait_ms`, 5 s, would). With a
     `gate`, the model call for "busy" holds the model until the gate opens."""
     import torch
 
@@ -208,7 +208,7 @@ def _batcher_scenario(scenario, max_wait_ms: float = 5000, gate: threading.Event
         return list(names)
 
     async def main():
-        batcher = MicroBatcher(run_batch, max_batch=8, max_wait_ms=max_wait_ms)
+        batcher = MicroBatcher(run_batch, max_batch=8, max_wait_ms=5000)
         batcher.start()
         try:
             image = torch.zeros(3, 2, 2)

@@ -117,6 +117,10 @@ class MicroBatcher:
     def _jobs_waiting(self) -> bool:
         return self._queue.qsize() > self._markers
 
+    def _nobody_coming(self) -> bool:
+        """No job queued and no request arriving: a wait for company would be in vain."""
+        return self._arriving == 0 and not self._jobs_waiting()
+
     async def _next(self, deadline: float | None) -> _Job | None:
         """The next job: waits for one (deadline None), until the loop time `deadline`, or not
         at all (a deadline passed); None if none came. An arrival that gave up ends a wait once
@@ -139,8 +143,8 @@ class MicroBatcher:
                 self._queued_images -= len(job.images)
                 return job
             self._markers -= 1
-            if deadline is not None and self._arriving == 0 and not self._jobs_waiting():
-                return None  # nobody else on the way: the wait is over
+            if deadline is not None and self._nobody_coming():
+                return None  # the wait is over
 
     async def _collect(self) -> list[_Job]:
         """The next batch. Requests that piled up while the model ran go at once; a request
@@ -151,8 +155,8 @@ class MicroBatcher:
         idle = not self._jobs_waiting()  # nothing else queued: those arriving may join
         deadline = loop.time() + (self.max_wait_ms / 1000 if idle else 0.0)
         while size < self.max_batch:
-            if idle and self._arriving == 0 and not self._jobs_waiting():
-                break  # nobody on the way: waiting would only delay this batch
+            if idle and self._nobody_coming():
+                break  # waiting would only delay this batch
             job = await self._next(deadline)
             if job is None:
                 break
