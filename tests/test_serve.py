@@ -308,6 +308,56 @@ def test_no_request_stays_counted_as_arriving(client, tmp_path):
     assert client.app.state.batcher._arriving == 0
 
 
+def test_search_runs_on_search_threads_and_the_encoder_on_all(loaded, reference, monkeypatch):
+    """ServeConfig.search_threads: the beam search on that many torch threads, the encoder on
+    the process's count, which comes back after every batch (also when the search fails)."""
+    import torch
+
+    seen = []
+
+    def recording(method):
+        def call(*args, **kwargs):
+            seen.append((method.__name__, torch.get_num_threads()))
+            return method(*args, **kwargs)
+
+        return call
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(loaded, "encode_images", recording(loaded.encode_images))
+        monkeypatch.setattr(loaded, "caption_features", recording(loaded.caption_features))
+        path = example_images()[0]
+        for threads, search_sees in ((1, 1), (None, 2)):
+            seen.clear()
+            config = ServeConfig(max_wait_ms=0, timeout=60, search_threads=threads)
+            with TestClient(create_app(loaded, config)) as client:
+                response = client.post("/caption", files=[_file(path)])
+            assert response.status_code == 200, response.text
+            assert response.json()["results"][0]["caption"] == reference[path.name][0]
+            assert seen == [("encode_images", 2), ("caption_features", search_sees)]
+            assert torch.get_num_threads() == 2
+
+        def failing(*args, **kwargs):
+            raise RuntimeError("search failed")
+
+        monkeypatch.setattr(loaded, "caption_features", failing)
+        with TestClient(create_app(loaded, ServeConfig(max_wait_ms=0, timeout=60))) as client:
+            response = client.post("/caption", files=[_file(path)])
+        assert response.status_code == 500 and "search failed" in response.text
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_search_threads_flag_is_checked(capsys):
+    from rnncap.cli import main
+
+    assert main(["serve", "--search-threads", "-1", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "rnncap: error: --search-threads must be 0 (all the model's threads) or more"
+
+
 def test_parse_size():
     assert parse_size("10MB") == 10 * 1024**2
     assert parse_size("512kb") == 512 * 1024

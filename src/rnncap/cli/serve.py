@@ -76,6 +76,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)"
     )
+    parser.add_argument(
+        "--search-threads",
+        type=int,
+        default=1,
+        help="torch threads of the beam search on a CPU; the encoder keeps all the model's "
+        "threads (OMP_NUM_THREADS, else every core); 0: all of them too (default: 1)",
+    )
     add_backend_argument(parser)
 
 
@@ -95,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
                 raise UsageError(f"--{flag.replace('_', '-')} must be positive")
         if args.max_bytes < 1:
             raise UsageError("--max-bytes must be positive")
+        if args.search_threads < 0:
+            raise UsageError("--search-threads must be 0 (all the model's threads) or more")
         device = resolve_device(args.device)
         check_backend(args.backend, device)
     except UsageError as error:
@@ -116,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         body_timeout=args.body_timeout,
         beam_size=args.beam,
+        search_threads=args.search_threads or None,
     )
     app = create_app(captioner, config)
     print(f"rnncap: serving {args.model} on http://{args.host}:{args.port}/", flush=True)

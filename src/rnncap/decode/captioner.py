@@ -228,8 +228,12 @@ class Captioner:
         options: DecodeOptions | None = None,
     ) -> list[Caption]:
         """Preprocessed images (N, 3, S, S) -> a `Caption` each: one encoder call, one search."""
-        features = self.model.encode(images.to(self.device, non_blocking=True))
-        return self.caption_features(features, options, names)
+        return self.caption_features(self.encode_images(images), options, names)
+
+    @torch.inference_mode()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Preprocessed images (N, 3, S, S) -> encoder features (N, C, h, w) or (N, C)."""
+        return self.model.encode(images.to(self.device, non_blocking=True))
 
     def __call__(
         self, x, *, beam: int | None = None, max_length: int | None = None

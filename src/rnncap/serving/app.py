@@ -29,6 +29,7 @@ from rnncap.decode.captioner import Caption, Captioner
 from rnncap.serving.batcher import Arrival, MicroBatcher
 from rnncap.serving.errors import ApiError
 from rnncap.serving.uploads import MAX_FILES, ClientGone, Decoder, read_uploads
+from rnncap.utils.device import torch_threads
 
 log = logging.getLogger("rnncap.serve")
 
@@ -46,6 +47,9 @@ class ServeConfig:
     max_request_pixels: int = 200_000_000  # decoded pixels per request; later files get 413
     max_pixels_in_flight: int = 100_000_000  # decoded pixels held by all requests together
     decode_threads: int = 2
+    # torch threads of the beam search (None: all the model's). Its steps are small products
+    # that a second thread speeds up little, while the HTTP side needs that core.
+    search_threads: int | None = 1
 
 
 # ------------------------------------------------------------------------ memory
@@ -106,7 +110,9 @@ def create_app(
 
     def run_batch(images: torch.Tensor, names: Sequence[str]) -> list[Caption]:
         try:
-            return captioner.caption_images(images, list(names), options)
+            features = captioner.encode_images(images)  # on all the model's threads
+            with torch_threads(config.search_threads):
+                return captioner.caption_features(features, options, list(names))
         finally:
             release_free_memory()
 

@@ -73,3 +73,21 @@ def decode_workers(workers: int | None, device) -> int:
         return workers
     busy = torch.get_num_threads() if torch.device(device).type == "cpu" else 1
     return max(0, min(8, (os.cpu_count() or 1) - busy))
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `threads` within the block (None: left alone); the
+    previous count comes back after. The setting is process-wide: use it where one thread
+    runs the models (the web service's model thread)."""
+    import torch
+
+    if threads is None:
+        yield
+        return
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
