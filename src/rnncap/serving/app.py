@@ -2,7 +2,8 @@
 
 Concurrent requests are micro-batched: they wait in an asyncio queue, a single worker takes up to
 `max_batch` images (an idle server waits at most `max_wait_ms` for requests still being read or
-decoded) and runs one model call in a thread.
+decoded) and runs one model call in a thread. With the ONNX Runtime encoder, each request's
+images are encoded as soon as they are decoded and only the beam searches are batched.
 Uploads are read and decoded under limits (`rnncap.serving.uploads`); one request deadline
 covers reading, decoding and captioning.
 """
@@ -50,6 +51,11 @@ class ServeConfig:
     # torch threads of the beam search (None: all the model's). Its steps are small products
     # that a second thread speeds up little, while the HTTP side needs that core.
     search_threads: int | None = 1
+    # Encode each request's images on their own, one thread each, as soon as they are decoded,
+    # and batch only the beam searches; the model's threads (torch.get_num_threads()) take the
+    # encodings and the searches alike. None: with the ONNX Runtime encoder, whose cost an image
+    # does not fall with the batch; torch's does, and encodes whole batches.
+    encode_per_request: bool | None = None
 
 
 # ------------------------------------------------------------------------ memory
@@ -107,10 +113,11 @@ def create_app(
     model_name = captioner.name if model_name is None else model_name
     model_name = PurePath(model_name).name or model_name
     encoder = captioner.model.encoder  # build the CNN now, not on the first request
+    encode = _request_encoder(captioner, config)  # None: batches are encoded whole
 
-    def run_batch(images: torch.Tensor, names: Sequence[str]) -> list[Caption]:
+    def run_batch(rows: torch.Tensor, names: Sequence[str]) -> list[Caption]:  # images or features
         try:
-            features = captioner.encode_images(images)  # on all the model's threads
+            features = captioner.encode_images(rows) if encode is None else rows
             with torch_threads(config.search_threads):
                 return captioner.caption_features(features, options, list(names))
         finally:
@@ -123,7 +130,7 @@ def create_app(
 
     app = FastAPI(
         title="rnncap",
-        lifespan=_lifespan(run_batch, decoder, config),
+        lifespan=_lifespan(run_batch, encode, decoder, config),
         docs_url=None,
         redoc_url=None,
     )
@@ -142,7 +149,8 @@ def create_app(
             "status": "ok", "model": model_name, "encoder": model.encoder,
             "backend": captioner.backend, "cell_type": model.cell_type,
             "vocab_size": len(captioner.vocab),
-            "config": {**asdict(config), "beam_size": options.beam_size},
+            "config": {**asdict(config), "beam_size": options.beam_size,
+                       "encode_per_request": encode is not None},
             "batches": asdict(app.state.batcher.stats),
             "decoding": {"pixels_in_flight": budget.used, "peak_pixels_in_flight": budget.peak},
         }  # fmt: skip
@@ -230,13 +238,36 @@ async def _caption_uploads(
     return results
 
 
-def _lifespan(run_batch, decoder, config: ServeConfig):
-    """The app's lifespan: one MicroBatcher (app.state.batcher) and one Decoder
-    (app.state.decoder, its threads and pixel budget) while the app serves."""
+def _request_encoder(captioner: Captioner, config: ServeConfig):
+    """encode(images (n, 3, S, S), alone) -> features, for encoding each request on its own: on
+    one thread, or on all the model's threads when nothing else was running (a lone client).
+    None when batches are encoded whole (see ServeConfig.encode_per_request)."""
+    from rnncap.models.onnx_encoder import OnnxEncoder
+
+    encoder = captioner.model.encoder
+    onnx = isinstance(encoder, OnnxEncoder)
+    if not (onnx if config.encode_per_request is None else config.encode_per_request):
+        return None
+    if not onnx:
+        return lambda images, alone: captioner.encode_images(images)
+    one_thread = OnnxEncoder(encoder.path, threads=1)  # the same graph
+
+    def encode(images: torch.Tensor, alone: bool) -> torch.Tensor:
+        return (encoder if alone else one_thread)(images)
+
+    return encode
+
+
+def _lifespan(run_batch, encode, decoder, config: ServeConfig):
+    """The app's lifespan: one MicroBatcher (app.state.batcher; with `encode`, it encodes each
+    request and runs the searches on the model's threads) and one Decoder (app.state.decoder,
+    its threads and pixel budget) while the app serves."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        batcher = MicroBatcher(run_batch, config.max_batch, config.max_wait_ms, config.max_queue)
+        threads = 1 if encode is None else torch.get_num_threads()
+        batcher = MicroBatcher(run_batch, config.max_batch, config.max_wait_ms, config.max_queue,
+                               prepare=encode, threads=threads)  # fmt: skip
         batcher.start()
         app.state.batcher = batcher
         app.state.decoder = decoder()

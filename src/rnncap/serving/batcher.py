@@ -3,7 +3,10 @@
 Requests wait in an asyncio queue; a single worker takes up to `max_batch` images and runs one
 model call in a thread, so model calls never overlap. What piled up during the last call goes at
 once; a request that finds the server idle waits at most `max_wait_ms` for the requests already
-being read or decoded (`arriving`) to join it, and not at all when there are none.
+being read or decoded (`arriving`) to join it, and not at all when there are none. With
+`prepare` (the encoder, where batching does not pay), each request's images are prepared on their
+own as soon as they are submitted, beside the running batch, and only the batches of prepared
+images are run together.
 """
 
 from __future__ import annotations
@@ -54,8 +57,11 @@ class BatchStats:
 class MicroBatcher:
     """Collects queued jobs into batches of at most `max_batch` images and runs them in a thread.
 
-    run_batch(images (N, 3, S, S), names) -> one result per image; it runs in one thread, so model
-    calls never overlap. A job with more images than `max_batch` runs as a batch of its own.
+    run_batch(images (N, 3, S, S), names) -> one result per image; batches never overlap. A job
+    with more images than `max_batch` runs as a batch of its own. prepare(images (n, 3, S, S),
+    alone) -> (n, ...), when given, runs on each request's images before it is queued (run_batch
+    then gets the prepared rows), `alone` telling it that nothing else was running; `threads`
+    worker threads take the preparations and the batches alike.
     """
 
     run_batch: Callable[[torch.Tensor, list[str]], list]
@@ -63,6 +69,8 @@ class MicroBatcher:
     max_wait_ms: float = 10.0
     max_queue: int = 1024
     stats: BatchStats = field(default_factory=BatchStats)
+    prepare: Callable[[torch.Tensor, bool], torch.Tensor] | None = None
+    threads: int = 1
 
     def __post_init__(self) -> None:
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()  # None: an arrival gave up
@@ -70,7 +78,8 @@ class MicroBatcher:
         self._arriving = 0  # requests being read or decoded, not queued yet
         self._markers = 0  # wake-up markers (None) in the queue
         self._carry: _Job | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnncap-model")
+        self._running = 0  # calls in the worker threads (preparations and batches)
+        self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="rnncap-model")
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -99,15 +108,41 @@ class MicroBatcher:
     async def submit(
         self, images: list[torch.Tensor], names: list[str], arrival: Arrival | None = None
     ) -> list:
-        """Queue one request's images; resolves to their results. ApiError 503 when full."""
+        """Queue one request's images (prepared first, with `prepare`); resolves to their
+        results. ApiError 503 when full, 500 when preparing fails. Images count as waiting from
+        here, also while being prepared."""
         if self._queued_images + len(images) > self.max_queue:
             raise ApiError(503, "server busy: too many images waiting, try again later")
-        if arrival is not None:
-            arrival.done(queued=True)
-        job = _Job(images, names, asyncio.get_running_loop().create_future())
         self._queued_images += len(images)
-        self._queue.put_nowait(job)
+        queued = False
+        try:
+            if self.prepare is not None:
+                images = await self._prepared(images)
+            job = _Job(images, names, asyncio.get_running_loop().create_future())
+            if arrival is not None:
+                arrival.done(queued=True)
+            self._queue.put_nowait(job)
+            queued = True
+        finally:
+            if not queued:  # preparing failed, or the request gave up meanwhile
+                self._queued_images -= len(images)
         return await job.future
+
+    async def _prepared(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        """`prepare` on one request's images, in a worker thread: one row per image."""
+        try:
+            rows = await self._in_worker(self.prepare, torch.stack(images), self._running == 0)
+        except Exception as error:
+            raise ApiError(500, f"model error: {error}") from None
+        return list(rows.unbind(0))
+
+    async def _in_worker(self, fn, *args):
+        """fn(*args) in a worker thread, counted in `_running` while it runs or waits for one."""
+        self._running += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        finally:
+            self._running -= 1
 
     def _wake(self) -> None:
         """An arrival gave up: a batch waiting for it checks again (a None in the queue)."""
@@ -168,7 +203,6 @@ class MicroBatcher:
         return [job for job in jobs if not job.future.done()]  # timed-out requests dropped
 
     async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             jobs = await self._collect()
             if not jobs:
@@ -176,7 +210,7 @@ class MicroBatcher:
             images = torch.stack([x for job in jobs for x in job.images])  # (N, 3, S, S)
             names = [n for job in jobs for n in job.names]
             try:
-                results = await loop.run_in_executor(self._executor, self.run_batch, images, names)
+                results = await self._in_worker(self.run_batch, images, names)
             except Exception as error:  # the model failed: every waiting request hears it
                 for job in jobs:
                     if not job.future.done():
