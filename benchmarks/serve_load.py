@@ -12,7 +12,9 @@ CPU a request). `--client httpx` builds every request with httpx instead (about 
 The table shows the client's CPU time a request beside each row.
 
 Usage: python benchmarks/serve_load.py [--requests 64] [--repeats 3] [--model default]
-       [--backend torch onnx] [--client socket|httpx]
+       [--backend torch onnx onnx:batch] [--client socket|httpx]
+A backend may name the server's --encode after a colon: onnx:batch encodes whole batches with
+ONNX Runtime, torch:request each request with torch.
 Without the bundled model an untrained model of the default size is saved to a temporary folder.
 """
 
@@ -70,10 +72,13 @@ def start_server(
     backend: str = "auto",
     beam: int | None = None,
 ) -> tuple[subprocess.Popen, str]:
+    """`rnncap serve` on a free port; `backend` is BACKEND or BACKEND:ENCODE (see --backend)."""
     port = free_port()
     command = [sys.executable, "-m", "rnncap.cli", "serve", "--model", model, "--port", str(port)]
     command += ["--device", device, "--max-batch", str(max_batch), "--timeout", "600"]
-    command += ["--backend", backend] + (["--beam", str(beam)] if beam else [])
+    backend, _, encode = backend.partition(":")
+    command += ["--backend", backend] + (["--encode", encode] if encode else [])
+    command += ["--beam", str(beam)] if beam else []
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -175,7 +180,9 @@ def measure(servers: dict, args) -> list[tuple]:
     samples: dict[tuple, list] = {}
     labels = {}
     for key, (_, url) in servers.items():
-        labels[key] = httpx.get(f"{url}/healthz").json().get("backend", key[0])
+        encode = key[0].partition(":")[2]
+        label = httpx.get(f"{url}/healthz").json().get("backend", key[0].partition(":")[0])
+        labels[key] = f"{label}:{encode}" if encode else label
         load(url, args.clients, 2 * args.clients, args.client)  # warm-up
     for _ in range(args.repeats):
         for key, (_, url) in servers.items():
@@ -198,6 +205,16 @@ def measure(servers: dict, args) -> list[tuple]:
     return rows
 
 
+def backend_spec(text: str) -> str:
+    """BACKEND or BACKEND:ENCODE, checked: auto|onnx|torch, then request|batch."""
+    backend, colon, encode = text.partition(":")
+    if backend not in ("auto", "onnx", "torch") or (colon and encode not in ("request", "batch")):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected auto, onnx or torch, optionally :request or :batch"
+        )
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="model spec (default: default)")
@@ -209,8 +226,9 @@ def main() -> None:
         "--backend",
         nargs="+",
         default=["auto"],
-        choices=("auto", "onnx", "torch"),
-        help="server --backend, one measurement each (e.g. torch onnx; default: auto)",
+        type=backend_spec,
+        help="server --backend, one measurement each, optionally with its --encode after a "
+        "colon (e.g. torch onnx onnx:batch; default: auto)",
     )
     parser.add_argument(
         "--beam", type=int, default=None, help="server --beam (default: the model's setting)"
@@ -248,7 +266,7 @@ def main() -> None:
         f"server threads {args.threads or 'default'}, beam {args.beam or 'of the model'}, "
         f"one photo per request, client {args.client}"
     )
-    header = f"{'backend':<8}{'max-batch':>9}{'clients':>9}{'requests/s':>12}{'p50 ms':>9}"
+    header = f"{'backend':<14}{'max-batch':>9}{'clients':>9}{'requests/s':>12}{'p50 ms':>9}"
     print(header + f"{'p95 ms':>9}{'images/batch':>14}{'client CPU ms/req':>19}")
     for backend, max_batch, clients, seconds, latencies, stats, cpu in rows:
         latencies.sort()
@@ -256,7 +274,7 @@ def main() -> None:
         rate = args.requests / seconds
         mean_batch = stats["images"] / max(stats["batches"], 1)
         print(
-            f"{backend:<8}{max_batch:>9}{clients:>9}{rate:>12.1f}"
+            f"{backend:<14}{max_batch:>9}{clients:>9}{rate:>12.1f}"
             f"{1000 * statistics.median(latencies):>9.0f}{1000 * p95:>9.0f}{mean_batch:>14.1f}"
             f"{1000 * cpu / args.requests:>19.2f}"
         )

@@ -77,18 +77,24 @@ def test_200_requests_16_clients_all_ok_memory_stable(server):
     assert stats["batches"] < stats["requests"]  # concurrent requests shared model calls
 
 
-@pytest.mark.slow
-def test_benchmark_socket_client_reads_what_httpx_reads(server):
-    """benchmarks/serve_load.py's load generator writes multipart requests and reads responses on
-    raw keep-alive sockets; the same photo gives the same body as through httpx, request after
-    request on one connection, and a rejected upload is an error, not a silent success."""
+def _serve_load():
     import importlib.util
-    import socket
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "serve_load.py"
     spec = importlib.util.spec_from_file_location("serve_load", path)
     serve_load = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(serve_load)
+    return serve_load
+
+
+@pytest.mark.slow
+def test_benchmark_socket_client_reads_what_httpx_reads(server):
+    """benchmarks/serve_load.py's load generator writes multipart requests and reads responses on
+    raw keep-alive sockets; the same photo gives the same body as through httpx, request after
+    request on one connection, and a rejected upload is an error, not a silent success."""
+    import socket
+
+    serve_load = _serve_load()
 
     photos = example_images()[:2]
     host = server.url.removeprefix("http://")
@@ -109,3 +115,28 @@ def test_benchmark_socket_client_reads_what_httpx_reads(server):
     junk = serve_load.multipart_request(host, "junk.jpg", b"not an image")
     with pytest.raises(RuntimeError, match="HTTP 415"):
         serve_load.socket_client(server.url, [junk], range(1))
+
+
+@pytest.mark.slow
+def test_benchmark_starts_a_server_with_the_encode_it_names(tmp_path):
+    """A --backend of serve_load.py may carry the server's --encode after a colon."""
+    import argparse
+
+    serve_load = _serve_load()
+    assert serve_load.backend_spec("onnx:batch") == "onnx:batch"
+    for bad in ("onnx:sometimes", "tf", "torch:"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected auto, onnx or torch"):
+            serve_load.backend_spec(bad)
+    model = make_tiny_model(tmp_path / "tiny")
+    process, url = serve_load.start_server(str(model), "cpu", 4, 1, "torch:request")
+    try:
+        health = httpx.get(f"{url}/healthz", timeout=10).json()
+        assert health["backend"] == "torch" and health["config"]["encode_per_request"] is True
+        photo = example_images()[0]
+        response = httpx.post(
+            f"{url}/caption", files={"file": (photo.name, photo.read_bytes())}, timeout=120
+        )
+        assert response.status_code == 200 and response.json()["results"][0]["caption"]
+    finally:
+        process.terminate()
+        process.wait()

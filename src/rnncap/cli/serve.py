@@ -83,6 +83,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch threads of the beam search on a CPU; the encoder keeps all the model's "
         "threads (OMP_NUM_THREADS, else every core); 0: all of them too (default: 1)",
     )
+    parser.add_argument(
+        "--encode",
+        default="auto",
+        choices=("auto", "request", "batch"),
+        help="when images are encoded: each request as soon as it is decoded, the beam searches "
+        "batched (request), or each batch whole (batch); auto: request with the ONNX Runtime "
+        "encoder, batch with torch's (default: auto)",
+    )
     add_backend_argument(parser)
 
 
@@ -126,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         body_timeout=args.body_timeout,
         beam_size=args.beam,
         search_threads=args.search_threads or None,
+        encode_per_request={"auto": None, "request": True, "batch": False}[args.encode],
     )
     app = create_app(captioner, config)
     print(f"rnncap: serving {args.model} on http://{args.host}:{args.port}/", flush=True)
