@@ -341,11 +341,15 @@ def test_search_runs_on_search_threads_and_the_encoder_on_all(loaded, reference,
         def failing(*args, **kwargs):
             raise RuntimeError("search failed")
 
+        search = loaded.caption_features
         monkeypatch.setattr(loaded, "caption_features", failing)
         with TestClient(create_app(loaded, ServeConfig(max_wait_ms=0, timeout=60))) as client:
             response = client.post("/caption", files=[_file(path)])
-        assert response.status_code == 500 and "search failed" in response.text
-        assert torch.get_num_threads() == 2
+            assert response.status_code == 500 and "search failed" in response.text
+            monkeypatch.setattr(loaded, "caption_features", search)
+            seen.clear()
+            assert client.post("/caption", files=[_file(path)]).status_code == 200
+        assert seen == [("encode_images", 2), ("caption_features", 1)]  # restored after it
     finally:
         torch.set_num_threads(saved)
 

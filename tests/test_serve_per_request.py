@@ -74,15 +74,22 @@ def test_torch_encoder_encodes_whole_batches_by_default(loaded):
         assert client.app.state.batcher.prepare is None
 
 
-def _run(scenario, prepare, gate: threading.Event | None = None, max_queue: int = 100):
+async def _until(condition) -> None:
+    while not condition():
+        await asyncio.sleep(0.005)
+
+
+def _run(scenario, prepare, hold=None, max_queue: int = 100):
     """scenario(batcher, submit) against a MicroBatcher with `prepare` and two worker threads;
-    returns (batcher, batches): each batch's names and the rows run_batch got."""
+    returns (batcher, batches): each batch's names and the rows run_batch got. hold: events
+    (started, gate): the batch of "busy" sets `started` and waits for `gate`."""
     batches = []
 
     def run_batch(rows, names):
         batches.append((list(names), rows.clone()))
-        if gate is not None and names[0] == "busy":
-            gate.wait(2.0)
+        if hold is not None and names[0] == "busy":
+            hold[0].set()
+            assert hold[1].wait(5.0)
         return list(names)
 
     async def main():
@@ -110,18 +117,18 @@ def test_prepare_runs_per_request_and_batches_get_its_rows():
         alone.append(is_alone)
         return images.flatten(1).sum(1, keepdim=True)  # (n, 1): 12 x the value
 
-    gate = threading.Event()
+    started, gate = threading.Event(), threading.Event()
 
     async def scenario(batcher, submit):
         assert await submit("lone", 1.0) == ["lone"]
         busy = asyncio.ensure_future(submit("busy", 2.0))
-        await asyncio.sleep(0.2)  # the model holds "busy"
+        await _until(started.is_set)  # the model holds "busy"
         others = [asyncio.ensure_future(submit(f"r{i}", 3.0 + i)) for i in range(3)]
-        await asyncio.sleep(0.2)
+        await _until(lambda: batcher._queue.qsize() == 3)  # all three encoded meanwhile
         gate.set()
         await asyncio.gather(busy, *others)
 
-    batcher, batches = _run(scenario, prepare, gate)
+    batcher, batches = _run(scenario, prepare, (started, gate))
     names = [n for n, _ in batches]
     assert names[:2] == [["lone"], ["busy"]] and names[2:] == [["r0", "r1", "r2"]]
     for batch_names, rows in batches:
@@ -170,12 +177,14 @@ def test_images_being_prepared_count_against_the_queue_and_a_give_up_frees_them(
         with pytest.raises(asyncio.CancelledError):
             await slow
         assert batcher._queued_images == 0
+        assert batcher._running == 1  # its encoding still runs: the next one is not alone
         release.set()
+        await _until(lambda: batcher._running == 0)
         assert await submit("next", k=2) == ["next.0", "next.1"]
 
     batcher, batches = _run(scenario, prepare, max_queue=4)
     assert [names for names, _ in batches] == [["next.0", "next.1"]]
-    assert batcher._queued_images == 0
+    assert batcher._queued_images == 0 and batcher._running == 0
 
 
 def test_onnx_runtime_encoder_encodes_per_request_by_default(reference, tmp_path):

@@ -77,20 +77,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)"
     )
     parser.add_argument(
-        "--search-threads",
-        type=int,
-        default=1,
-        help="torch threads of the beam search on a CPU; the encoder keeps all the model's "
-        "threads (OMP_NUM_THREADS, else every core); 0: all of them too (default: 1)",
-    )
+        "--search-threads", type=int, default=1,
+        help="torch threads of the beam search; the encoder keeps all the model's threads "
+        "(OMP_NUM_THREADS, else torch's default: the physical cores); 0: all of them too "
+        "(default: 1)",
+    )  # fmt: skip
     parser.add_argument(
-        "--encode",
-        default="auto",
-        choices=("auto", "request", "batch"),
+        "--encode", default="auto", choices=("auto", "request", "batch"),
         help="when images are encoded: each request as soon as it is decoded, the beam searches "
         "batched (request), or each batch whole (batch); auto: request with the ONNX Runtime "
         "encoder, batch with torch's (default: auto)",
-    )
+    )  # fmt: skip
     add_backend_argument(parser)
 
 

@@ -113,15 +113,12 @@ def create_app(
     model_name = captioner.name if model_name is None else model_name
     model_name = PurePath(model_name).name or model_name
     encoder = captioner.model.encoder  # build the CNN now, not on the first request
-    encode = _request_encoder(captioner, config)  # None: batches are encoded whole
+    encode, threads = _request_encoder(captioner, config)  # encode None: batches encoded whole
+    run_batch = _batch_runner(captioner, options, config, encode is None)
 
-    def run_batch(rows: torch.Tensor, names: Sequence[str]) -> list[Caption]:  # images or features
-        try:
-            features = captioner.encode_images(rows) if encode is None else rows
-            with torch_threads(config.search_threads):
-                return captioner.caption_features(features, options, list(names))
-        finally:
-            release_free_memory()
+    def batcher() -> MicroBatcher:
+        return MicroBatcher(run_batch, config.max_batch, config.max_wait_ms, config.max_queue,
+                            prepare=encode, threads=threads)  # fmt: skip
 
     def decoder() -> Decoder:
         side = getattr(encoder, "image_size", 224)
@@ -130,7 +127,7 @@ def create_app(
 
     app = FastAPI(
         title="rnncap",
-        lifespan=_lifespan(run_batch, encode, decoder, config),
+        lifespan=_lifespan(batcher, decoder),
         docs_url=None,
         redoc_url=None,
     )
@@ -238,36 +235,53 @@ async def _caption_uploads(
     return results
 
 
+def _batch_runner(captioner: Captioner, options, config: ServeConfig, encodes: bool):
+    """run_batch(rows, names) -> captions for the batcher: rows are the batch's images
+    (N, 3, S, S), encoded here when `encodes`, else their features."""
+
+    def run_batch(rows: torch.Tensor, names: Sequence[str]) -> list[Caption]:
+        try:
+            features = captioner.encode_images(rows) if encodes else rows
+            with torch_threads(config.search_threads):  # searches never overlap
+                return captioner.caption_features(features, options, list(names))
+        finally:
+            release_free_memory()
+
+    return run_batch
+
+
 def _request_encoder(captioner: Captioner, config: ServeConfig):
-    """encode(images (n, 3, S, S), alone) -> features, for encoding each request on its own: on
-    one thread, or on all the model's threads when nothing else was running (a lone client).
-    None when batches are encoded whole (see ServeConfig.encode_per_request)."""
+    """(encode, threads) for encoding each request on its own: encode(images (n, 3, S, S),
+    alone) -> features, and the worker threads that take the encodings and the searches;
+    (None, 1) when batches are encoded whole (see ServeConfig.encode_per_request).
+
+    ONNX Runtime: one thread a call on each of the model's threads, or all of them when nothing
+    else was running (a lone client; calls that start meanwhile add at most threads - 1 more).
+    Torch: every call on all the model's threads, calls side by side on as many workers.
+    """
     from rnncap.models.onnx_encoder import OnnxEncoder
 
     encoder = captioner.model.encoder
     onnx = isinstance(encoder, OnnxEncoder)
     if not (onnx if config.encode_per_request is None else config.encode_per_request):
-        return None
+        return None, 1
     if not onnx:
-        return lambda images, alone: captioner.encode_images(images)
+        return (lambda images, alone: captioner.encode_images(images)), torch.get_num_threads()
     one_thread = OnnxEncoder(encoder.path, threads=1)  # the same graph
 
     def encode(images: torch.Tensor, alone: bool) -> torch.Tensor:
         return (encoder if alone else one_thread)(images)
 
-    return encode
+    return encode, torch.get_num_threads()
 
 
-def _lifespan(run_batch, encode, decoder, config: ServeConfig):
-    """The app's lifespan: one MicroBatcher (app.state.batcher; with `encode`, it encodes each
-    request and runs the searches on the model's threads) and one Decoder (app.state.decoder,
-    its threads and pixel budget) while the app serves."""
+def _lifespan(new_batcher, decoder):
+    """The app's lifespan: one MicroBatcher (app.state.batcher, from `new_batcher()`) and one
+    Decoder (app.state.decoder, its threads and pixel budget) while the app serves."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        threads = 1 if encode is None else torch.get_num_threads()
-        batcher = MicroBatcher(run_batch, config.max_batch, config.max_wait_ms, config.max_queue,
-                               prepare=encode, threads=threads)  # fmt: skip
+        batcher = new_batcher()
         batcher.start()
         app.state.batcher = batcher
         app.state.decoder = decoder()

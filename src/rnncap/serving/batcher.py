@@ -1,12 +1,12 @@
 """Micro-batching for the web service: concurrent requests share one model call.
 
 Requests wait in an asyncio queue; a single worker takes up to `max_batch` images and runs one
-model call in a thread, so model calls never overlap. What piled up during the last call goes at
+model call in a thread, so batches never overlap. What piled up during the last call goes at
 once; a request that finds the server idle waits at most `max_wait_ms` for the requests already
 being read or decoded (`arriving`) to join it, and not at all when there are none. With
 `prepare` (the encoder, where batching does not pay), each request's images are prepared on their
-own as soon as they are submitted, beside the running batch, and only the batches of prepared
-images are run together.
+own as soon as they are submitted, beside the running batch (on `threads` worker threads), and
+only the batches of prepared images are run together.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class MicroBatcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        self._executor.shutdown(wait=True)
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
     @contextmanager
     def arriving(self) -> Iterator[Arrival]:
@@ -137,12 +137,16 @@ class MicroBatcher:
         return list(rows.unbind(0))
 
     async def _in_worker(self, fn, *args):
-        """fn(*args) in a worker thread, counted in `_running` while it runs or waits for one."""
+        """fn(*args) in a worker thread, counted in `_running` until the call ends: a caller that
+        gives up cancels a call still waiting for a thread, not one already running."""
+        loop = asyncio.get_running_loop()
         self._running += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        finally:
-            self._running -= 1
+        call = self._executor.submit(fn, *args)
+        call.add_done_callback(lambda _: loop.call_soon_threadsafe(self._call_ended))
+        return await asyncio.wrap_future(call)
+
+    def _call_ended(self) -> None:
+        self._running -= 1
 
     def _wake(self) -> None:
         """An arrival gave up: a batch waiting for it checks again (a None in the queue)."""

@@ -78,8 +78,9 @@ def decode_workers(workers: int | None, device) -> int:
 @contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
     """torch's intra-op threads set to `threads` within the block (None: left alone); the
-    previous count comes back after. The setting is process-wide: use it where one thread
-    runs the models (the web service's model thread)."""
+    previous count comes back after. torch.set_num_threads is not local to the calling thread
+    (other threads may pick the setting up): use it where no other thread changes it at the
+    same time (the web service's searches, which never overlap)."""
     import torch
 
     if threads is None:
