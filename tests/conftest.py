@@ -1,5 +1,6 @@
-"""Shared fixtures: the Flickr8k location (skips when absent), a tiny model folder, a CUDA skip
-marker, and a test cache folder for encoders exported to ONNX."""
+"""Shared fixtures: the Flickr8k location (skips when absent), a tiny model folder and its loaded
+captioner with reference captions, a CUDA skip marker, and a test cache folder for encoders
+exported to ONNX."""
 
 from __future__ import annotations
 
@@ -25,6 +26,22 @@ def model_dir(tmp_path_factory) -> Path:
     from inference_helpers import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny_loaded(tmp_path_factory):
+    """A `Captioner` of a tiny model folder with the pretrained encoder, per test module."""
+    from inference_helpers import tiny_captioner
+
+    return tiny_captioner(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def tiny_reference(tiny_loaded) -> dict:
+    """The sample photos captioned one by one the plain way: name -> (caption, score, attention)."""
+    from inference_helpers import reference_by_name
+
+    return reference_by_name(tiny_loaded)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -77,6 +77,22 @@ def reference_captions(model, vocab, paths, beam_size: int = 3) -> list[tuple[st
     return out
 
 
+def tiny_captioner(folder: Path):
+    """The tiny model saved in `folder`, loaded on the CPU with the shared pretrained encoder."""
+    from rnncap.decode.captioner import load
+
+    captioner = load(make_tiny_model(folder / "tiny"), device="cpu")
+    captioner.model.set_encoder(shared_encoder())
+    return captioner
+
+
+def reference_by_name(captioner) -> dict[str, tuple[str, float, list]]:
+    """`reference_captions` of the sample photos, by file name."""
+    paths = example_images()
+    captions = reference_captions(captioner.model, captioner.vocab, paths)
+    return {p.name: caption for p, caption in zip(paths, captions, strict=True)}
+
+
 # ------------------------------------------------------------------------ broken files
 def truncated_jpeg(path: Path) -> Path:
     data = (EXAMPLES / "cat.jpg").read_bytes()

@@ -9,16 +9,8 @@ import threading
 import pytest
 from fastapi.testclient import TestClient
 
-from inference_helpers import (
-    bomb_png,
-    example_images,
-    make_tiny_model,
-    reference_captions,
-    shared_encoder,
-    truncated_jpeg,
-)
+from inference_helpers import bomb_png, example_images, truncated_jpeg
 from rnncap.cli.serve import parse_size
-from rnncap.decode.captioner import load
 from rnncap.serving.app import ServeConfig, create_app
 from rnncap.serving.batcher import MicroBatcher
 from rnncap.serving.errors import ApiError
@@ -27,28 +19,9 @@ MAX_BYTES = 200_000
 
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory):
-    captioner = load(make_tiny_model(tmp_path_factory.mktemp("model") / "tiny"), device="cpu")
-    captioner.model.set_encoder(shared_encoder())
-    return captioner
-
-
-@pytest.fixture(scope="module")
-def reference(loaded):
-    paths = example_images()
-    return dict(
-        zip(
-            [p.name for p in paths],
-            reference_captions(loaded.model, loaded.vocab, paths),
-            strict=True,
-        )
-    )
-
-
-@pytest.fixture(scope="module")
-def client(loaded):
+def client(tiny_loaded):
     config = ServeConfig(max_batch=4, max_wait_ms=5, max_bytes=MAX_BYTES, timeout=60)
-    with TestClient(create_app(loaded, config)) as client:
+    with TestClient(create_app(tiny_loaded, config)) as client:
         yield client
 
 
@@ -65,12 +38,12 @@ def test_healthz_and_page(client):
     assert 'type="file"' in page.text and 'id="caption"' in page.text
 
 
-def test_one_image_with_attention(client, reference):
+def test_one_image_with_attention(client, tiny_reference):
     path = example_images()[0]
     response = client.post("/caption?attention=1", files=[_file(path)])
     assert response.status_code == 200, response.text
     (result,) = response.json()["results"]
-    caption, score, attention = reference[path.name]
+    caption, score, attention = tiny_reference[path.name]
     assert result["image"] == path.name
     assert result["caption"] == caption
     assert result["score"] == pytest.approx(score, abs=1e-3)
@@ -82,23 +55,23 @@ def test_one_image_with_attention(client, reference):
         assert sum(row) == pytest.approx(1.0, abs=1e-3)
 
 
-def test_several_images_in_one_request_keep_their_order(client, reference):
+def test_several_images_in_one_request_keep_their_order(client, tiny_reference):
     paths = example_images()
     response = client.post("/caption", files=[_file(p) for p in reversed(paths)])
     assert response.status_code == 200, response.text
     results = response.json()["results"]
     assert [r["image"] for r in results] == [p.name for p in reversed(paths)]
-    assert [r["caption"] for r in results] == [reference[p.name][0] for p in reversed(paths)]
+    assert [r["caption"] for r in results] == [tiny_reference[p.name][0] for p in reversed(paths)]
     assert "attention" not in results[0]
 
 
-def test_raw_image_body(client, reference):
+def test_raw_image_body(client, tiny_reference):
     path = example_images()[1]
     response = client.post(
         "/caption", content=path.read_bytes(), headers={"content-type": "image/jpeg"}
     )
     assert response.status_code == 200, response.text
-    assert response.json()["results"][0]["caption"] == reference[path.name][0]
+    assert response.json()["results"][0]["caption"] == tiny_reference[path.name][0]
 
 
 def _error(response, status, needle):
@@ -149,14 +122,14 @@ def test_size_limit_from_header_and_while_reading(client):
     _error(response, 413, "limit")
 
 
-def test_timeout_answers_504_and_the_server_recovers(loaded, reference):
+def test_timeout_answers_504_and_the_server_recovers(tiny_loaded, tiny_reference):
     config = ServeConfig(max_wait_ms=1, timeout=0.01)
-    with TestClient(create_app(loaded, config)) as client:
+    with TestClient(create_app(tiny_loaded, config)) as client:
         path = example_images()[0]
         _error(client.post("/caption", files=[_file(path)]), 504, "timeout")
-    with TestClient(create_app(loaded, ServeConfig())) as client:
+    with TestClient(create_app(tiny_loaded, ServeConfig())) as client:
         response = client.post("/caption", files=[_file(path)])
-        assert response.json()["results"][0]["caption"] == reference[path.name][0]
+        assert response.json()["results"][0]["caption"] == tiny_reference[path.name][0]
 
 
 def test_micro_batcher_groups_requests_and_routes_results():
@@ -308,7 +281,9 @@ def test_no_request_stays_counted_as_arriving(client, tmp_path):
     assert client.app.state.batcher._arriving == 0
 
 
-def test_search_runs_on_search_threads_and_the_encoder_on_all(loaded, reference, monkeypatch):
+def test_search_runs_on_search_threads_and_the_encoder_on_all(
+    tiny_loaded, tiny_reference, monkeypatch
+):
     """ServeConfig.search_threads: the beam search on that many torch threads, the encoder on
     the process's count, which comes back after every batch (also when the search fails)."""
     import torch
@@ -325,28 +300,30 @@ def test_search_runs_on_search_threads_and_the_encoder_on_all(loaded, reference,
     saved = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        monkeypatch.setattr(loaded, "encode_images", recording(loaded.encode_images))
-        monkeypatch.setattr(loaded, "caption_features", recording(loaded.caption_features))
+        monkeypatch.setattr(tiny_loaded, "encode_images", recording(tiny_loaded.encode_images))
+        monkeypatch.setattr(
+            tiny_loaded, "caption_features", recording(tiny_loaded.caption_features)
+        )
         path = example_images()[0]
         for threads, search_sees in ((1, 1), (None, 2)):
             seen.clear()
             config = ServeConfig(max_wait_ms=0, timeout=60, search_threads=threads)
-            with TestClient(create_app(loaded, config)) as client:
+            with TestClient(create_app(tiny_loaded, config)) as client:
                 response = client.post("/caption", files=[_file(path)])
             assert response.status_code == 200, response.text
-            assert response.json()["results"][0]["caption"] == reference[path.name][0]
+            assert response.json()["results"][0]["caption"] == tiny_reference[path.name][0]
             assert seen == [("encode_images", 2), ("caption_features", search_sees)]
             assert torch.get_num_threads() == 2
 
         def failing(*args, **kwargs):
             raise RuntimeError("search failed")
 
-        search = loaded.caption_features
-        monkeypatch.setattr(loaded, "caption_features", failing)
-        with TestClient(create_app(loaded, ServeConfig(max_wait_ms=0, timeout=60))) as client:
+        search = tiny_loaded.caption_features
+        monkeypatch.setattr(tiny_loaded, "caption_features", failing)
+        with TestClient(create_app(tiny_loaded, ServeConfig(max_wait_ms=0, timeout=60))) as client:
             response = client.post("/caption", files=[_file(path)])
             assert response.status_code == 500 and "search failed" in response.text
-            monkeypatch.setattr(loaded, "caption_features", search)
+            monkeypatch.setattr(tiny_loaded, "caption_features", search)
             seen.clear()
             assert client.post("/caption", files=[_file(path)]).status_code == 200
         assert seen == [("encode_images", 2), ("caption_features", 1)]  # restored after it

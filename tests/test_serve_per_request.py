@@ -12,25 +12,11 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from inference_helpers import example_images, make_tiny_model, reference_captions, shared_encoder
+from inference_helpers import example_images, make_tiny_model, shared_encoder
 from rnncap.decode.captioner import load
 from rnncap.serving.app import ServeConfig, create_app
 from rnncap.serving.batcher import MicroBatcher
 from rnncap.serving.errors import ApiError
-
-
-@pytest.fixture(scope="module")
-def loaded(tmp_path_factory):
-    captioner = load(make_tiny_model(tmp_path_factory.mktemp("model") / "tiny"), device="cpu")
-    captioner.model.set_encoder(shared_encoder())
-    return captioner
-
-
-@pytest.fixture(scope="module")
-def reference(loaded):
-    paths = example_images()
-    captions = reference_captions(loaded.model, loaded.vocab, paths)
-    return {p.name: caption for p, caption in zip(paths, captions, strict=True)}
 
 
 def _file(path):
@@ -45,16 +31,16 @@ def _check(result, expected):
         assert row == pytest.approx(want, abs=1e-4)
 
 
-def test_same_captions_as_one_by_one_decoding(loaded, reference):
+def test_same_captions_as_one_by_one_decoding(tiny_loaded, tiny_reference):
     paths = example_images()
     config = ServeConfig(encode_per_request=True, max_batch=4, max_wait_ms=5, timeout=60)
-    with TestClient(create_app(loaded, config)) as client:
+    with TestClient(create_app(tiny_loaded, config)) as client:
         assert client.get("/healthz").json()["config"]["encode_per_request"] is True
         several = client.post("/caption?attention=1", files=[_file(p) for p in paths])
         assert several.status_code == 200, several.text
         for path, result in zip(paths, several.json()["results"], strict=True):
             assert result["image"] == path.name
-            _check(result, reference[path.name])
+            _check(result, tiny_reference[path.name])
 
         def one(path):
             return client.post("/caption?attention=1", files=[_file(path)]).json()["results"][0]
@@ -62,14 +48,14 @@ def test_same_captions_as_one_by_one_decoding(loaded, reference):
         with ThreadPoolExecutor(8) as pool:
             results = list(pool.map(one, paths * 3))
         for path, result in zip(paths * 3, results, strict=True):
-            _check(result, reference[path.name])
+            _check(result, tiny_reference[path.name])
         stats = client.get("/healthz").json()["batches"]
         assert stats["images"] == 4 * len(paths) and stats["requests"] == 1 + 3 * len(paths)
         assert client.app.state.batcher._queued_images == 0
 
 
-def test_torch_encoder_encodes_whole_batches_by_default(loaded):
-    with TestClient(create_app(loaded, ServeConfig())) as client:
+def test_torch_encoder_encodes_whole_batches_by_default(tiny_loaded):
+    with TestClient(create_app(tiny_loaded, ServeConfig())) as client:
         assert client.get("/healthz").json()["config"]["encode_per_request"] is False
         assert client.app.state.batcher.prepare is None
 
@@ -187,7 +173,7 @@ def test_images_being_prepared_count_against_the_queue_and_a_give_up_frees_them(
     assert batcher._queued_images == 0 and batcher._running == 0
 
 
-def test_onnx_runtime_encoder_encodes_per_request_by_default(reference, tmp_path):
+def test_onnx_runtime_encoder_encodes_per_request_by_default(tiny_reference, tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     from rnncap.models.onnx_encoder import OnnxEncoder, export_encoder
@@ -205,4 +191,4 @@ def test_onnx_runtime_encoder_encodes_per_request_by_default(reference, tmp_path
         with ThreadPoolExecutor(4) as pool:
             results = list(pool.map(one, paths * 2))
     for path, result in zip(paths * 2, results, strict=True):
-        _check(result, reference[path.name])  # ONNX Runtime's features: within 1e-4 of torch's
+        _check(result, tiny_reference[path.name])  # ONNX Runtime's features: within 1e-4 of torch's
