@@ -113,7 +113,7 @@ def create_app(
     model_name = captioner.name if model_name is None else model_name
     model_name = PurePath(model_name).name or model_name
     encoder = captioner.model.encoder  # build the CNN now, not on the first request
-    encode, threads = _request_encoder(captioner, config)  # encode None: batches encoded whole
+    encode, threads = _request_encoder(captioner, encoder, config)  # None: batches encoded whole
     run_batch = _batch_runner(captioner, options, config, encode is None)
 
     def batcher() -> MicroBatcher:
@@ -250,10 +250,11 @@ def _batch_runner(captioner: Captioner, options, config: ServeConfig, encodes: b
     return run_batch
 
 
-def _request_encoder(captioner: Captioner, config: ServeConfig):
+def _request_encoder(captioner: Captioner, encoder, config: ServeConfig):
     """(encode, threads) for encoding each request on its own: encode(images (n, 3, S, S),
     alone) -> features, and the worker threads that take the encodings and the searches;
-    (None, 1) when batches are encoded whole (see ServeConfig.encode_per_request).
+    (None, 1) when batches are encoded whole (see ServeConfig.encode_per_request). `encoder` is
+    the captioner's, already built.
 
     ONNX Runtime: one thread a call on each of the model's threads, or all of them when nothing
     else was running (a lone client; calls that start meanwhile add at most threads - 1 more).
@@ -261,16 +262,19 @@ def _request_encoder(captioner: Captioner, config: ServeConfig):
     """
     from rnncap.models.onnx_encoder import OnnxEncoder
 
-    encoder = captioner.model.encoder
     onnx = isinstance(encoder, OnnxEncoder)
     if not (onnx if config.encode_per_request is None else config.encode_per_request):
         return None, 1
-    if not onnx:
-        return (lambda images, alone: captioner.encode_images(images)), torch.get_num_threads()
-    one_thread = OnnxEncoder(encoder.path, threads=1)  # the same graph
+    if onnx:
+        one_thread = OnnxEncoder(encoder.path, threads=1)  # the same graph
 
-    def encode(images: torch.Tensor, alone: bool) -> torch.Tensor:
-        return (encoder if alone else one_thread)(images)
+        def encode(images: torch.Tensor, alone: bool) -> torch.Tensor:
+            return (encoder if alone else one_thread)(images)
+
+    else:
+
+        def encode(images: torch.Tensor, alone: bool) -> torch.Tensor:
+            return captioner.encode_images(images)
 
     return encode, torch.get_num_threads()
 

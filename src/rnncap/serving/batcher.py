@@ -22,6 +22,11 @@ import torch
 from rnncap.serving.errors import ApiError
 
 
+def _model_error(error: Exception) -> ApiError:
+    """What a request hears when the model failed on its images (preparing or in a batch)."""
+    return ApiError(500, f"model error: {error}")
+
+
 @dataclass
 class _Job:
     images: list[torch.Tensor]  # preprocessed (3, S, S) each
@@ -133,7 +138,7 @@ class MicroBatcher:
         try:
             rows = await self._in_worker(self.prepare, torch.stack(images), self._running == 0)
         except Exception as error:
-            raise ApiError(500, f"model error: {error}") from None
+            raise _model_error(error) from None
         return list(rows.unbind(0))
 
     async def _in_worker(self, fn, *args):
@@ -218,7 +223,7 @@ class MicroBatcher:
             except Exception as error:  # the model failed: every waiting request hears it
                 for job in jobs:
                     if not job.future.done():
-                        job.future.set_exception(ApiError(500, f"model error: {error}"))
+                        job.future.set_exception(_model_error(error))
                 continue
             self.stats.requests += len(jobs)
             self.stats.images += len(names)
