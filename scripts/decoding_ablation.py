@@ -40,11 +40,16 @@ def main() -> None:
     parser.add_argument("--grid", default='[{"beam_size": 3}]', help="JSON list of settings")
     parser.add_argument("--full", action="store_true", help="BLEU-4 and METEOR too (Java)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--lm", help="language model folder (`rnncap lm`) for lm_weight; "
+                        "default: the model folder's lm/")  # fmt: skip
+    parser.add_argument("--source-lm", help="language model folder for source_lm_weight; "
+                        "default: the model folder's source_lm/")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     grid = [DecodeOptions(**options) for options in json.loads(args.grid)]
     for spec in args.model:
         model, vocab = load_model(spec)
+        lms = _language_models(spec, vocab, args)
         for name, root, split in (s.split(":") for s in args.set):
             samples = list(load_dataset(root, "coco" if name.startswith("coco") else "flickr8k",
                                         split))  # fmt: skip
@@ -53,7 +58,8 @@ def main() -> None:
             references = {s.name: list(s.captions) for s in samples}
             for options in grid:
                 start = time.time()
-                results = Captioner(model, vocab, options).caption_feature_batches(features)
+                captioner = Captioner(model, vocab, options, language_models=lms)
+                results = captioner.caption_feature_batches(features)
                 predictions = dict(zip(names, (r.text for r in results), strict=True))
                 row = {"model": spec, "set": name, **options.to_dict()}
                 row["CIDEr"] = round(cider_d(references, predictions), 4)
@@ -67,6 +73,21 @@ def main() -> None:
                                      / len(predictions), 2)  # fmt: skip
                 row["seconds"] = round(time.time() - start, 1)
                 print(json.dumps(row), flush=True)
+
+
+def _language_models(spec: str, vocab, args) -> dict:
+    from rnncap.models.folder import resolve_model_dir
+    from rnncap.models.fusion import load_language_models
+    from rnncap.models.lm import load_language_model
+
+    lms = load_language_models(resolve_model_dir(spec), vocab, "cpu")
+    for name, folder in (("lm", args.lm), ("source_lm", args.source_lm)):
+        if folder:
+            lm, lm_vocab = load_language_model(folder)
+            if lm_vocab != vocab:
+                raise SystemExit(f"--{name.replace('_', '-')} {folder}: not {spec}'s vocabulary")
+            lms[name] = lm
+    return lms
 
 
 if __name__ == "__main__":

@@ -117,3 +117,24 @@ def test_cli_reports_missing_data(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("rnncap: error: --data") and "nowhere" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_trains_on_caption_text_with_a_given_vocabulary(tmp_path, capsys):
+    from rnncap.data.vocab import Vocabulary
+
+    vocab = Vocabulary(["a", "cat", "on", "bed", "cup", "of", "coffee"])
+    vocab.save(tmp_path / "vocab.json")
+    groups = [["a cat on a bed", "a cat"], ["a cup of coffee", "coffee on a bed"]] * 20
+    text = tmp_path / "text.jsonl"
+    text.write_text("".join(json.dumps({"captions": g}) + "\n" for g in groups))
+    out = tmp_path / "lm"
+    args = ["lm", "--text", str(text), "--vocab", str(tmp_path / "vocab.json"), "--epochs", "2",
+            "--embed", "8", "--hidden", "8", "--device", "cpu", "--out", str(out), "--sample",
+            "0", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    model, saved = lm_train.load(out, torch.device("cpu"))
+    assert saved == vocab  # the given vocabulary, not one built from the text
+    history = json.loads((out / "history.json").read_text())
+    assert history["epoch_val_ppl"][-1] < 0.5 * len(vocab)  # it learned the text
+    assert main(["lm", "--text", str(text), "--data", str(tmp_path), "--out", str(out)]) == 2
+    assert "--data" in capsys.readouterr().err

@@ -12,12 +12,15 @@ from rnncap.data.features import FeatureCache, file_key
 WORDS = "a dog cat runs sits on the grass red ball man rides bike".split()
 
 
-def make_dataset(root: Path, n_train: int = 12, n_dev: int = 4, seed: int = 0) -> Path:
-    """Images whose (fake) features determine their captions, in Flickr8k's file layout."""
+def make_dataset(
+    root: Path, n_train: int = 12, n_dev: int = 4, seed: int = 0, cache: Path | None = None
+) -> Path:
+    """Images whose (fake) features determine their captions, in Flickr8k's file layout; the
+    features go to `cache` (default: root/cache)."""
     g = torch.Generator().manual_seed(seed)
     (root / "Images").mkdir(parents=True)
     lines, splits = ["image,caption"], {"train": [], "dev": [], "test": []}
-    cache = FeatureCache(root / "cache", "fake")
+    cache = FeatureCache(cache or root / "cache", "fake")
     keys, feats = [], []
     for i in range(n_train + n_dev):
         name = f"img{i:03d}.jpg"

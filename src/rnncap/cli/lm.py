@@ -14,13 +14,22 @@ from pathlib import Path
 from rnncap.cli._common import UsageError, fail, resolve_device
 
 NAME = "lm"
-HELP = "train an RNN/LSTM language model on the Flickr8k captions and sample sentences from it"
+HELP = "train an RNN/LSTM language model on captions (Flickr8k or a text file), sample from it"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=None,
                         help="Flickr8k folder (captions.txt, Flickr_8k.*Images.txt, Images/); "
                              "required unless --load")
+    parser.add_argument("--text", type=Path, default=None,
+                        help="train on this caption text instead of --data (.jsonl with a "
+                             "'captions' list per line, or one caption per line); every 20th "
+                             "line, chosen by --seed, is held out for validation")
+    parser.add_argument("--vocab", type=Path, default=None,
+                        help="use this vocabulary (a vocab.json, e.g. a captioner's, so the "
+                             "model can be fused into its decoding) instead of building one")
+    parser.add_argument("--dropout", type=float, default=0.1,
+                        help="dropout on word vectors and hidden states (default: 0.1)")
     parser.add_argument("--cell", default="lstm", choices=["rnn", "lstm", "torch-lstm"],
                         help="recurrent layer: from-scratch rnn or lstm, or torch.nn.LSTM as the "
                              "reference (default: lstm)")
@@ -56,8 +65,14 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError("--sample must be 0 or more")
     if args.lr <= 0:
         raise UsageError("--lr must be positive")
-    if args.load is None and args.data is None:
-        raise UsageError("--data is required (the Flickr8k folder), unless --load is given")
+    if not 0 <= args.dropout < 1:
+        raise UsageError("--dropout must be in [0, 1)")
+    if args.load is None and (args.data is None) == (args.text is None):
+        raise UsageError("give --data (the Flickr8k folder) or --text (a caption text file), "
+                         "unless --load is given")
+    for flag, path in (("--text", args.text), ("--vocab", args.vocab)):
+        if path is not None and not path.is_file():
+            raise UsageError(f"{flag} {path}: no such file")
     if args.load is not None and not (args.load / "config.json").is_file():
         raise UsageError(f"--load {args.load}: not a folder written by `rnncap lm`")
 
@@ -82,15 +97,15 @@ def run(args: argparse.Namespace) -> int:
             print(sentence)
         return 0
 
-    from rnncap.data.datasets import DatasetError, load_dataset
+    from rnncap.utils.io import InvalidFileError
 
     try:
-        train_set = load_dataset(args.data, "flickr8k", "train")
-        dev_set = load_dataset(args.data, "flickr8k", "dev")
-    except DatasetError as e:
-        return fail(f"--data {args.data}: {e}")
-
-    model, vocab, config, history, seconds = _train(args, train_set, dev_set, device)
+        train_captions, dev_captions = _captions(args)
+        vocab = _vocabulary(args, train_captions)
+    except (InvalidFileError, ValueError) as e:
+        return fail(str(e))
+    model, vocab, config, history, seconds = _train(args, train_captions, dev_captions, vocab,
+                                                    device)  # fmt: skip
     out = args.out or Path("runs") / f"lm-{args.cell}"
     lm_train.save(model, vocab, config, history, out)
     plot_lm_history(history, out / "curve.png", f"{args.cell} language model")
@@ -104,21 +119,48 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace, train_set, dev_set, device):
-    """Build the vocabulary and the model, train -> (model, vocab, config, history, seconds)."""
+def _captions(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """(train captions, validation captions): Flickr8k's train and dev splits, or the text file
+    with every 20th caption group (a seeded choice) held out."""
+    import random
+
+    if args.text is None:
+        from rnncap.data.datasets import DatasetError, load_dataset
+
+        try:
+            return (load_dataset(args.data, "flickr8k", "train").captions,
+                    load_dataset(args.data, "flickr8k", "dev").captions)  # fmt: skip
+        except DatasetError as e:
+            raise ValueError(f"--data {args.data}: {e}") from None
+    from rnncap.engine.sources import read_caption_text
+
+    groups = read_caption_text(args.text)
+    random.Random(args.seed).shuffle(groups)
+    held = max(1, len(groups) // 20)
+    return [c for g in groups[held:] for c in g], [c for g in groups[:held] for c in g]
+
+
+def _vocabulary(args: argparse.Namespace, captions: list[str]):
     from rnncap.data.vocab import Vocabulary
+
+    if args.vocab is not None:
+        return Vocabulary.load(args.vocab)
+    return Vocabulary.build(captions, args.min_count)
+
+
+def _train(args: argparse.Namespace, train_captions, dev_captions, vocab, device):
+    """Build the model, train -> (model, vocab, config, history, seconds)."""
     from rnncap.engine import lm_train
     from rnncap.models import lm
 
     config = lm_train.LMTrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_count=args.min_count,
         seed=args.seed, model=lm.LMConfig(cell=args.cell, embed_dim=args.embed,
-                                          hidden_dim=args.hidden),
-    )
-    vocab = Vocabulary.build(train_set.captions, config.min_count)
+                                          hidden_dim=args.hidden, dropout=args.dropout),
+    )  # fmt: skip
     config.model.vocab_size = len(vocab)
-    train_seqs = lm_train.encode_captions(train_set.captions, vocab)
-    val_seqs = lm_train.encode_captions(dev_set.captions, vocab)
+    train_seqs = lm_train.encode_captions(train_captions, vocab)
+    val_seqs = lm_train.encode_captions(dev_captions, vocab)
     if args.dry_run:
         val_seqs = val_seqs[: config.batch_size]
     print(f"vocabulary {len(vocab)} words (min count {config.min_count}); "

@@ -17,6 +17,12 @@ HELP = "train a captioning model (rnn | lstm | attn) on cached encoder features"
 _HELP = {
     "data": "data set root folder",
     "format": "data set format: " + " | ".join(list_formats()),
+    "extra_data": "more photo data sets for training, 'FORMAT:DIR[@WEIGHT],...': their train "
+    "splits join --data's, each image drawn WEIGHT times an epoch (dev stays --data's)",
+    "text_data": "caption text without photos (.jsonl with a 'captions' list per line, or one "
+    "caption per line): its words join the vocabulary, its captions the batches (--text-ratio)",
+    "text_ratio": "caption groups of --text-data added per photo of each batch, shown with an "
+    "all-zero feature grid (cross-entropy only)",
     "features": "feature cache folder written by `rnncap features`",
     "encoder": "encoder whose cached features are used",
     "out": "run folder: config.json, metrics.jsonl, curves.png, last/, best/",

@@ -14,6 +14,7 @@ from rnncap.models.captioner import MAX_LENGTH
 from rnncap.utils.config import ConfigError, check_range, check_types, config_from_dict
 
 MAX_BEAM = 100  # hypotheses per image at most: the search holds beam x images decoder states
+MAX_FUSION_WEIGHT = 10.0  # a language model's weight in the fused score at most
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class DecodeOptions:
     guidance: float = 0.0  # classifier guidance: bonus weight for words of confident classes
     guidance_threshold: float = 0.3  # ImageNet class probability from which a class counts
     no_end_after: tuple[str, ...] = ()  # words a caption may not end on, e.g. "a", "the"
+    lm_weight: float = 0.0  # shallow fusion: + this x log p of the model folder's lm/
+    source_lm_weight: float = 0.0  # density ratio: - this x log p of its source_lm/
 
     def __post_init__(self) -> None:
         """Types and ranges; a ConfigError (a ValueError) names the bad field."""
@@ -50,6 +53,8 @@ class DecodeOptions:
             raise ConfigError(
                 "guidance_threshold", f"must be in (0, 1], got {self.guidance_threshold}"
             )
+        for name in ("lm_weight", "source_lm_weight"):
+            check_range(name, getattr(self, name), 0.0, MAX_FUSION_WEIGHT)
         if not isinstance(self.no_end_after, tuple) or not all(
             isinstance(w, str) for w in self.no_end_after
         ):
@@ -179,12 +184,12 @@ def _settled(scores, finished, bonus) -> torch.Tensor:
     return best_done > best_going
 
 
-def _ended(finished, parent, word, scores, bonus, cfg, length_penalty: float) -> torch.Tensor:
+def _ended(finished, parent, word, scores, bonus, cfg, early_stop: bool) -> torch.Tensor:
     """(N, K) bool after a step: a hypothesis has ended when its parent had, when it just said
-    <end> (or padding), or, with no length penalty, when its image's search is settled."""
+    <end> (or padding), or, with `early_stop`, when its image's search is settled."""
     N, K = word.shape
     ended = finished.view(-1)[parent].view(N, K) | (word == cfg.end_id) | (word == cfg.pad_id)
-    if length_penalty == 0:  # scores only fall
+    if early_stop:
         ended |= _settled(scores, ended, bonus)[:, None]
     return ended
 
@@ -330,6 +335,9 @@ def beam_search(
     banned = _banned(model)
     base = (torch.arange(N, device=device) * K)[:, None]  # (N, 1)
     bonus = _per_hypothesis(word_bonus, N, K, dtype, device)  # (ids, values) (N*K, M) | None
+    # settled images stop early only while scores can only fall: no length penalty, and no
+    # step that can score above 0 (a subtracted language model)
+    early_stop = length_penalty == 0 and getattr(model, "steps_nonpositive", True)
 
     for _ in range(max_length):
         rows = _rows_to_step(finished, scores)  # (R,) | None: all
@@ -347,7 +355,7 @@ def beam_search(
         if weights is not None:
             w = weights.to(dtype)[parent][:, None]  # (N*K, 1, P)
             attn_history = w if attn_history is None else torch.cat([attn_history[parent], w], 1)
-        finished = _ended(finished, parent, word, scores, bonus, cfg, length_penalty)
+        finished = _ended(finished, parent, word, scores, bonus, cfg, early_stop)
         tokens = word.view(-1)
         if bool(finished.all()):
             break

@@ -88,9 +88,12 @@ def load(
         raise InvalidFileError(folder / CONFIG, error.reason, f"decoding.{error.field}") from None
     except ValueError as error:  # unknown keys
         raise InvalidFileError(folder / CONFIG, str(error)) from None
+    from rnncap.models.fusion import load_language_models
+
     return Captioner(
-        network, vocab, options, backend=backend or "auto", name=str(model), folder=folder
-    )
+        network, vocab, options, backend=backend or "auto", name=str(model), folder=folder,
+        language_models=load_language_models(folder, vocab, device),
+    )  # fmt: skip
 
 
 class Captioner:
@@ -111,6 +114,7 @@ class Captioner:
         backend: str | None = None,
         name: str = "",
         folder: str | os.PathLike | None = None,
+        language_models: dict | None = None,
     ) -> None:
         from rnncap.models.onnx_encoder import use_backend
 
@@ -121,6 +125,8 @@ class Captioner:
             use_backend(model, backend, folder)
         self.name = name
         self._guide = None  # classifier guidance, built on first use
+        # "lm" / "source_lm" -> a LanguageModel fused at decoding time (rnncap.models.fusion)
+        self.language_models = dict(language_models or {})
 
     @property
     def backend(self) -> str:
@@ -157,8 +163,8 @@ class Captioner:
         """Encoder features (N, C, h, w) or (N, C) -> a `Caption` per image (one batched search)."""
         features = features.to(self.device, non_blocking=True).float()
         options = options or self.options
-        decoded = decode(self.model, features, options, self._word_bonus(features, options),
-                         self._no_end_after(options))  # fmt: skip
+        bonus, no_end = self._word_bonus(features, options), self._no_end_after(options)
+        decoded = decode(self._decoder(options), features, options, bonus, no_end)
         grid = tuple(features.shape[2:4]) if features.dim() == 4 else None
         attention = decoded.attention or [None] * len(decoded.tokens)
         names = names if names is not None else [None] * len(decoded.tokens)
@@ -175,6 +181,19 @@ class Captioner:
                 decoded.tokens, decoded.scores, attention, names, strict=True
             )
         ]
+
+    def _decoder(self, options: DecodeOptions):
+        """The model the search steps: the captioner, fused with its language models when the
+        options give them a weight."""
+        if options.lm_weight == 0 and options.source_lm_weight == 0:
+            return self.model
+        from rnncap.models.fusion import FusedDecoder, fusion_terms
+
+        try:
+            terms = fusion_terms(self.language_models, options.lm_weight, options.source_lm_weight)
+        except ValueError as error:
+            raise CaptionError(f"{self.name or 'model'}: {error}") from None
+        return FusedDecoder(self.model, [(lm.to(self.device), w) for lm, w in terms])
 
     def _no_end_after(self, options: DecodeOptions) -> torch.Tensor | None:
         """(V,) bool: the vocabulary's ids of the words a caption may not end on, or None."""

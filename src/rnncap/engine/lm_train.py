@@ -178,26 +178,7 @@ def save(model: LanguageModel, vocab: Vocabulary, config: LMTrainConfig, history
 
 
 def load(folder: Path, device: torch.device) -> tuple[LanguageModel, Vocabulary]:
-    """Rebuild a model saved by `save` from its folder; InvalidFileError (one line naming the
-    file, and the field) when one of its files cannot be used."""
-    from rnncap.models.folder import CONFIG, read_config, read_weights
-    from rnncap.utils.config import ConfigError, config_from_dict
-    from rnncap.utils.io import InvalidFileError
+    """Rebuild a model saved by `save` (see `rnncap.models.lm.load_language_model`)."""
+    from rnncap.models.lm import load_language_model
 
-    folder = Path(folder)
-    section = read_config(folder).get("model")
-    if not isinstance(section, dict):
-        raise InvalidFileError(folder / CONFIG, "no 'model' section (not a language model)")
-    try:
-        config = config_from_dict(LMConfig, section, "model options")
-    except ConfigError as error:
-        raise InvalidFileError(folder / CONFIG, error.reason, f"model.{error.field}") from None
-    except (TypeError, ValueError) as error:  # no "model" section, unknown keys
-        raise InvalidFileError(folder / CONFIG, str(error)) from None
-    vocab = Vocabulary.load(folder / "vocab.json")
-    if len(vocab) != config.vocab_size:
-        raise InvalidFileError(folder / "vocab.json", f"{len(vocab)} words, but {CONFIG} says "
-                               f"vocab_size {config.vocab_size}")  # fmt: skip
-    model = LanguageModel(config)
-    model.load_state_dict(read_weights(folder, config, build=LanguageModel))
-    return model.to(device), vocab
+    return load_language_model(folder, device)

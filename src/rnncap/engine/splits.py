@@ -21,22 +21,43 @@ class CaptionSplit:
     captions: list[list[list[int]]]  # per image, its captions as token ids with <start>/<end>
     references: list[list[str]]  # per image, the raw reference captions
     mirrored: torch.Tensor | None = None  # (I, C, h, w): features of the mirror images, if loaded
+    weights: torch.Tensor | None = None  # (I,) times each image is drawn an epoch; None: once
 
 
 def load_split(
     cfg: TrainConfig, split: str, vocab: Vocabulary | None, mirrored: bool = False
 ) -> tuple[CaptionSplit, Vocabulary]:
     """Read the split's captions and its cached features (and those of the mirror images, with
-    `mirrored`); builds the vocabulary from train."""
+    `mirrored`); the train split adds the extra photo sources (`cfg.extra_data`). Builds the
+    vocabulary from the train captions and the caption text (`cfg.text_data`) when not given."""
     from rnncap.data.datasets import load_dataset
+    from rnncap.engine.sources import parse_sources
+
+    parts = [(cfg.format, cfg.data, 1.0)]
+    if split == "train":
+        parts += [(s.format, s.path, s.weight) for s in parse_sources(cfg.extra_data)]
+    loaded = []
+    for fmt, root, weight in parts:
+        samples = list(load_dataset(root, fmt, split))
+        if cfg.limit_images:
+            samples = samples[: cfg.limit_images]
+        loaded.append((samples, weight))
+    if vocab is None:
+        texts = [c for samples, _ in loaded for s in samples for c in s.captions]
+        vocab = Vocabulary.build(texts + _text_captions(cfg), cfg.min_count)
+    pieces = [_split_of(cfg, samples, vocab, mirrored, weight) for samples, weight in loaded]
+    return pieces[0] if len(pieces) == 1 else _concat(pieces), vocab
+
+
+def _text_captions(cfg: TrainConfig) -> list[str]:
+    from rnncap.engine.sources import read_caption_text
+
+    return [c for g in read_caption_text(cfg.text_data) for c in g] if cfg.text_data else []
+
+
+def _split_of(cfg, samples, vocab: Vocabulary, mirrored: bool, weight: float) -> CaptionSplit:
     from rnncap.data.features import FeatureCache, cache_name
 
-    dataset = load_dataset(cfg.data, cfg.format, split)
-    samples = list(dataset)
-    if cfg.limit_images:
-        samples = samples[: cfg.limit_images]
-    if vocab is None:
-        vocab = Vocabulary.build((c for s in samples for c in s.captions), cfg.min_count)
     features, names = FeatureCache(cfg.features, cfg.encoder).load_split(samples)
     captions = [
         [_truncate(vocab.encode(c), cfg.max_caption_words) for c in s.captions] for s in samples
@@ -45,7 +66,40 @@ def load_split(
     if mirrored:
         flipped, _ = FeatureCache(cfg.features, cache_name(cfg.encoder, True)).load_split(samples)
     references = [s.captions for s in samples]
-    return CaptionSplit(names, features, captions, references, flipped), vocab
+    weights = None if weight == 1.0 else torch.full((len(names),), weight)
+    return CaptionSplit(names, features, captions, references, flipped, weights)
+
+
+def _concat(pieces: list[CaptionSplit]) -> CaptionSplit:
+    """One split from several sources, their images one after the other."""
+    shapes = {tuple(p.features.shape[1:]) for p in pieces}
+    if len(shapes) > 1:
+        raise ValueError(f"the sources' cached features differ in shape: {sorted(shapes)}")
+    mirrored = None
+    if all(p.mirrored is not None for p in pieces):
+        mirrored = torch.cat([p.mirrored for p in pieces])
+    weights = torch.cat([
+        p.weights if p.weights is not None else torch.ones(len(p.names)) for p in pieces
+    ])  # fmt: skip
+    return CaptionSplit(
+        [n for p in pieces for n in p.names], torch.cat([p.features for p in pieces]),
+        [c for p in pieces for c in p.captions], [r for p in pieces for r in p.references],
+        mirrored, weights,
+    )  # fmt: skip
+
+
+def load_text(cfg: TrainConfig, vocab: Vocabulary) -> list[list[list[int]]]:
+    """The caption text's groups as token ids (captions without a word in the vocabulary's
+    sense, i.e. empty, dropped; empty groups too)."""
+    from rnncap.engine.sources import read_caption_text
+
+    groups = []
+    for group in read_caption_text(cfg.text_data):
+        ids = [_truncate(vocab.encode(c), cfg.max_caption_words) for c in group]
+        ids = [i for i in ids if len(i) > 2]
+        if ids:
+            groups.append(ids)
+    return groups
 
 
 def _truncate(ids: list[int], max_words: int) -> list[int]:
@@ -111,6 +165,8 @@ def left_right_swap(vocab: Vocabulary) -> torch.Tensor:
 def head(split: CaptionSplit, n: int) -> CaptionSplit:
     """The first n images of a split (dry runs)."""
     mirrored = split.mirrored[:n] if split.mirrored is not None else None
+    weights = split.weights[:n] if split.weights is not None else None
     return CaptionSplit(
-        split.names[:n], split.features[:n], split.captions[:n], split.references[:n], mirrored
+        split.names[:n], split.features[:n], split.captions[:n], split.references[:n], mirrored,
+        weights,
     )

@@ -28,12 +28,14 @@ from rnncap.decode.captioner import Captioner
 from rnncap.engine.cider import CiderD, cider_d
 from rnncap.engine.resume import TRAIN_STATE, Checkpoint, load_checkpoint
 from rnncap.engine.scst import reward_scorer, scst_epoch
+from rnncap.engine.sources import TextBatches, add_text, epoch_order, expected_images
 from rnncap.engine.splits import (
     CaptionSplit,
     collate,
     head,
     left_right_swap,
     load_split,
+    load_text,
     mirror_masks,
 )
 from rnncap.engine.train_config import TrainConfig
@@ -126,6 +128,7 @@ class _Run:
     best: dict = field(default_factory=lambda: {"dev_cider": -1.0, "epoch": 0})
     start_epoch: int = 1
     scorer: CiderD | None = None  # scst: CIDEr-D against the train references
+    text: TextBatches | None = None  # xe: caption groups without photos joining each batch
 
     @property
     def main(self) -> bool:
@@ -200,10 +203,14 @@ def _start(cfg: TrainConfig) -> _Run:
     model = _build_model(cfg, train_split.features.shape[1], vocab, device, init_model)
     run = _Run(cfg, out, rank, world, device, log, Captioner(model, vocab, GREEDY),
                train_split, dev_split)  # fmt: skip
-    steps_per_epoch = math.ceil(len(train_split.names) / (cfg.batch_images * world))
+    images = expected_images(train_split.weights, len(train_split.names))
+    steps_per_epoch = math.ceil(images / (cfg.batch_images * world))
     total_steps = 1 if cfg.dry_run else steps_per_epoch * cfg.epochs
     run.optimizer = _optimizer(cfg, model)
     run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, _lr_lambda(cfg, total_steps))
+    if cfg.text_data and cfg.text_ratio > 0 and cfg.objective == "xe":
+        run.text = TextBatches(load_text(cfg, vocab), cfg.text_ratio, cfg.seed)
+        log(f"caption text: {len(run.text.groups)} groups, {cfg.text_ratio} per photo")
     if cfg.objective == "scst":
         run.scorer = reward_scorer(train_split.references, cfg.reward_end, cfg.mirror > 0)
     if checkpoint is not None:
@@ -279,7 +286,7 @@ def _epoch_batches(run: _Run, epoch: int) -> list[torch.Tensor]:
     """The epoch's global batches of image indices (seeded by epoch, the same in every process)."""
     cfg, world = run.cfg, run.world
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-    order = torch.randperm(len(run.train_split.names), generator=generator)
+    order = epoch_order(run.train_split.weights, len(run.train_split.names), generator)
     size = cfg.batch_images * world
     batches = [order[i : i + size] for i in range(0, len(order), size)]
     batches = [b for b in batches if len(b) >= world]  # every process needs an image
@@ -298,6 +305,8 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
     batches = _epoch_batches(run, epoch)
     mirrors = mirror_masks(batches, cfg.mirror, cfg.seed, epoch)  # (B,) each: shown mirrored
     swap = left_right_swap(run.vocab)
+    if run.text is not None:
+        run.text.start_epoch(epoch)
     bar = tqdm(zip(batches, mirrors, strict=True), total=len(batches),
                desc=f"epoch {epoch}/{cfg.epochs}", disable=not (run.main and cfg.progress),
                unit="batch", file=sys.stderr)  # fmt: skip
@@ -305,6 +314,10 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
         mine = batch[run.rank :: run.world].tolist()  # this process's share of the global batch
         features, captions, counts = collate(run.train_split, mine, run.vocab.pad_id,
                                              mirror[run.rank :: run.world], swap)  # fmt: skip
+        if run.text is not None:  # every process takes the same groups, then its share
+            text = run.text.take(len(batch))[run.rank :: run.world]
+            features, captions, counts = add_text(features, captions, counts, text,
+                                                  run.vocab.pad_id)  # fmt: skip
         features, captions = features.to(device).float(), captions.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             loss = batch_loss(run.net, features, captions, counts.to(device), reg)

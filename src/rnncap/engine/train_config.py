@@ -11,6 +11,11 @@ from rnncap.utils.config import config_from_dict
 class TrainConfig:
     data: str = ""  # data set root (required)
     format: str = "flickr8k"  # flickr8k | coco | karpathy
+    # more photo data sets for training: "FORMAT:DIR[@WEIGHT],..." (their train split; each image
+    # drawn WEIGHT times an epoch); dev and test stay those of `data`
+    extra_data: str = ""
+    text_data: str = ""  # caption text without photos (.jsonl {"captions": [...]} or .txt lines)
+    text_ratio: float = 0.0  # caption groups of text_data added per photo of a batch (xe only)
     features: str = "cache/features"  # feature cache folder (`rnncap features --out`)
     encoder: str = "efficientnet_lite0"
     out: str = "runs/attn"  # run folder

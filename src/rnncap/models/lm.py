@@ -7,7 +7,9 @@ training, perplexity and sampling live in `rnncap.engine.lm_train`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 
 from rnncap.models.captioner import MAX_DIM, MAX_VOCAB
@@ -81,3 +83,37 @@ class LanguageModel(nn.Module):
             _, (h, c) = self.rnn(x.unsqueeze(1), (h.unsqueeze(0), c.unsqueeze(0)))
             state = (h[0], c[0])
         return self.head(state[0]), state
+
+    @property
+    def state_entries(self) -> int:
+        """How many tensors `init_state` returns: 1 (rnn) or 2 (h, c)."""
+        return 1 if self.config.cell == "rnn" else 2
+
+
+def load_language_model(folder: str | Path, device: torch.device | str = "cpu"):
+    """Rebuild a model saved by `rnncap lm` from its folder -> (model, vocab); InvalidFileError
+    (one line naming the file, and the field) when one of its files cannot be used."""
+    from rnncap.data.vocab import Vocabulary
+    from rnncap.models.folder import CONFIG, read_config, read_weights
+    from rnncap.utils.config import config_from_dict
+    from rnncap.utils.io import InvalidFileError
+
+    folder = Path(folder)
+    section = read_config(folder).get("model")
+    if not isinstance(section, dict):
+        raise InvalidFileError(folder / CONFIG, "no 'model' section (not a language model)")
+    try:
+        config = config_from_dict(LMConfig, section, "model options")
+    except ConfigError as error:
+        raise InvalidFileError(folder / CONFIG, error.reason, f"model.{error.field}") from None
+    except (TypeError, ValueError) as error:  # unknown keys
+        raise InvalidFileError(folder / CONFIG, str(error)) from None
+    vocab = Vocabulary.load(folder / "vocab.json")
+    if len(vocab) != config.vocab_size:
+        raise InvalidFileError(
+            folder / "vocab.json", f"{len(vocab)} words, but {CONFIG} says vocab_size "
+            f"{config.vocab_size}"
+        )
+    model = LanguageModel(config)
+    model.load_state_dict(read_weights(folder, config, build=LanguageModel))
+    return model.to(device).eval(), vocab
