@@ -8,6 +8,9 @@ their weights (`rnncap.models.soup`), with each one's training record under "ave
 
     python scripts/bundle_model.py runs/scst/best runs/scst-cosine/best runs/bundle
 
+`--lm DIR` and `--source-lm DIR` add language models trained by `rnncap lm --vocab` on the
+model's vocabulary (float16), fused at decoding time by the weights in --decoding.
+
 The settings are validated as `DecodeOptions`; `rnncap.load`, every command and the web service
 then use them with no flags.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import torch
 
@@ -29,14 +33,35 @@ def main() -> None:
     parser.add_argument("models", nargs="+", help="model folder(s) or run folder(s) (their best/)")
     parser.add_argument("out", help="the folder to write")
     parser.add_argument("--decoding", default="{}", help="JSON DecodeOptions for the model")
+    parser.add_argument("--lm", help="language model folder (`rnncap lm`): the folder's lm/")
+    parser.add_argument("--source-lm", help="language model folder: the folder's source_lm/")
     args = parser.parse_args()
     decoding = DecodeOptions.from_dict(json.loads(args.decoding)).to_dict()
     model, vocab, folders = average_models(args.models)
     infos = [read_config(folder).get("info", {}) for folder in folders]
     info = infos[0] if len(infos) == 1 else {"averaged": infos}
     save_model(args.out, model, vocab, dtype=torch.float16, extra=info, decoding=decoding)
+    for name, folder in (("lm", args.lm), ("source_lm", args.source_lm)):
+        if folder:
+            _add_language_model(folder, Path(args.out) / name, vocab)
     what = "weights" if len(folders) == 1 else f"the mean of {len(folders)} models' weights"
     print(f"wrote {args.out}: {what} in float16, decoding {json.dumps(decoding)}")
+
+
+def _add_language_model(folder: str, out: Path, vocab) -> None:
+    """Copy a language model into the model folder, its weights in float16; it must use the
+    captioner's vocabulary."""
+    from rnncap.engine.lm_train import History, LMTrainConfig, save
+    from rnncap.models.lm import load_language_model
+
+    model, lm_vocab = load_language_model(folder)
+    if lm_vocab != vocab:
+        raise SystemExit(f"{folder}: its vocabulary is not the model's (train it with --vocab)")
+    trained = read_config(folder)
+    config = LMTrainConfig(model=model.config)
+    for key in ("epochs", "batch_size", "lr", "clip", "min_count", "seed"):
+        setattr(config, key, trained.get(key, getattr(config, key)))
+    save(model.half(), vocab, config, History(), out)
 
 
 if __name__ == "__main__":

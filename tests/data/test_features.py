@@ -159,8 +159,8 @@ def test_workers_and_unreadable_images(tmp_path, capsys):
     )
 
 
-def _flickr_folder(root, count):
-    paths = _write_images(root / "Images", count)
+def _flickr_folder(root, count, seed=0):
+    paths = _write_images(root / "Images", count, seed)
     lines = ["image,caption"] + [f"{p.name},A picture number {i} ." for i, p in enumerate(paths)]
     (root / "captions.txt").write_text("\n".join(lines) + "\n")
     return paths
@@ -227,3 +227,25 @@ def test_mirrored_cache_holds_the_mirror_images_features(tmp_path):
     with pytest.raises(ValueError, match="does not match"):
         build_cache(paths, TinyEncoder(), FeatureCache(tmp_path / "cache", "tiny"),
                     workers=0, progress=False, mirrored=True)  # fmt: skip
+
+
+def test_command_caches_several_sources_and_resumes_a_mixed_cache(tmp_path, capsys,
+                                                                  fake_encoders):
+    first = _flickr_folder(tmp_path / "first", 3)
+    second = _flickr_folder(tmp_path / "second", 2, seed=5)
+    argv = ["features", "--data", str(tmp_path / "first"), "--encoder", "tiny", "--out",
+            str(tmp_path / "cache"), "--workers", "0", "--device", "cpu", "--quiet",
+            "--backend", "torch"]  # fmt: skip
+    assert cli.main(argv) == 0  # the first source alone, as if the mixed run had been cut short
+    assert "3 images, 0 already cached, 3 encoded" in capsys.readouterr().out
+    mixed = argv + ["--extra-data", f"flickr8k:{tmp_path / 'second'}@2"]
+    assert cli.main(mixed) == 0
+    assert "5 images, 3 already cached, 2 encoded" in capsys.readouterr().out
+    index = json.loads((tmp_path / "cache" / "tiny" / "index.json").read_text())
+    assert sorted(index["entries"]) == sorted(file_key(p) for p in first + second)
+    cache = FeatureCache(tmp_path / "cache", "tiny")
+    encoder = TinyEncoder()
+    got = cache.get(second).float()
+    assert torch.allclose(got, _reference(encoder, second), atol=2e-3)  # float16 in the cache
+    assert cli.main(argv + ["--extra-data", "nope:x"]) == 2
+    assert "--extra-data" in capsys.readouterr().err

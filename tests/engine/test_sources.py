@@ -127,3 +127,26 @@ def test_a_model_trained_with_text_batches_loads_captions_and_learned_the_text(t
         assert len(captions) == 2 and all(isinstance(c.text, str) for c in captions)
         losses[ratio] = _text_loss(captioner, text)
     assert losses[1.0] < 0.8 * losses[0.0]  # the text's captions were trained on
+
+
+def test_self_critical_rewards_use_each_sources_document_frequencies():
+    import numpy as np
+
+    from rnncap.engine.cider import CiderD
+    from rnncap.engine.scst import mirror_text, split_scorer
+
+    refs_a = [["a dog runs on the left", "a dog is running"], ["a man rides a bike", "a man"]]
+    refs_b = [["a cat on a bed", "a cat sleeps"], ["a cup of coffee", "coffee in a cup"],
+              ["a giraffe eats", "a tall giraffe"]]  # fmt: skip
+    scorer = split_scorer(refs_a + refs_b, [2, 3], reward_end=False, mirrored=True)
+    captions = [["a", "dog", "runs"], ["a", "cat", "on", "a", "bed"], ["a", "cup"],
+                ["a", "dog", "on", "the", "right"]]  # fmt: skip
+    rows = np.array([0, 2, 3, 5 + 0])  # image 0, images 0 and 1 of b, image 0 mirrored
+    swapped_a = [[mirror_text(c) for c in refs] for refs in refs_a]
+    want = [CiderD(refs_a).score(np.array([0]), [captions[0]])[0],
+            CiderD(refs_b).score(np.array([0]), [captions[1]])[0],
+            CiderD(refs_b).score(np.array([1]), [captions[2]])[0],
+            CiderD(swapped_a).score(np.array([0]), [captions[3]])[0]]  # fmt: skip
+    assert scorer.score(rows, captions) == pytest.approx(want, abs=1e-12)
+    pooled = CiderD(refs_a + refs_b).score(np.array([2]), [captions[1]])[0]
+    assert pooled != pytest.approx(want[1])  # pooled document frequencies would differ

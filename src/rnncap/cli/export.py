@@ -88,6 +88,7 @@ def _export(folder: Path, out: Path, in_place: bool, photos, atol: float) -> str
 
     from rnncap.models.encoders import build_encoder
     from rnncap.models.folder import CONFIG, VOCAB, WEIGHTS, read_config
+    from rnncap.models.fusion import LM_FOLDERS
     from rnncap.models.onnx_encoder import (
         ENCODER_FILE,
         OnnxEncoder,
@@ -113,6 +114,9 @@ def _export(folder: Path, out: Path, in_place: bool, photos, atol: float) -> str
         if not in_place:
             for file in (CONFIG, VOCAB, WEIGHTS):
                 shutil.copy2(folder / file, target / file)
+            for lm in LM_FOLDERS:  # the language models fused at decoding time
+                if (folder / lm).is_dir():
+                    shutil.copytree(folder / lm, target / lm)
 
     if in_place:
         target = atomic_write(folder / ENCODER_FILE, write)

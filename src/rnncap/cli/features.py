@@ -26,6 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data", required=True, help="data set folder (or JSON file for coco/karpathy)"
     )
     parser.add_argument(
+        "--extra-data",
+        default="",
+        metavar="FORMAT:DIR[@WEIGHT],...",
+        help="more data sets whose images go into the same cache (the sources of `rnncap train "
+        "--extra-data`; weights are ignored here)",
+    )
+    parser.add_argument(
         "--format",
         default="flickr8k",
         choices=list_formats(),
@@ -80,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         if args.workers is not None and args.workers < 0:
             raise UsageError("--workers must be 0 or more")
         device = resolve_device(args.device)
-        dataset = load_dataset(args.data, args.format, args.split)
+        images = _images(args, load_dataset)
         from rnncap.models.encoders import WeightsUnavailableError, build_encoder
 
         try:
@@ -90,13 +97,15 @@ def run(args: argparse.Namespace) -> int:
         encoder = encoder_for_backend(encoder, args.backend, device)
     except (UsageError, DatasetError) as error:
         return fail(str(error))
+    except ValueError as error:  # a bad --extra-data entry
+        return fail(f"--{error}".replace("extra_data", "extra-data", 1))
     try:
         cache = FeatureCache(args.out, cache_name(encoder.name, args.mirrored))
     except InvalidFileError as error:  # an index written by something else, or damaged
         return fail(f"--out: {error}")
 
     stats = build_cache(
-        [s.image for s in dataset],
+        images,
         encoder,
         cache,
         device=device,
@@ -117,3 +126,13 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _images(args: argparse.Namespace, load_dataset) -> list:
+    """The images of --data and of each --extra-data source (the same --split), in order."""
+    from rnncap.engine.sources import parse_sources
+
+    images = [s.image for s in load_dataset(args.data, args.format, args.split)]
+    for source in parse_sources(args.extra_data):
+        images += [s.image for s in load_dataset(source.path, source.format, args.split)]
+    return images

@@ -104,6 +104,40 @@ class MirroredScorer:
         return out
 
 
+class SourcedScorer:
+    """CIDEr-D for a split made of several sources (images one source after another): each
+    source's images are scored with its own document frequencies. Rows as for the single
+    scorer: i < I the image, I + i its mirror image (when the scorers are `MirroredScorer`s)."""
+
+    def __init__(self, scorers: Sequence, sizes: Sequence[int]) -> None:
+        self.scorers, self.sizes = list(scorers), list(sizes)
+        self.starts = np.cumsum([0, *sizes[:-1]])
+        self.image_count = int(sum(sizes))
+
+    def score(self, rows: np.ndarray, captions: Sequence) -> np.ndarray:
+        rows = np.asarray(rows)
+        image, flipped = rows % self.image_count, rows >= self.image_count
+        source = np.searchsorted(self.starts, image, side="right") - 1  # (B,)
+        out = np.zeros(len(rows))
+        for s, scorer in enumerate(self.scorers):
+            chosen = source == s
+            if chosen.any():
+                local = image[chosen] - self.starts[s] + self.sizes[s] * flipped[chosen]
+                picked = [c for c, keep in zip(captions, chosen, strict=True) if keep]
+                out[chosen] = scorer.score(local, picked)
+        return out
+
+
+def split_scorer(references, sizes: Sequence[int] | None, reward_end: bool, mirrored: bool):
+    """`reward_scorer` for a split, with document frequencies per source when it has several
+    (`sizes`: its sources' image counts, in order)."""
+    if not sizes or len(sizes) == 1:
+        return reward_scorer(references, reward_end, mirrored)
+    starts = np.cumsum([0, *sizes])
+    parts = [references[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
+    return SourcedScorer([reward_scorer(p, reward_end, mirrored) for p in parts], sizes)
+
+
 def mirror_text(caption: str) -> str:
     """The caption of the mirror image: "left" and "right" swapped (written in lower case, as
     CIDEr-D's tokenisation would make them anyway)."""

@@ -22,6 +22,7 @@ class CaptionSplit:
     references: list[list[str]]  # per image, the raw reference captions
     mirrored: torch.Tensor | None = None  # (I, C, h, w): features of the mirror images, if loaded
     weights: torch.Tensor | None = None  # (I,) times each image is drawn an epoch; None: once
+    sources: list[int] | None = None  # image counts of the sources, in order (None: one source)
 
 
 def load_split(
@@ -84,7 +85,7 @@ def _concat(pieces: list[CaptionSplit]) -> CaptionSplit:
     return CaptionSplit(
         [n for p in pieces for n in p.names], torch.cat([p.features for p in pieces]),
         [c for p in pieces for c in p.captions], [r for p in pieces for r in p.references],
-        mirrored, weights,
+        mirrored, weights, [len(p.names) for p in pieces],
     )  # fmt: skip
 
 
@@ -168,5 +169,5 @@ def head(split: CaptionSplit, n: int) -> CaptionSplit:
     weights = split.weights[:n] if split.weights is not None else None
     return CaptionSplit(
         split.names[:n], split.features[:n], split.captions[:n], split.references[:n], mirrored,
-        weights,
+        weights,  # the first n images: sources are not tracked
     )

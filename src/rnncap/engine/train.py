@@ -27,7 +27,7 @@ from rnncap.decode.beam import DecodeOptions
 from rnncap.decode.captioner import Captioner
 from rnncap.engine.cider import CiderD, cider_d
 from rnncap.engine.resume import TRAIN_STATE, Checkpoint, load_checkpoint
-from rnncap.engine.scst import reward_scorer, scst_epoch
+from rnncap.engine.scst import scst_epoch, split_scorer
 from rnncap.engine.sources import TextBatches, add_text, epoch_order, expected_images
 from rnncap.engine.splits import (
     CaptionSplit,
@@ -212,7 +212,8 @@ def _start(cfg: TrainConfig) -> _Run:
         run.text = TextBatches(load_text(cfg, vocab), cfg.text_ratio, cfg.seed)
         log(f"caption text: {len(run.text.groups)} groups, {cfg.text_ratio} per photo")
     if cfg.objective == "scst":
-        run.scorer = reward_scorer(train_split.references, cfg.reward_end, cfg.mirror > 0)
+        run.scorer = split_scorer(train_split.references, train_split.sources, cfg.reward_end,
+                                  cfg.mirror > 0)  # fmt: skip
     if checkpoint is not None:
         _restore(run, checkpoint)
     if run.main:
