@@ -163,7 +163,8 @@ def _train(args: argparse.Namespace, train_captions, dev_captions, vocab, device
     val_seqs = lm_train.encode_captions(dev_captions, vocab)
     if args.dry_run:
         val_seqs = val_seqs[: config.batch_size]
-    print(f"vocabulary {len(vocab)} words (min count {config.min_count}); "
+    source = f"from {args.vocab}" if args.vocab is not None else f"min count {config.min_count}"
+    print(f"vocabulary {len(vocab)} words ({source}); "
           f"{len(train_seqs)} train and {len(val_seqs)} validation captions; cell {args.cell} "
           f"on {device}", flush=True)
 
