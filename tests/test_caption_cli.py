@@ -205,9 +205,12 @@ def test_show_tell_mode_is_wired(tmp_path, monkeypatch, capsys):
     seen = {}
 
     class FakeShowTell:
-        def caption(self, images):
-            seen.setdefault("sizes", []).append([im.size for im in images])
-            return [f"caption {im.size[0]}" for im in images]
+        pass
+
+    def caption_images(model, images, options):
+        assert isinstance(model, FakeShowTell) and options.beam_size == 1  # the original's
+        seen.setdefault("sizes", []).append([im.size for im in images])
+        return [f"caption {im.size[0]}" for im in images]
 
     def load_show_tell(encoder_pkl, decoder_pkl, vocab_pkl, device):
         seen["args"] = (encoder_pkl, decoder_pkl, vocab_pkl, str(device))
@@ -219,6 +222,9 @@ def test_show_tell_mode_is_wired(tmp_path, monkeypatch, capsys):
     import rnncap.models
 
     monkeypatch.setattr(rnncap.models, "showtell", fake, raising=False)
+    import rnncap.decode.showtell
+
+    monkeypatch.setattr(rnncap.decode.showtell, "caption_images", caption_images)
     images = example_images()[:2]
     code = main(["caption", *map(str, images), "--show-tell", *pkls, "--device", "cpu", "--json"])
     out, err = capsys.readouterr()

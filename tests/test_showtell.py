@@ -18,6 +18,8 @@ from PIL import Image
 from torch import nn
 from torchvision import models, transforms
 
+from rnncap.decode.beam import DecodeOptions, decode
+from rnncap.decode.showtell import caption_images
 from rnncap.models.showtell import (
     EncoderCNN,
     ShowTellError,
@@ -185,24 +187,53 @@ def test_captions_equal_the_original_pipeline(original):
         expected_ids = original.decoder.sample(original.features)
     expected = [reference_caption(row, original.vocab) for row in expected_ids.tolist()]
 
-    captions = original.model.caption(_photos())
+    captions = caption_images(original.model, _photos())  # beam size 1 by default
     assert captions == expected
     assert len(set(captions)) == 2 and all(len(c.split()) >= 2 for c in captions)
     assert not original.model.training and not original.model.encoder.bn.training
 
 
-def test_rnncap_lstm_decodes_like_nn_lstm(original):
-    """The decoder runs rnncap's LSTM; on many random features it picks nn.LSTM's words."""
+def _until_end(row: list[int], end_id: int) -> list[int]:
+    return row[: row.index(end_id)] if end_id in row else row
+
+
+def test_beam_one_decodes_like_the_original_greedy_loop(original):
+    """The decoder runs rnncap's LSTM through the one beam search; at beam size 1, on many
+    random features, it says what nn.LSTM's greedy loop says, up to <end> (words such as
+    <pad> and <unk> included, as the original could say them)."""
     torch.manual_seed(1)
     features = torch.randn(64, 256)
+    end_id = original.vocab.word2idx["<end>"]
     with torch.no_grad():
-        expected = original.decoder.sample(features)
-        got = original.model.decoder.sample(features)
+        expected = original.decoder.sample(features).tolist()
+    got = decode(original.model.decoder, features, DecodeOptions(beam_size=1)).tokens
     assert type(original.model.decoder.lstm).__module__ == "rnncap.nn.lstm"
-    assert torch.equal(got, expected)
-    assert len(set(expected.flatten().tolist())) > 5  # many different words were chosen
-    got_text = [original.model.vocab.decode(row) for row in got.tolist()]
-    assert got_text == [reference_caption(row, original.vocab) for row in expected.tolist()]
+    assert got == [_until_end(row, end_id) for row in expected]
+    assert len({w for row in got for w in row}) > 5  # many different words were chosen
+    got_text = [original.model.vocab.decode(row) for row in got]
+    assert got_text == [reference_caption(row, original.vocab) for row in expected]
+
+
+def reference_log_prob(decoder, feature, words: list[int], end_id: int) -> float:
+    """log p(words, then <end> unless 20 words were said) under the original decoder."""
+    targets = words + ([end_id] if len(words) < 20 else [])
+    inputs, states, total = feature[None, None], None, 0.0
+    for word in targets:
+        hiddens, states = decoder.lstm(inputs, states)
+        total += float(torch.log_softmax(decoder.linear(hiddens[0, 0]), 0)[word])
+        inputs = decoder.embed(torch.tensor([[word]]))
+    return total
+
+
+def test_beam_scores_are_the_original_decoders_log_probabilities(original):
+    torch.manual_seed(2)
+    features = torch.randn(8, 256)
+    end_id = original.vocab.word2idx["<end>"]
+    wide = decode(original.model.decoder, features, DecodeOptions(beam_size=4))
+    with torch.no_grad():
+        for feature, words, score in zip(features, wide.tokens, wide.scores, strict=True):
+            expected = reference_log_prob(original.decoder, feature, words, end_id)
+            assert score == pytest.approx(expected, abs=1e-4)
 
 
 def test_decode_strips_start_and_stops_at_end(original):

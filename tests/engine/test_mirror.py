@@ -138,4 +138,4 @@ def test_mirror_without_its_cache_or_with_bad_values_fails_clearly(tmp_path, cap
     err = capsys.readouterr().err
     assert "fake-mirrored" in err and "rnncap features --mirrored" in err
     assert main([*common, "--mirror", "1.5"]) == 2
-    assert "--mirror must be between 0 and 1" in capsys.readouterr().err
+    assert "--mirror: must be between 0 and 1" in capsys.readouterr().err

@@ -71,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs=3,
         metavar=("ENCODER_PKL", "DECODER_PKL", "VOCAB_PKL"),
         default=None,
-        help="use the classic pretrained Show-and-Tell checkpoint instead of --model",
+        help="use the classic pretrained Show-and-Tell checkpoint instead of --model (greedy, "
+        "as the original, unless --beam is given)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -186,6 +187,8 @@ def _run_model(args: argparse.Namespace, paths: list[Path], device) -> int:
 def _run_show_tell(args: argparse.Namespace, paths: list[Path], device) -> int:
     """Caption with the classic Show-and-Tell checkpoint; returns the number of failed images."""
     from rnncap.data.images import ImageError, open_image
+    from rnncap.decode.beam import DecodeOptions
+    from rnncap.decode.showtell import caption_images
     from rnncap.models import showtell
 
     for flag_path in args.show_tell:
@@ -197,6 +200,7 @@ def _run_show_tell(args: argparse.Namespace, paths: list[Path], device) -> int:
         raise UsageError(f"--show-tell: {error}") from None
     from tqdm import tqdm
 
+    options = DecodeOptions(beam_size=args.beam or 1, max_length=args.max_length)
     failed = 0
     show = len(paths) > PROGRESS_ABOVE and not args.quiet
     with tqdm(total=len(paths), unit="img", disable=not show, desc="caption") as bar:
@@ -209,7 +213,7 @@ def _run_show_tell(args: argparse.Namespace, paths: list[Path], device) -> int:
                 except ImageError as error:
                     fail(str(error))
                     failed += 1
-            captions = captioner.caption(batch) if batch else []
+            captions = caption_images(captioner, batch, options) if batch else []
             for name, caption in zip(names, captions, strict=True):
                 _print(name, caption, None, args.json)
             bar.update(len(paths[start : start + args.batch_size]))

@@ -41,24 +41,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rnncap.decode.beam import MAX_BEAM
     from rnncap.engine.evaluate import EvalConfig, evaluate, format_table
+    from rnncap.utils.config import ConfigError
     from rnncap.utils.device import DeviceError
 
-    if args.beam is not None and not 1 <= args.beam <= MAX_BEAM:
-        return fail(f"--beam must be between 1 and {MAX_BEAM}, got {args.beam}")
-    if args.length_penalty is not None and args.length_penalty < 0:
-        return fail(f"--length-penalty must be >= 0, got {args.length_penalty}")
+    try:
+        cfg = EvalConfig(
+            model=args.model, data=args.data, format=args.format, split=args.split,
+            beam=args.beam, length_penalty=args.length_penalty, features=args.features,
+            batch_size=args.batch_size, workers=args.workers, device=args.device,
+            backend=args.backend, limit=args.limit, progress=not args.quiet,
+        )  # fmt: skip
+    except ConfigError as e:  # every option of EvalConfig is the flag of its name
+        return fail(f"--{e.field.replace('_', '-')}: {e.reason}")
     if not Path(args.data).is_dir():
         return fail(f"--data {args.data}: no such folder")
     if args.json is not None and not args.json.parent.is_dir():
         return fail(f"--json {args.json}: folder {args.json.parent} does not exist")
-    cfg = EvalConfig(
-        model=args.model, data=args.data, format=args.format, split=args.split, beam=args.beam,
-        length_penalty=args.length_penalty, features=args.features, batch_size=args.batch_size,
-        workers=args.workers, device=args.device, backend=args.backend, limit=args.limit,
-        progress=not args.quiet,
-    )  # fmt: skip
     try:
         result = evaluate(cfg)
     except DeviceError as e:

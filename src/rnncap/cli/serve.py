@@ -91,24 +91,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_backend_argument(parser)
 
 
-def run(args: argparse.Namespace) -> int:
-    try:
-        for flag in ("max_batch", "beam"):
-            if getattr(args, flag) is not None and getattr(args, flag) < 1:
-                raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
-        from rnncap.decode.beam import MAX_BEAM
+_FLAGS = {"beam_size": "--beam", "encode_per_request": "--encode"}  # ServeConfig's other names
 
-        if args.beam is not None and args.beam > MAX_BEAM:
-            raise UsageError(f"--beam must be at most {MAX_BEAM}")
+
+def run(args: argparse.Namespace) -> int:
+    from rnncap.serving.app import ServeConfig, create_app
+    from rnncap.utils.config import ConfigError
+
+    try:
         if not 0 <= args.port <= 65535:
             raise UsageError(f"--port {args.port}: must be between 0 and 65535")
-        for flag in ("max_wait_ms", "timeout", "body_timeout"):
-            if getattr(args, flag) < 0 or (flag != "max_wait_ms" and getattr(args, flag) == 0):
-                raise UsageError(f"--{flag.replace('_', '-')} must be positive")
-        if args.max_bytes < 1:
-            raise UsageError("--max-bytes must be positive")
         if args.search_threads < 0:
             raise UsageError("--search-threads must be 0 (all the model's threads) or more")
+        try:
+            config = ServeConfig(
+                max_batch=args.max_batch,
+                max_wait_ms=args.max_wait_ms,
+                max_bytes=args.max_bytes,
+                timeout=args.timeout,
+                body_timeout=args.body_timeout,
+                beam_size=args.beam,
+                search_threads=args.search_threads or None,
+                encode_per_request={"auto": None, "request": True, "batch": False}[args.encode],
+            )
+        except ConfigError as error:
+            flag = _FLAGS.get(error.field, "--" + error.field.replace("_", "-"))
+            raise UsageError(f"{flag}: {error.reason}") from None
         device = resolve_device(args.device)
         check_backend(args.backend, device)
     except UsageError as error:
@@ -117,22 +125,11 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from rnncap.decode.captioner import load
-    from rnncap.serving.app import ServeConfig, create_app
 
     try:
         captioner = load(args.model, device, backend=args.backend)
     except (FileNotFoundError, ValueError) as error:
         return fail(f"--model: {error}")
-    config = ServeConfig(
-        max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms,
-        max_bytes=args.max_bytes,
-        timeout=args.timeout,
-        body_timeout=args.body_timeout,
-        beam_size=args.beam,
-        search_threads=args.search_threads or None,
-        encode_per_request={"auto": None, "request": True, "batch": False}[args.encode],
-    )
     app = create_app(captioner, config)
     print(f"rnncap: serving {args.model} on http://{args.host}:{args.port}/", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -85,8 +85,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(args: argparse.Namespace):
-    """Defaults <- --config file <- flags given on the command line."""
+    """Defaults <- --config file <- flags given on the command line. TrainConfig checks the
+    result; a value it refuses is reported under its flag (or the --config file holding it)."""
     from rnncap.engine.train_config import TrainConfig
+    from rnncap.utils.config import ConfigError
 
     values: dict = {}
     if args.config is not None:
@@ -95,38 +97,25 @@ def resolve_config(args: argparse.Namespace):
         except (OSError, json.JSONDecodeError) as e:
             raise UsageError(f"--config {args.config}: {e}") from e
         values = values.get("train", values)  # a run's config.json works too
-    for f in fields(TrainConfig):
-        given = getattr(args, f.name, None)
-        if given is not None:
-            values[f.name] = given
+    flags = [f.name for f in fields(TrainConfig) if getattr(args, f.name, None) is not None]
+    values.update({name: getattr(args, name) for name in flags})
     try:
-        cfg = TrainConfig.from_dict(values)
+        return TrainConfig.from_dict(values)
+    except ConfigError as e:  # a value TrainConfig refuses, as a flag or in the --config file
+        in_file = args.config is not None and e.field not in flags
+        where = f"--config {args.config}: {e.field}" if in_file else _flag(e.field)
+        raise UsageError(f"{where}: {e.reason}") from None
     except (TypeError, ValueError) as e:
         where = f"--config {args.config}" if args.config is not None else "options"
         raise UsageError(f"{where}: {e}") from None
-    from rnncap.models.captioner import list_cell_types
-
-    cells = list_cell_types()
-    if cfg.cell_type not in cells:
-        names = f"{', '.join(cells[:-1])} or {cells[-1]}"
-        raise UsageError(f"--cell-type must be {names}, got {cfg.cell_type!r}")
-    _check_objective(cfg)
-    return cfg
 
 
-def _check_objective(cfg) -> None:
-    if cfg.objective not in ("xe", "scst"):
-        raise UsageError(f"--objective must be xe or scst, got {cfg.objective!r}")
-    if cfg.objective == "scst" and not cfg.init:
-        raise UsageError("--objective scst needs --init (a cross-entropy model or run folder)")
-    if cfg.samples_per_image < 2:
-        raise UsageError(f"--samples-per-image must be at least 2, got {cfg.samples_per_image}")
-    if not 0 <= cfg.mirror <= 1:
-        raise UsageError(f"--mirror must be between 0 and 1, got {cfg.mirror}")
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def _mismatch_message(error) -> str:
-    flag = "--" + error.option.replace("_", "-")
+    flag = _flag(error.option)
     saved = str(error.saved).lower() if isinstance(error.saved, bool) else error.saved
     given = str(error.given).lower() if isinstance(error.given, bool) else error.given
     return (

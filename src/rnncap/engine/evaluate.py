@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from rnncap.utils.config import ConfigError, check_range, check_types
+
 
 @dataclass
 class EvalConfig:
@@ -29,6 +31,29 @@ class EvalConfig:
     backend: str = "auto"  # how the image encoder runs: auto | onnx | torch
     limit: int = 0  # first N images only (0: all)
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        """Types and ranges; a ConfigError names the bad field."""
+        from rnncap.data.datasets import list_formats
+        from rnncap.decode.beam import MAX_BEAM
+
+        check_types(self)
+        if self.format not in list_formats():
+            raise ConfigError("format", f"must be one of {', '.join(list_formats())}, "
+                                        f"got {self.format!r}")  # fmt: skip
+        if self.split not in ("train", "dev", "test"):
+            raise ConfigError("split", f"must be train, dev or test, got {self.split!r}")
+        if self.beam is not None:
+            check_range("beam", self.beam, 1, MAX_BEAM)
+        if self.length_penalty is not None and self.length_penalty < 0:
+            raise ConfigError("length_penalty", f"must be >= 0, got {self.length_penalty}")
+        if self.max_length is not None and self.max_length < 1:
+            raise ConfigError("max_length", f"must be at least 1, got {self.max_length}")
+        if self.batch_size < 1:
+            raise ConfigError("batch_size", f"must be at least 1, got {self.batch_size}")
+        if self.limit < 0 or (self.workers is not None and self.workers < 0):
+            name = "limit" if self.limit < 0 else "workers"
+            raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
 
 
 def split_features(

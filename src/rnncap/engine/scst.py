@@ -8,18 +8,17 @@ The baseline of each sample is the mean reward of the other K-1 samples of the s
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from rnncap.decode.beam import words_before_end
 from rnncap.decode.sample import sample_captions
 from rnncap.engine.cider import CiderD
+from rnncap.engine.loop import BatchShare, Step
 from rnncap.engine.ptb_tokenize import ptb_tokenize
-from rnncap.engine.splits import MIRROR_WORDS, batch_features, mirror_masks
+from rnncap.engine.splits import MIRROR_WORDS, CaptionSplit, batch_features
 
 
 def sequence_log_probs(
@@ -179,6 +178,7 @@ def scst_batch(
     """
     cfg = model.config
     K = samples_per_image
+    model.eval()  # no dropout: the sampled captions and the gradient share one distribution
     samples = sample_captions(model, features, K, max_length, generator=generator)  # (N*K, L)
     words = caption_words(samples, itos, cfg)
     scored = end_closed(words, samples, cfg.end_id) if reward_end else words
@@ -192,43 +192,32 @@ def scst_batch(
     return loss, stats
 
 
-def scst_epoch(run, batches: Sequence[torch.Tensor], epoch: int) -> dict:
-    """One self-critical pass over the train split's image `batches` (training-loop `run`).
+def scst_loss(
+    share: BatchShare,
+    *,
+    model,
+    net,
+    split: CaptionSplit,
+    scorer,
+    itos: Sequence[str],
+    samples_per_image: int,
+    max_length: int,
+    generator: torch.Generator | None,
+    device: torch.device,
+    reward_end: bool = False,
+) -> Step:
+    """The self-critical objective (`rnncap.engine.objectives`): `scst_batch` on this process's
+    share of a batch of train images, mirror images (`share.mirror`) included.
 
-    Sampling is seeded by (seed, epoch, process), so a resumed run repeats an uninterrupted one.
-    Returns {"epoch", "train_loss", "train_reward", "lr"}.
+    split: the train split; scorer: `reward_scorer` over its references (rows I..2I-1 the mirror
+    images' when mirrored); generator: the sampling's random numbers. Stats: the mean reward
+    and the mean words per sampled caption.
     """
-    cfg, device, model = run.cfg, run.device, run.model
-    model.eval()  # no dropout: the sampled captions and the gradient share one distribution
-    generator = torch.Generator().manual_seed(10_000 + cfg.seed * 1000 + epoch + 100_000 * run.rank)
-    losses, rewards = [], []
-    mirrors = mirror_masks(batches, cfg.mirror, cfg.seed, epoch)  # (B,) each: shown mirrored
-    bar = tqdm(zip(batches, mirrors, strict=True), total=len(batches),
-               desc=f"scst {epoch}/{cfg.epochs}", unit="batch", file=sys.stderr,
-               disable=not (run.main and cfg.progress))  # fmt: skip
-    split = run.train_split
-    for batch, mirror in bar:
-        mine = batch[run.rank :: run.world].tolist()  # this process's share of the global batch
-        mirror = mirror[run.rank :: run.world]
-        features = batch_features(split, mine, mirror)
-        # the scorer's rows: image i, or i + I for its mirror image's (left/right) references
-        rows = np.array(mine) + len(split.names) * mirror.numpy()
-        loss, stats = scst_batch(
-            model, run.net, features.to(device).float(), rows, run.scorer, run.vocab.itos,
-            cfg.samples_per_image, cfg.max_caption_words, generator, cfg.reward_end,
-        )  # fmt: skip
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        run.optimizer.step()
-        run.scheduler.step()
-        losses.append(float(loss.detach()))
-        rewards.append(stats["reward"])
-        bar.set_postfix(reward=f"{np.mean(rewards[-20:]):.3f}", words=f"{stats['words']:.1f}")
-    lr = run.scheduler.get_last_lr()[0]
-    return {
-        "epoch": epoch,
-        "train_loss": float(np.mean(losses)) if losses else 0.0,
-        "train_reward": float(np.mean(rewards)) if rewards else 0.0,
-        "lr": lr,
-    }
+    features = batch_features(split, share.images, share.mirror)
+    # the scorer's rows: image i, or i + I for its mirror image's (left/right) references
+    rows = np.array(share.images) + len(split.names) * share.mirror.numpy()
+    loss, stats = scst_batch(
+        model, net, features.to(device).float(), rows, scorer, itos, samples_per_image,
+        max_length, generator, reward_end,
+    )  # fmt: skip
+    return Step(loss, 1, stats)

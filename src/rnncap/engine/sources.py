@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from rnncap.utils.config import ConfigError
 from rnncap.utils.io import InvalidFileError, first_line
 
 MAX_TEXT_BYTES = 512 * 2**20  # a caption text file larger than this is refused
@@ -30,24 +31,26 @@ class Source:
 
 
 def parse_sources(spec: str) -> list[Source]:
-    """'FORMAT:DIR[@WEIGHT],...' -> sources; ValueError naming the bad entry."""
+    """'FORMAT:DIR[@WEIGHT],...' -> sources; a ConfigError (extra_data) naming the bad entry."""
     from rnncap.data.datasets import list_formats
 
     sources = []
     for entry in filter(None, (e.strip() for e in spec.split(","))):
         fmt, sep, rest = entry.partition(":")
         if not sep or not rest:
-            raise ValueError(f"extra_data: {entry!r} is not FORMAT:DIR[@WEIGHT]")
+            raise ConfigError("extra_data", f"{entry!r} is not FORMAT:DIR[@WEIGHT]")
         if fmt not in list_formats():
-            raise ValueError(f"extra_data: {entry!r}: format must be one of "
-                             f"{', '.join(list_formats())}")  # fmt: skip
+            raise ConfigError("extra_data", f"{entry!r}: format must be one of "
+                              f"{', '.join(list_formats())}")  # fmt: skip
         path, at, weight = rest.rpartition("@") if "@" in rest else (rest, "", "1")
         try:
             value = float(weight)
         except ValueError:
-            raise ValueError(f"extra_data: {entry!r}: weight {weight!r} is not a number") from None
+            raise ConfigError(
+                "extra_data", f"{entry!r}: weight {weight!r} is not a number"
+            ) from None
         if not (math.isfinite(value) and 0 < value <= 100):
-            raise ValueError(f"extra_data: {entry!r}: weight must be in (0, 100], got {weight}")
+            raise ConfigError("extra_data", f"{entry!r}: weight must be in (0, 100], got {weight}")
         sources.append(Source(fmt, path, value))
     return sources
 

@@ -16,19 +16,21 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from rnncap.data.vocab import Vocabulary
 from rnncap.decode.beam import DecodeOptions
 from rnncap.decode.captioner import Captioner
 from rnncap.engine.cider import CiderD, cider_d
+from rnncap.engine.loop import train_epoch
+from rnncap.engine.objectives import OBJECTIVES, batch_loss
 from rnncap.engine.resume import TRAIN_STATE, Checkpoint, load_checkpoint
-from rnncap.engine.scst import scst_epoch, split_scorer
-from rnncap.engine.sources import TextBatches, add_text, epoch_order, expected_images
+from rnncap.engine.scst import split_scorer
+from rnncap.engine.sources import TextBatches, epoch_order, expected_images
 from rnncap.engine.splits import (
     CaptionSplit,
     collate,
@@ -41,17 +43,9 @@ from rnncap.engine.splits import (
 from rnncap.engine.train_config import TrainConfig
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
 from rnncap.models.folder import load_model, save_model
-from rnncap.nn.loss import captioning_loss
 from rnncap.utils.plotting import plot_training_curves
 
 GREEDY = DecodeOptions(beam_size=1)  # dev captions for CIDEr model selection
-
-
-# --------------------------------------------------------------------------- loss
-def batch_loss(net, features, captions, counts, attention_reg: float) -> torch.Tensor:
-    """Teacher-forced `captioning_loss` of one batch; `net` may be the DDP-wrapped model."""
-    logits, weights = net(features, captions[:, :-1], counts)  # (N, T, V), (N, T, P) | None
-    return captioning_loss(logits, captions[:, 1:], weights, attention_reg, ignore_index=0)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -295,43 +289,44 @@ def _epoch_batches(run: _Run, epoch: int) -> list[torch.Tensor]:
 
 
 def _train_epoch(run: _Run, epoch: int) -> dict:
-    """One pass over the train split -> {"epoch", "train_loss", "lr"} (+ "train_reward": scst)."""
-    if run.cfg.objective == "scst":
-        return scst_epoch(run, _epoch_batches(run, epoch), epoch)
-    cfg, device = run.cfg, run.device
-    use_amp = cfg.amp and device.type == "cuda"
-    reg = cfg.attention_reg if cfg.cell_type == "attn" else 0.0
-    run.model.train()
-    running, seen = 0.0, 0
+    """One pass over the train split with the run's objective -> the epoch's record:
+    {"epoch", "train_loss", "lr"} (+ "train_reward", "train_words": scst)."""
+    cfg = run.cfg
     batches = _epoch_batches(run, epoch)
     mirrors = mirror_masks(batches, cfg.mirror, cfg.seed, epoch)  # (B,) each: shown mirrored
-    swap = left_right_swap(run.vocab)
+    objective = partial(OBJECTIVES[cfg.objective], **_objective_arguments(run, epoch))
+    record = train_epoch(
+        objective, batches, mirrors, optimizer=run.optimizer, scheduler=run.scheduler,
+        parameters=run.model.parameters(), clip=cfg.clip, rank=run.rank, world=run.world,
+        desc=f"{cfg.objective} {epoch}/{cfg.epochs}", progress=run.main and cfg.progress,
+    )  # fmt: skip
+    return {"epoch": epoch, **record}
+
+
+def _objective_arguments(run: _Run, epoch: int) -> dict:
+    """The keyword arguments of the objective's loss function for this epoch."""
+    cfg = run.cfg
+    common = {"net": run.net, "split": run.train_split, "device": run.device}
+    if cfg.objective == "scst":
+        # sampling seeded by (seed, epoch, process): a resumed run repeats an uninterrupted one
+        seed = 10_000 + cfg.seed * 1000 + epoch + 100_000 * run.rank
+        return dict(
+            common, model=run.model, scorer=run.scorer, itos=run.vocab.itos,
+            samples_per_image=cfg.samples_per_image, max_length=cfg.max_caption_words,
+            generator=torch.Generator().manual_seed(seed), reward_end=cfg.reward_end,
+        )  # fmt: skip
+    text = None
     if run.text is not None:
         run.text.start_epoch(epoch)
-    bar = tqdm(zip(batches, mirrors, strict=True), total=len(batches),
-               desc=f"epoch {epoch}/{cfg.epochs}", disable=not (run.main and cfg.progress),
-               unit="batch", file=sys.stderr)  # fmt: skip
-    for batch, mirror in bar:
-        mine = batch[run.rank :: run.world].tolist()  # this process's share of the global batch
-        features, captions, counts = collate(run.train_split, mine, run.vocab.pad_id,
-                                             mirror[run.rank :: run.world], swap)  # fmt: skip
-        if run.text is not None:  # every process takes the same groups, then its share
-            text = run.text.take(len(batch))[run.rank :: run.world]
-            features, captions, counts = add_text(features, captions, counts, text,
-                                                  run.vocab.pad_id)  # fmt: skip
-        features, captions = features.to(device).float(), captions.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss = batch_loss(run.net, features, captions, counts.to(device), reg)
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip)
-        run.optimizer.step()
-        run.scheduler.step()
-        running += float(loss.detach()) * captions.shape[0]
-        seen += captions.shape[0]
-        bar.set_postfix(loss=f"{running / seen:.3f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}")
-    lr = run.scheduler.get_last_lr()[0]
-    return {"epoch": epoch, "train_loss": running / max(seen, 1), "lr": lr}
+
+        def text(photos: int) -> list:  # every process takes the same groups, then its share
+            return run.text.take(photos)[run.rank :: run.world]
+
+    return dict(
+        common, pad_id=run.vocab.pad_id, swap=left_right_swap(run.vocab),
+        attention_reg=cfg.attention_reg if cfg.cell_type == "attn" else 0.0,
+        amp=cfg.amp and run.device.type == "cuda", text=text,
+    )  # fmt: skip
 
 
 def _end_epoch(run: _Run, record: dict, t0: float) -> int:

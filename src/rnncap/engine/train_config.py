@@ -1,10 +1,13 @@
-"""The training options as one dataclass (no torch import, so the CLI can list them quickly)."""
+"""The training options as one dataclass that checks itself: a value no run can use is refused
+with a `ConfigError` naming the field, from Python and the command line alike. Importing it does
+not import torch, so the CLI can list the options quickly; checking one does.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rnncap.utils.config import config_from_dict
+from rnncap.utils.config import ConfigError, check_range, check_types, config_from_dict
 
 
 @dataclass
@@ -52,6 +55,38 @@ class TrainConfig:
     limit_images: int = 0  # use only the first N train/dev images (0: all); for smoke tests
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        """Types and the rules between options; a ConfigError names the field."""
+        from rnncap.data.datasets import list_formats
+        from rnncap.engine.objectives import OBJECTIVES
+        from rnncap.engine.sources import parse_sources
+        from rnncap.models.captioner import list_cell_types
+
+        check_types(self)
+        _check_choice("objective", self.objective, list(OBJECTIVES))
+        _check_choice("cell_type", self.cell_type, list_cell_types())
+        _check_choice("format", self.format, list_formats())
+        if self.objective == "scst" and not self.init:
+            raise ConfigError("init", "objective scst needs init (a cross-entropy model or run)")
+        if self.samples_per_image < 2:
+            raise ConfigError(
+                "samples_per_image", f"must be at least 2, got {self.samples_per_image}"
+            )
+        check_range("mirror", self.mirror, 0, 1)
+        if self.text_ratio < 0:
+            raise ConfigError("text_ratio", f"must be >= 0, got {self.text_ratio}")
+        for name in ("epochs", "batch_images", "max_caption_words", "max_length"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError("dropout", f"must be in [0, 1), got {self.dropout}")
+        parse_sources(self.extra_data)
+
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         return config_from_dict(cls, d, "training option(s)")
+
+
+def _check_choice(name: str, value: str, choices: list[str]) -> None:
+    if value not in choices:
+        raise ConfigError(name, f"must be one of {', '.join(choices)}, got {value!r}")

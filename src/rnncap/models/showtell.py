@@ -1,7 +1,8 @@
 """The classic pretrained "Show and Tell" checkpoint (encoder/decoder-5-3000.pkl, vocab.pkl).
 
 Loads them safely (tensors only; a restricted unpickler for the vocabulary) into ResNet-152 and a
-decoder that runs rnncap's own LSTM, and captions images the way the original sample.py did.
+decoder that runs rnncap's own LSTM with the decoder interface of `rnncap.decode.beam`; beam size
+1 captions images the way the original sample.py did (`rnncap.decode.showtell`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from rnncap.nn.lstm import LSTM
 EMBED_SIZE = 256  # image feature and word vector size of the original model
 HIDDEN_SIZE = 512  # LSTM hidden size
 FEATURE_SIZE = 2048  # pooled ResNet-152 output
-MAX_STEPS = 20  # greedy decoding length of the original sample.py
+MAX_STEPS = 20  # words per caption at most, the decoding length of the original sample.py
 IMAGE_SIZE = 224
 
 
@@ -155,39 +156,78 @@ class _TorchDecoder(nn.Module):
         self.linear = nn.Linear(HIDDEN_SIZE, vocab_size)
 
 
-class DecoderRNN(nn.Module):
-    """Word embedding, rnncap's LSTM and the output projection of the original decoder."""
+@dataclass(frozen=True)
+class ShowTellConfig:
+    """What the beam search (`rnncap.decode.beam`) reads of the decoder: the special ids and the
+    caption length. The original sample.py could say any word of its vocabulary, `<pad>`,
+    `<start>` and `<unk>` included, so the search's padding and start (its never-emitted ids)
+    are one id past the vocabulary, V, whose log-probability is always -inf."""
 
-    def __init__(self, embed: nn.Embedding, lstm: LSTM, linear: nn.Linear) -> None:
+    end_id: int
+    no_word: int  # V
+    max_length: int = MAX_STEPS
+
+    @property
+    def pad_id(self) -> int:
+        return self.no_word
+
+    @property
+    def start_id(self) -> int:
+        return self.no_word
+
+    @property
+    def unk_id(self) -> int:
+        return self.no_word
+
+
+class DecoderRNN(nn.Module):
+    """Word embedding, rnncap's LSTM and the output projection of the original decoder.
+
+    It has the decoder interface of `rnncap.decode.beam`: `init_state(features)` and
+    `step(tokens, state)` over V + 1 ids (see `ShowTellConfig`). As in the original, the image
+    feature is the first LSTM input (the step given the search's start, id V) and the state
+    starts at zero; each later step's input is the embedded word.
+    """
+
+    static_state = ()  # no entry of the state is shared by an image's hypotheses
+
+    def __init__(
+        self, embed: nn.Embedding, lstm: LSTM, linear: nn.Linear, config: ShowTellConfig
+    ) -> None:
         super().__init__()
         self.embed = embed
         self.lstm = lstm
         self.linear = linear
+        self.config = config
 
     @classmethod
-    def from_torch(cls, decoder: _TorchDecoder) -> DecoderRNN:
-        return cls(decoder.embed, LSTM.from_torch(decoder.lstm), decoder.linear)
+    def from_torch(cls, decoder: _TorchDecoder, config: ShowTellConfig) -> DecoderRNN:
+        return cls(decoder.embed, LSTM.from_torch(decoder.lstm), decoder.linear, config)
 
-    def sample(self, features: Tensor, max_steps: int = MAX_STEPS) -> Tensor:
-        """Greedy decoding as the original: features (N, E) -> word ids (N, max_steps).
-
-        The image feature is the first LSTM input and the state starts at zero; each step's
-        best word is embedded and fed back.
-        """
+    def init_state(self, features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """features (N, E) -> (h (N, H), c (N, H), features (N, E)), h and c zero."""
         h = features.new_zeros(features.shape[0], self.lstm.hidden_size)  # (N, H)
-        c = torch.zeros_like(h)
-        inputs = features  # (N, E)
-        sampled = []
-        for _ in range(max_steps):
-            h, c = self.lstm.step(inputs, h, c)
-            predicted = self.linear(h).argmax(dim=1)  # (N,)
-            sampled.append(predicted)
-            inputs = self.embed(predicted)  # (N, E)
-        return torch.stack(sampled, dim=1)  # (N, max_steps)
+        return h, torch.zeros_like(h), features
+
+    def step(self, tokens: Tensor, state: tuple) -> tuple[Tensor, tuple, None]:
+        """tokens (B,), state -> (log_probs (B, V + 1), new state, None: no attention).
+
+        The input is the row's image feature where the token is the search's start (id V), else
+        the word's embedding; id V is never said (log-probability -inf).
+        """
+        h, c, features = state
+        first = tokens == self.config.start_id  # (B,)
+        words = self.embed(tokens.masked_fill(first, 0))  # (B, E)
+        inputs = torch.where(first[:, None], features, words)  # (B, E)
+        h, c = self.lstm.step(inputs, h, c)
+        log_probs = torch.log_softmax(self.linear(h), dim=-1)  # (B, V)
+        never = log_probs.new_full((log_probs.shape[0], 1), float("-inf"))  # (B, 1): id V
+        return torch.cat([log_probs, never], 1), (h, c, features), None
 
 
 class ShowTell(nn.Module):
-    """The loaded checkpoint: `caption(pil_images) -> list[str]`."""
+    """The loaded checkpoint: `preprocess(pil_image)`, `encode(images)` and the `decoder`, which
+    `rnncap.decode.showtell` captions with through the one beam search."""
 
     def __init__(self, encoder: EncoderCNN, decoder: DecoderRNN, vocab: ShowTellVocab) -> None:
         super().__init__()
@@ -208,19 +248,9 @@ class ShowTell(nn.Module):
         return TF.normalize(TF.to_tensor(rgb), self.mean, self.std)
 
     @torch.no_grad()
-    def sample_ids(self, images: Tensor, max_steps: int = MAX_STEPS) -> Tensor:
-        """images (N, 3, 224, 224) -> greedy word ids (N, max_steps)."""
-        return self.decoder.sample(self.encoder(images), max_steps)
-
-    def caption(self, images: Sequence[Image.Image], batch_size: int = 16) -> list[str]:
-        """One caption per PIL image, without `<start>`/`<end>`."""
-        device = self.decoder.linear.weight.device
-        captions: list[str] = []
-        for start in range(0, len(images), batch_size):
-            batch = torch.stack([self.preprocess(im) for im in images[start : start + batch_size]])
-            ids = self.sample_ids(batch.to(device))
-            captions += [self.vocab.decode(row) for row in ids.tolist()]
-        return captions
+    def encode(self, images: Tensor) -> Tensor:
+        """images (N, 3, 224, 224) -> features (N, E), the decoder's first input."""
+        return self.encoder(images)
 
 
 # ---------------------------------------------------------------------------- loading
@@ -243,7 +273,8 @@ def load_show_tell(
     load_state_dict_strict(
         torch_decoder, state, decoder_pkl, hint=f"the vocabulary has V = {len(vocab)} words"
     )
-    decoder = DecoderRNN.from_torch(torch_decoder)
+    config = ShowTellConfig(end_id=vocab.word2idx["<end>"], no_word=len(vocab))
+    decoder = DecoderRNN.from_torch(torch_decoder, config)
 
     with torch.device("meta"):  # no time spent initialising weights that are overwritten
         encoder = EncoderCNN()

@@ -57,6 +57,25 @@ class ServeConfig:
     # does not fall with the batch; torch's does, and encodes whole batches.
     encode_per_request: bool | None = None
 
+    def __post_init__(self) -> None:
+        """Types and ranges; a ConfigError names the bad field."""
+        from rnncap.decode.beam import MAX_BEAM
+        from rnncap.utils.config import ConfigError, check_range, check_types
+
+        check_types(self)
+        if self.beam_size is not None:
+            check_range("beam_size", self.beam_size, 1, MAX_BEAM)
+        for name in ("max_batch", "max_bytes", "max_queue", "max_request_pixels",
+                     "max_pixels_in_flight", "decode_threads", "search_threads"):  # fmt: skip
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(name, f"must be at least 1, got {value}")
+        for name in ("max_wait_ms", "timeout", "body_timeout"):
+            value = getattr(self, name)
+            if value < 0 or (value == 0 and name != "max_wait_ms"):
+                raise ConfigError(name, f"must be {'>= 0' if name == 'max_wait_ms' else '> 0'}, "
+                                        f"got {value}")  # fmt: skip
+
 
 # ------------------------------------------------------------------------ memory
 @functools.cache
