@@ -128,7 +128,8 @@ def test_cli_trains_on_caption_text_with_a_given_vocabulary(tmp_path, capsys):
     text = tmp_path / "text.jsonl"
     text.write_text("".join(json.dumps({"captions": g}) + "\n" for g in groups))
     out = tmp_path / "lm"
-    args = ["lm", "--text", str(text), "--vocab", str(tmp_path / "vocab.json"), "--epochs", "2",
+    args = ["lm", "--text", str(text), "--vocab", str(tmp_path / "vocab.json"), "--epochs", "3",
+            "--batch-size", "4", "--lr", "0.02",
             "--embed", "8", "--hidden", "8", "--device", "cpu", "--out", str(out), "--sample",
             "0", "--no-progress"]  # fmt: skip
     assert main(args) == 0
