@@ -124,7 +124,8 @@ def free_port() -> int:
 class ServerProcess:
     """`rnncap serve` in a subprocess on a free loopback port; stop() ends it."""
 
-    def __init__(self, model_dir: Path, log: Path, *extra: str):
+    def __init__(self, model_dir: Path, log: Path, *extra: str, open_files: int | None = None):
+        """open_files: the server's limit on open file descriptors (`ulimit -n`)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -133,7 +134,11 @@ class ServerProcess:
         command += ["--port", str(self.port), "--device", "cpu", *extra]
         self._log_file = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            command, stdout=self._log_file, stderr=subprocess.STDOUT, env=env
+            command,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=None if open_files is None else _limit_open_files(open_files),
         )
 
     @property
@@ -168,6 +173,15 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait()
         self._log_file.close()
+
+
+def _limit_open_files(count: int):
+    def limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+
+    return limit
 
 
 def rss_bytes(pid: int) -> int:
