@@ -1,6 +1,7 @@
 """The web service against clients that hold its resources: uploads sent all but their last byte
 (the bytes held by all requests together are bounded and given back), and connections that send
-nothing (closed in time; past a cap the oldest idle one makes room, so clients are answered)."""
+nothing (closed in time; past a cap the oldest idle one makes room, so clients are answered);
+crafted images that trip Pillow's decoders (per-file errors, CaptionError)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import time
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
-from inference_helpers import ServerProcess, example_images, rss_bytes
+from inference_helpers import ServerProcess, crafted_images, example_images, rss_bytes
+from rnncap.decode.captioner import CaptionError
+from rnncap.serving.app import ServeConfig, create_app
 from rnncap.serving.bodies import FREE_BYTES, Body, BodyBudget
 from rnncap.serving.errors import ApiError
 
@@ -38,6 +42,30 @@ def test_bodies_fill_memory_then_temporary_files_then_are_refused():
         body.release()
     assert (budget.in_memory, budget.on_disk) == (0, 0)
     assert budget.peak_in_memory <= 100_000 and budget.peak_on_disk > 0
+
+
+def test_crafted_images_are_per_file_errors_and_caption_errors(tiny_loaded, tmp_path):
+    photo = example_images()[0]
+    files = [("file", (name, data, "image/jpeg")) for name, data in crafted_images().items()]
+    files.insert(2, ("file", (photo.name, photo.read_bytes(), "IMAGE/JPEG")))
+    with TestClient(create_app(tiny_loaded, ServeConfig(timeout=60))) as client:
+        response = client.post("/caption", files=files)
+        alone = client.post("/caption", files=files[:1])
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["image"] for r in results] == [name for _, (name, _, _) in files]
+    for result in results:
+        if result["image"] == photo.name:
+            assert result["caption"]
+        else:
+            assert result["status"] in (400, 415), result
+            assert result["error"].startswith(result["image"] + ": ")
+    assert alone.status_code in (400, 415) and "error" in alone.json()
+    for name, data in crafted_images().items():
+        (tmp_path / name).write_bytes(data)
+        for item in (data, tmp_path / name, str(tmp_path / name)):
+            with pytest.raises(CaptionError):
+                tiny_loaded(item)
 
 
 def _held_upload(port: int, size: int) -> socket.socket:
