@@ -26,7 +26,13 @@ from rnncap.data.vocab import Vocabulary
 from rnncap.decode.beam import DecodeOptions
 from rnncap.decode.captioner import Captioner
 from rnncap.engine.cider import CiderD, cider_d
-from rnncap.engine.resume import TRAIN_STATE, Checkpoint, load_checkpoint
+from rnncap.engine.resume import (
+    TRAIN_STATE,
+    Checkpoint,
+    leftovers,
+    load_checkpoint,
+    recover_checkpoint,
+)
 from rnncap.engine.scst import reward_scorer, scst_epoch
 from rnncap.engine.splits import (
     CaptionSplit,
@@ -40,6 +46,7 @@ from rnncap.engine.train_config import TrainConfig
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
 from rnncap.models.folder import load_model, save_model
 from rnncap.nn.loss import captioning_loss
+from rnncap.utils.io import atomic_write_text
 from rnncap.utils.plotting import plot_training_curves
 
 GREEDY = DecodeOptions(beam_size=1)  # dev captions for CIDEr model selection
@@ -177,6 +184,8 @@ def _start(cfg: TrainConfig) -> _Run:
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if rank == 0 else (lambda *a: None)
     if rank == 0:
         _check_out(cfg, out)
+    if world > 1:
+        dist.barrier()  # the other ranks read last/ once it is back in place
     checkpoint = load_checkpoint(cfg) if cfg.resume else None  # every file checked first
     vocab = checkpoint.vocab if checkpoint is not None else None
     init_model = None
@@ -219,10 +228,19 @@ def _start(cfg: TrainConfig) -> _Run:
 
 
 def _check_out(cfg: TrainConfig, out: Path) -> None:
+    """A fresh run needs a folder without checkpoints; a resumed one gets its newest complete
+    checkpoints back in place (an interrupted swap of last/ or best/ is undone)."""
     out.mkdir(parents=True, exist_ok=True)
-    if not cfg.resume and (out / "last").exists() and not cfg.dry_run:
+    if cfg.resume:
+        for name in ("last", "best"):
+            recover_checkpoint(out, name)
+        return
+    held = [out / n for n in ("last", "best") if (out / n).exists()]
+    held += leftovers(out, "last") + leftovers(out, "best")
+    if held and not cfg.dry_run:
         raise FileExistsError(
-            f"{out} already holds a run (use --resume to continue it, or another --out)"
+            f"{out} already holds a run ({held[0].name}; use --resume to continue it, "
+            "or another --out)"
         )
 
 
@@ -269,6 +287,9 @@ def _restore(run: _Run, checkpoint: Checkpoint) -> None:
     run.history = json.loads(state["history"])
     run.best = json.loads(state["best"])
     run.start_epoch = int(state["epoch"]) + 1
+    if run.main:  # the epochs of the checkpoint, none twice, none missing
+        lines = "".join(json.dumps(record) + "\n" for record in run.history)
+        atomic_write_text(run.out / "metrics.jsonl", lines)
     torch.set_rng_state(state["rng"])
     if run.device.type == "cuda" and "cuda_rng" in state:  # dropout on CUDA draws from it
         torch.cuda.set_rng_state(state["cuda_rng"], run.device)

@@ -39,7 +39,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], object], folder: bool
 
     The temporary sits beside `path` (same file system, so `os.replace` is atomic). With
     `folder=True` the temporary is an empty folder for `write` to fill, and an existing folder
-    at `path` is swapped out and removed.
+    at `path` is swapped out (as .NAME.old) and removed; a link to a folder keeps pointing to
+    the new one. A kill between the two renames leaves .NAME.old and the complete temporary
+    (`rnncap.engine.resume.recover_checkpoint` puts the newest back).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,11 +54,15 @@ def atomic_write(path: str | Path, write: Callable[[Path], object], folder: bool
         finally:
             tmp.unlink(missing_ok=True)
         return path
+    if path.is_symlink():  # replace the folder it points to; the link stays
+        path = path.resolve()
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         write(tmp)
         _make_readable(tmp)
         old = path.with_name(f".{path.name}.old")
+        if old.exists():  # left by a swap killed before its clean-up: the new copy is complete
+            shutil.rmtree(old)
         if path.exists():
             os.replace(path, old)
         os.replace(tmp, path)
