@@ -96,6 +96,23 @@ def recover_checkpoint(run: Path, name: str = "last") -> Path | None:
     return target
 
 
+def prepare_run_folder(out: Path, resume: bool, dry_run: bool = False) -> None:
+    """A fresh run needs a folder without checkpoints; a resumed one gets its newest complete
+    checkpoints back in place (an interrupted swap of last/ or best/ is undone)."""
+    out.mkdir(parents=True, exist_ok=True)
+    if resume:
+        for name in ("last", "best"):
+            recover_checkpoint(out, name)
+        return
+    held = [out / n for n in ("last", "best") if (out / n).exists()]
+    held += leftovers(out, "last") + leftovers(out, "best")
+    if held and not dry_run:
+        raise FileExistsError(
+            f"{out} already holds a run ({held[0].name}; use --resume to continue it, "
+            "or another --out)"
+        )
+
+
 def load_checkpoint(cfg: TrainConfig) -> Checkpoint:
     """Read and check `cfg.out`/last: its files, and that `cfg` keeps the model's shape."""
     run = Path(cfg.out)

@@ -26,13 +26,7 @@ from rnncap.data.vocab import Vocabulary
 from rnncap.decode.beam import DecodeOptions
 from rnncap.decode.captioner import Captioner
 from rnncap.engine.cider import CiderD, cider_d
-from rnncap.engine.resume import (
-    TRAIN_STATE,
-    Checkpoint,
-    leftovers,
-    load_checkpoint,
-    recover_checkpoint,
-)
+from rnncap.engine.resume import TRAIN_STATE, Checkpoint, load_checkpoint, prepare_run_folder
 from rnncap.engine.scst import reward_scorer, scst_epoch
 from rnncap.engine.splits import (
     CaptionSplit,
@@ -151,8 +145,15 @@ def train(cfg: TrainConfig) -> dict:
     """Train, validate every epoch, keep last/ and best/; returns the best epoch's metrics."""
     from rnncap.utils.device import cuda_math
 
-    with cuda_math(tf32=cfg.tf32, deterministic=cfg.deterministic):
-        return _train(cfg)
+    out = Path(cfg.out)
+    created = not out.exists()
+    try:
+        with cuda_math(tf32=cfg.tf32, deterministic=cfg.deterministic):
+            return _train(cfg)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a run that failed before writing anything leaves no folder
+        raise
 
 
 def _train(cfg: TrainConfig) -> dict:
@@ -183,7 +184,7 @@ def _start(cfg: TrainConfig) -> _Run:
     out = Path(cfg.out)
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if rank == 0 else (lambda *a: None)
     if rank == 0:
-        _check_out(cfg, out)
+        prepare_run_folder(out, cfg.resume, cfg.dry_run)
     if world > 1:
         dist.barrier()  # the other ranks read last/ once it is back in place
     checkpoint = load_checkpoint(cfg) if cfg.resume else None  # every file checked first
@@ -225,23 +226,6 @@ def _start(cfg: TrainConfig) -> _Run:
         ids = [device] if device.type == "cuda" else None
         run.net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     return run
-
-
-def _check_out(cfg: TrainConfig, out: Path) -> None:
-    """A fresh run needs a folder without checkpoints; a resumed one gets its newest complete
-    checkpoints back in place (an interrupted swap of last/ or best/ is undone)."""
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.resume:
-        for name in ("last", "best"):
-            recover_checkpoint(out, name)
-        return
-    held = [out / n for n in ("last", "best") if (out / n).exists()]
-    held += leftovers(out, "last") + leftovers(out, "best")
-    if held and not cfg.dry_run:
-        raise FileExistsError(
-            f"{out} already holds a run ({held[0].name}; use --resume to continue it, "
-            "or another --out)"
-        )
 
 
 def _build_model(

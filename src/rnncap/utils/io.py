@@ -1,13 +1,16 @@
 """Atomic writes (a file or folder is written under a temporary name, then renamed into place),
-and `InvalidFileError`, the one error for a file that exists but cannot be used.
+`InvalidFileError`, the one error for a file that exists but cannot be used, and reading small
+text and JSON files safely (regular files only, a size cap, no nesting that exhausts the stack).
 
 Readers (and a crash mid-write) never see half a file: they see the old one or the new one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +35,49 @@ def first_line(error: BaseException) -> str:
     """The first line of an exception's message, or its type name when it has none."""
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+MAX_CONFIG_BYTES = 1 << 20  # config.json files, a training --config
+MAX_VOCAB_BYTES = 64 << 20  # vocab.json
+MAX_DATA_BYTES = 2 << 30  # captions files and data set annotations
+
+
+def check_regular_file(path: str | Path, max_bytes: int) -> int:
+    """The size of a regular file (a link is followed) of at most `max_bytes`; InvalidFileError
+    for a device (/dev/zero), FIFO, socket or folder, which would never end or never answer,
+    and for a larger file. FileNotFoundError when there is nothing at `path`."""
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise InvalidFileError(path, "not a regular file (a device, FIFO, socket or folder)")
+    if info.st_size > max_bytes:
+        raise InvalidFileError(path, f"{info.st_size} bytes, more than the {max_bytes} accepted")
+    return info.st_size
+
+
+def read_text_file(path: str | Path, max_bytes: int) -> str:
+    """A UTF-8 regular file of at most `max_bytes` (`check_regular_file`), or InvalidFileError."""
+    check_regular_file(path, max_bytes)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+        if len(data) > max_bytes:  # it grew since
+            raise InvalidFileError(path, f"more than the {max_bytes} bytes accepted")
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InvalidFileError(path, f"not a readable text file ({first_line(error)})") from None
+
+
+def read_json_file(path: str | Path, max_bytes: int = MAX_CONFIG_BYTES):
+    """The JSON value of a regular file of at most `max_bytes`, or InvalidFileError (one line
+    naming the file) for a non-regular, oversized, unreadable or malformed file, nesting too deep
+    for the parser, or an integer of more digits than Python converts."""
+    text = read_text_file(path, max_bytes)
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise InvalidFileError(path, "not a readable JSON file (nested too deeply)") from None
+    except ValueError as error:  # JSONDecodeError; an integer over sys.get_int_max_str_digits
+        raise InvalidFileError(path, f"not a readable JSON file ({first_line(error)})") from None
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object], folder: bool = False) -> Path:
