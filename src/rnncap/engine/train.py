@@ -9,6 +9,7 @@ checkpoints, curves) and the early-stopping check (`_should_stop`).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -220,7 +221,7 @@ def _start(cfg: TrainConfig) -> _Run:
         _restore(run, checkpoint)
     if run.main:
         config = {"train": asdict(cfg), "captioner": model.config.to_dict()}
-        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")
     run.net = model
     if world > 1:
         ids = [device] if device.type == "cuda" else None
@@ -361,6 +362,14 @@ def _should_stop(run: _Run, epochs_since_best: int) -> bool:
     return False
 
 
+def _serialized(state: dict) -> bytes:
+    """torch.save into memory: written with write_bytes, a full disk is an OSError with its
+    errno, where torch's own file writer reports 'unexpected pos'."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
 def _save_last(run: _Run, epoch: int) -> None:
     """last/: the model folder plus the training state, written together atomically."""
     state = {
@@ -375,5 +384,5 @@ def _save_last(run: _Run, epoch: int) -> None:
         state["cuda_rng"] = torch.cuda.get_rng_state(run.device)
     save_model(
         run.out / "last", run.model, run.vocab, extra={"train": asdict(run.cfg), "epoch": epoch},
-        files={TRAIN_STATE: lambda path: torch.save(state, path)},
+        files={TRAIN_STATE: lambda path: path.write_bytes(_serialized(state))},
     )  # fmt: skip

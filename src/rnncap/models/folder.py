@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from rnncap.data.vocab import Vocabulary
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
@@ -53,7 +53,7 @@ def save_model(
             .contiguous()
             for k, v in model.state_dict().items()
         }
-        save_file(state, str(tmp / WEIGHTS))
+        (tmp / WEIGHTS).write_bytes(save(state))  # a full disk is an OSError naming the errno
         config = {"captioner": model.config.to_dict(), "info": extra or {}}
         if decoding:
             config["decoding"] = decoding

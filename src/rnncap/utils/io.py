@@ -7,6 +7,7 @@ Readers (and a crash mid-write) never see half a file: they see the old one or t
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -29,6 +30,23 @@ class InvalidFileError(ValueError):
         self.path = Path(path)
         self.field = field
         self.reason = reason
+
+
+# A full disk, a quota, a file-size limit, a read-only file system: the place cannot take it.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+class WriteError(OSError):
+    """An output that could not be written for want of room (see WRITE_ERRNOS); the message is
+    one line naming the output: `PATH: cannot write (No space left on device)`."""
+
+    def __init__(self, path: str | Path, error: OSError):
+        reason = os.strerror(error.errno) if error.errno else first_line(error)
+        super().__init__(error.errno, f"{path}: cannot write ({reason})")
+        self.path = Path(path)
+
+    def __str__(self) -> str:
+        return self.strerror
 
 
 def first_line(error: BaseException) -> str:
@@ -90,8 +108,11 @@ def atomic_write(path: str | Path, write: Callable[[Path], object], folder: bool
     (`rnncap.engine.resume.recover_checkpoint` puts the newest back).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not folder:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if folder:
+            return _atomic_folder(path, write)
+        _remove_orphans(path)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             write(tmp)
@@ -100,6 +121,34 @@ def atomic_write(path: str | Path, write: Callable[[Path], object], folder: bool
         finally:
             tmp.unlink(missing_ok=True)
         return path
+    except OSError as error:
+        if error.errno in WRITE_ERRNOS:  # named after the outermost output, not a temporary
+            raise WriteError(path, error) from None
+        raise
+
+
+def _remove_orphans(path: Path) -> None:
+    """Remove the temporaries of `path` (.NAME.PID.tmp) whose process is gone (killed)."""
+    prefix = f".{path.name}."
+    for name in os.listdir(path.parent):
+        pid = name[len(prefix) : -len(".tmp")]
+        if name.startswith(prefix) and name.endswith(".tmp") and pid.isdigit():
+            if int(pid) != os.getpid() and not _alive(int(pid)):
+                (path.parent / name).unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _atomic_folder(path: Path, write: Callable[[Path], object]) -> Path:
+    """atomic_write(..., folder=True)."""
     if path.is_symlink():  # replace the folder it points to; the link stays
         path = path.resolve()
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
