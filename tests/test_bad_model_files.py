@@ -140,6 +140,21 @@ CASES = {
         "config.json",
         "not a readable JSON file (Exceeds the limit",
     ),
+    "decoding guidance of 1e308": (
+        _config(**{"decoding.guidance": 1e308}),
+        "config.json",
+        "decoding.guidance: must be between 0 and 100, got 1e+308",
+    ),
+    "decoding length_penalty of a million": (
+        _config(**{"decoding.length_penalty": 1e6}),
+        "config.json",
+        "decoding.length_penalty: must be between 0 and 10, got 1e+06",
+    ),
+    "decoding no_repeat_ngram of a million": (
+        _config(**{"decoding.no_repeat_ngram": 10**6}),
+        "config.json",
+        "decoding.no_repeat_ngram: must be between 0 and 1,000, got 1,000,000",
+    ),
     "decoding beam of a million": (
         _config(**{"decoding.beam_size": 10**6}),
         "config.json",
@@ -251,6 +266,18 @@ def test_train_on_a_fifo_is_one_line_and_leaves_no_run_folder(tiny8k, tmp_path):
         "or folder)\n"
     )
     assert not out.exists()
+
+
+def test_the_largest_decoding_settings_still_give_captions(good_model, tmp_path):
+    import math
+
+    from rnncap.decode.captioner import load
+
+    settings = {"guidance": 100.0, "length_penalty": 10.0, "no_repeat_ngram": 1000}
+    edit = _config(**{f"decoding.{k}": v for k, v in settings.items()})
+    captioner = load(_variant(good_model, tmp_path / "edge", edit), device="cpu")
+    captions = captioner([str(p) for p in example_images()])
+    assert all(c.text and math.isfinite(c.score) for c in captions), captions
 
 
 def test_config_validation_in_the_dataclass():

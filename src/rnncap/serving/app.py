@@ -14,6 +14,7 @@ import asyncio
 import ctypes
 import functools
 import logging
+import math
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -85,7 +86,8 @@ def release_free_memory() -> None:
 
 # ------------------------------------------------------------------------ the application
 def _result_json(result: Caption, attention: bool) -> dict:
-    out = {"image": result.image, "caption": result.text, "score": round(result.score, 4)}
+    score = round(result.score, 4) if math.isfinite(result.score) else None  # JSON has no NaN
+    out = {"image": result.image, "caption": result.text, "score": score}
     if attention:
         out["words"] = result.words
         out["grid"] = list(result.grid) if result.grid is not None else None
