@@ -68,6 +68,24 @@ def test_crafted_images_are_per_file_errors_and_caption_errors(tiny_loaded, tmp_
                 tiny_loaded(item)
 
 
+def test_media_types_are_compared_without_regard_to_case(tiny_loaded):
+    photo = example_images()[0].read_bytes()
+    boundary = "XyZ"
+    form = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n"
+        "Content-Type: IMAGE/JPEG\r\n\r\n"
+    ).encode() + photo + f"\r\n--{boundary}--\r\n".encode()
+    with TestClient(create_app(tiny_loaded, ServeConfig(timeout=60))) as client:
+        raw = client.post("/caption", content=photo, headers={"content-type": "IMAGE/JPEG"})
+        multipart = client.post(
+            "/caption", content=form,
+            headers={"content-type": f"Multipart/Form-Data; boundary={boundary}"},
+        )  # fmt: skip
+    assert raw.status_code == 200, raw.text
+    assert multipart.status_code == 200, multipart.text
+    assert raw.json()["results"][0]["caption"] == multipart.json()["results"][0]["caption"]
+
+
 def _held_upload(port: int, size: int) -> socket.socket:
     """An upload of `size` bytes sent but for its last byte: the server waits for it."""
     s = socket.create_connection(("127.0.0.1", port), timeout=30)
