@@ -72,8 +72,9 @@ def check_regular_file(path: str | Path, max_bytes: int) -> int:
     return info.st_size
 
 
-def read_text_file(path: str | Path, max_bytes: int) -> str:
-    """A UTF-8 regular file of at most `max_bytes` (`check_regular_file`), or InvalidFileError."""
+def read_text_file(path: str | Path, max_bytes: int, kind: str = "text") -> str:
+    """A UTF-8 regular file of at most `max_bytes` (`check_regular_file`), or InvalidFileError
+    (`not a readable KIND file (...)` when it cannot be read or decoded)."""
     check_regular_file(path, max_bytes)
     try:
         with open(path, "rb") as f:
@@ -82,14 +83,14 @@ def read_text_file(path: str | Path, max_bytes: int) -> str:
             raise InvalidFileError(path, f"more than the {max_bytes} bytes accepted")
         return data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise InvalidFileError(path, f"not a readable text file ({first_line(error)})") from None
+        raise InvalidFileError(path, f"not a readable {kind} file ({first_line(error)})") from None
 
 
 def read_json_file(path: str | Path, max_bytes: int = MAX_CONFIG_BYTES):
     """The JSON value of a regular file of at most `max_bytes`, or InvalidFileError (one line
     naming the file) for a non-regular, oversized, unreadable or malformed file, nesting too deep
     for the parser, or an integer of more digits than Python converts."""
-    text = read_text_file(path, max_bytes)
+    text = read_text_file(path, max_bytes, "JSON")
     try:
         return json.loads(text)
     except RecursionError:
