@@ -114,6 +114,27 @@ def bomb_png(path: Path, side: int = 40_000) -> Path:
     return path
 
 
+def crafted_images() -> dict[str, bytes]:
+    """Tiny files on which Pillow's decoders raise what they should not: NotImplementedError
+    (DDS), BLPFormatError (BLP), AttributeError and OverflowError (SPIDER)."""
+    dds = struct.pack("<4sI", b"DDS ", 124) + struct.pack("<6I", 0x1007, 4, 4, 0, 0, 0)
+    dds += bytes(44) + struct.pack("<II4s5I", 32, 0x4, b"ZZZZ", 0, 0, 0, 0, 0) + bytes(84)
+    blp = b"BLP1" + struct.pack("<6I", 7, 0, 4, 4, 0, 0) + bytes(200)
+
+    def spider(stack: float, number: float) -> bytes:
+        header = [0.0] * 27  # 1 slice of 4 x 4, one 108-byte header record
+        header[0], header[1], header[4], header[11], header[12] = 1, 4, 1, 4, 1
+        header[21], header[22], header[23], header[26] = 108, 108, stack, number
+        return struct.pack(">27f", *header) + bytes(64)
+
+    return {
+        "crafted.dds": dds,
+        "crafted.blp": blp,
+        "stack.spider": spider(0, 1),
+        "infinite.spider": spider(float("inf"), 0),
+    }
+
+
 # ------------------------------------------------------------------------ a server process
 def free_port() -> int:
     with socket.socket() as s:
@@ -124,7 +145,8 @@ def free_port() -> int:
 class ServerProcess:
     """`rnncap serve` in a subprocess on a free loopback port; stop() ends it."""
 
-    def __init__(self, model_dir: Path, log: Path, *extra: str):
+    def __init__(self, model_dir: Path, log: Path, *extra: str, open_files: int | None = None):
+        """open_files: the server's limit on open file descriptors (`ulimit -n`)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -133,7 +155,11 @@ class ServerProcess:
         command += ["--port", str(self.port), "--device", "cpu", *extra]
         self._log_file = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            command, stdout=self._log_file, stderr=subprocess.STDOUT, env=env
+            command,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=None if open_files is None else _limit_open_files(open_files),
         )
 
     @property
@@ -168,6 +194,15 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait()
         self._log_file.close()
+
+
+def _limit_open_files(count: int):
+    def limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+
+    return limit
 
 
 def rss_bytes(pid: int) -> int:

@@ -3,6 +3,7 @@ torch captions and features; an exported model folder carries its encoder.onnx."
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -79,6 +80,19 @@ def test_export_writes_a_checked_model_folder(model_dir, tmp_path, capsys):
     (out / "encoder.onnx").unlink()
     assert main(["export", str(out), str(out)]) == 0
     assert (out / "encoder.onnx").is_file()
+    capsys.readouterr()
+    recorded = json.loads((out / "config.json").read_text())["encoder_onnx"]["sha256"]
+    assert recorded == hashlib.sha256((out / "encoder.onnx").read_bytes()).hexdigest()
+    # A graph changed after the export (still a valid protobuf) is refused: one line, exit 2.
+    data = bytearray((out / "encoder.onnx").read_bytes())
+    for i in range(len(data) // 2, len(data) // 2 + 20_000, 100):
+        data[i] ^= 0xFF  # inside the weights, far past the graph's header
+    (out / "encoder.onnx").write_bytes(bytes(data))
+    code, printed, err = caption(capsys, out)
+    assert (code, printed) == (2, "")
+    assert err == f"rnncap: error: {out / 'encoder.onnx'}: its SHA-256 differs from the one " + (
+        "config.json records: the file changed after rnncap export (export it again)\n"
+    )
 
 
 def test_export_refuses_a_graph_that_differs(model_dir, tmp_path, capsys, monkeypatch):

@@ -125,6 +125,36 @@ CASES = {
         "vocab.json",
         "4 words, but config.json says vocab_size",
     ),
+    "config nested 100,000 deep": (
+        _write("config.json", b"[" * 100_000),
+        "config.json",
+        "not a readable JSON file (nested too deeply)",
+    ),
+    "vocabulary nested 100,000 deep": (
+        _write("vocab.json", b'{"tokens": ' + b"[" * 100_000),
+        "vocab.json",
+        "not a readable JSON file (nested too deeply)",
+    ),
+    "an integer of 5,000 digits": (
+        _write("config.json", b'{"captioner": {"hidden_dim": ' + b"9" * 5000 + b"}}"),
+        "config.json",
+        "not a readable JSON file (Exceeds the limit",
+    ),
+    "decoding guidance of 1e308": (
+        _config(**{"decoding.guidance": 1e308}),
+        "config.json",
+        "decoding.guidance: must be between 0 and 100, got 1e+308",
+    ),
+    "decoding length_penalty of a million": (
+        _config(**{"decoding.length_penalty": 1e6}),
+        "config.json",
+        "decoding.length_penalty: must be between 0 and 10, got 1e+06",
+    ),
+    "decoding no_repeat_ngram of a million": (
+        _config(**{"decoding.no_repeat_ngram": 10**6}),
+        "config.json",
+        "decoding.no_repeat_ngram: must be between 0 and 1,000, got 1,000,000",
+    ),
     "decoding beam of a million": (
         _config(**{"decoding.beam_size": 10**6}),
         "config.json",
@@ -178,6 +208,76 @@ def test_commands_print_one_line_and_exit_2(good_model, tiny8k, tmp_path, capsys
     assert len(lines) == 1, captured.err
     assert lines[0].startswith("rnncap: error: ") and f"{folder / file}: {message}" in lines[0]
     assert "Traceback" not in captured.err and captured.out == ""
+
+
+SPECIAL_FILE = """
+import sys
+from rnncap.data.vocab import Vocabulary
+from rnncap.utils.io import InvalidFileError
+try:
+    Vocabulary.load(sys.argv[1])
+except InvalidFileError as error:
+    print(error)
+"""
+
+
+def _limited_memory():
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))  # reading /dev/zero stops here
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_special_files_are_refused_unread(tmp_path, special):
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "vocab.json"
+    if special == "fifo":
+        os.mkfifo(path)  # opening it for reading would wait for a writer forever
+    else:
+        os.symlink(special, path)
+    done = subprocess.run(
+        [sys.executable, "-c", SPECIAL_FILE, str(path)], capture_output=True, text=True,
+        timeout=60, preexec_fn=_limited_memory,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    expected = f"{path}: not a regular file (a device, FIFO, socket or folder)\n"
+    assert done.stdout == expected
+
+
+def test_train_on_a_fifo_is_one_line_and_leaves_no_run_folder(tiny8k, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny8k, data)
+    (data / "captions.txt").unlink()
+    os.mkfifo(data / "captions.txt")
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "rnncap.cli", "train", "--data", str(data), "--features"]
+    argv += [str(data / "cache"), "--encoder", "fake", "--out", str(out), "--device", "cpu"]
+    done = subprocess.run(argv + ["--no-progress"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        f"rnncap: error: {data / 'captions.txt'}: not a regular file (a device, FIFO, socket "
+        "or folder)\n"
+    )
+    assert not out.exists()
+
+
+def test_the_largest_decoding_settings_still_give_captions(good_model, tmp_path):
+    import math
+
+    from rnncap.decode.captioner import load
+
+    settings = {"guidance": 100.0, "length_penalty": 10.0, "no_repeat_ngram": 1000}
+    edit = _config(**{f"decoding.{k}": v for k, v in settings.items()})
+    captioner = load(_variant(good_model, tmp_path / "edge", edit), device="cpu")
+    captions = captioner([str(p) for p in example_images()])
+    assert all(c.text and math.isfinite(c.score) for c in captions), captions
 
 
 def test_config_validation_in_the_dataclass():

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rnncap.data.images import ImageError, find_images, open_image, to_rgb
+from inference_helpers import crafted_images
+from rnncap.data.images import (
+    ImageError,
+    decode_image_bytes,
+    decoded_pixels,
+    find_images,
+    open_image,
+    to_rgb,
+)
 
 
 def _png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -62,6 +70,22 @@ def test_decompression_bomb_is_an_error(tmp_path, monkeypatch, limit):
     Image.new("RGB", (20, 20), (1, 2, 3)).save(path)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
     _assert_one_line_error(path, "decompression bomb")
+
+
+@pytest.mark.parametrize("name", sorted(crafted_images()))
+def test_crafted_files_that_trip_the_decoders_are_image_errors(tmp_path, name):
+    data = crafted_images()[name]
+    path = tmp_path / name
+    path.write_bytes(data)
+    message = _assert_one_line_error(path, "unsupported image variant|cannot read image")
+    for read in (decode_image_bytes, decoded_pixels):
+        try:
+            read(data, name, 224)
+        except ImageError as error:
+            assert str(error).startswith(f"{name}: ") and "\n" not in str(error)
+    with pytest.raises(ImageError):
+        decode_image_bytes(data, name)
+    assert message.startswith(f"{path}: ")
 
 
 def test_grey_and_palette_modes(tmp_path):

@@ -64,6 +64,46 @@ def test_resume_continues_exactly(dataset, tmp_path, monkeypatch):
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
 
 
+def _epochs(run: Path) -> list[int]:
+    return [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resume_after_a_swap_killed_between_its_renames(dataset, tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    train(config(dataset, straight, epochs=3))
+    # The state a kill between the renames of epoch 2's last/ leaves: no last/, epoch 1 as
+    # .last.old, epoch 2 complete in the temporary folder, metrics.jsonl not yet appended.
+    one, run = tmp_path / "one", tmp_path / "run"
+    train_killed_after_first_epoch(config(dataset, one, epochs=3), monkeypatch)
+    train_killed_after_first_epoch(config(dataset, run, epochs=3), monkeypatch, epochs=2)
+    os.replace(run / "last", run / ".last.k2x9q0ab")
+    shutil.copytree(one / "last", run / ".last.old")
+    (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text().splitlines()[0] + "\n")
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        train(config(dataset, run, epochs=3))  # no fresh run over the checkpoints
+    assert _epochs(run) == [1]
+    train(config(dataset, run, epochs=3, resume=True))  # from epoch 2, the newest complete
+    a, b = weights(straight / "last"), weights(run / "last")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert _epochs(run) == [1, 2, 3]
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
+
+
+def test_resume_with_a_leftover_old_copy(dataset, tmp_path, monkeypatch):
+    straight, run = tmp_path / "straight", tmp_path / "run"
+    train(config(dataset, straight, epochs=2))
+    train_killed_after_first_epoch(config(dataset, run, epochs=2), monkeypatch)
+    shutil.copytree(run / "last", run / ".last.old")  # killed before the old copy was removed
+    shutil.copytree(run / "best", run / ".best.old")
+    train(config(dataset, run, epochs=2, resume=True))
+    a, b = weights(straight / "last"), weights(run / "last")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert _epochs(run) == [1, 2]
+    assert not (run / ".last.old").exists() and not (run / ".best.old").exists()
+
+
 def test_dry_run_runs_one_batch(dataset, tmp_path):
     best = train(config(dataset, tmp_path / "dry", dry_run=True, epochs=5))
     assert best["epoch"] == 1

@@ -55,8 +55,9 @@ def tiny_train_config(root: Path, out: Path, **overrides):
     return TrainConfig(**options)
 
 
-def train_killed_after_first_epoch(config, monkeypatch) -> None:
-    """Run `train(config)` as if the process were killed right after epoch 1's checkpoint."""
+def train_killed_after_first_epoch(config, monkeypatch, epochs: int = 1) -> None:
+    """Run `train(config)` as if the process were killed right after epoch `epochs`'s
+    checkpoint (the first by default)."""
     import pytest
 
     import rnncap.engine.train as train_module
@@ -65,7 +66,8 @@ def train_killed_after_first_epoch(config, monkeypatch) -> None:
 
     def die_after_first_epoch(history, path):
         real_plot(history, path)
-        raise KeyboardInterrupt
+        if len(history) >= epochs:
+            raise KeyboardInterrupt
 
     monkeypatch.setattr(train_module, "plot_training_curves", die_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):

@@ -3,6 +3,8 @@ on the sample photos, same interface, same captions through the pipeline; the ex
 
 from __future__ import annotations
 
+import hashlib
+import json
 import pickle
 
 import pytest
@@ -118,15 +120,111 @@ def test_user_cache_exports_once(tmp_path, capsys):
     assert other.path != first.path
 
 
+def _record_in_config(folder):
+    """config.json recording the digest of the folder's encoder.onnx, as `rnncap export` does."""
+    digest = hashlib.sha256((folder / onnx_encoder.ENCODER_FILE).read_bytes()).hexdigest()
+    (folder / "config.json").write_text(json.dumps({"encoder_onnx": {"sha256": digest}}))
+
+
 def test_model_folder_copy_used_only_for_the_same_weights(tmp_path, capsys):
     torch_encoder = tiny_encoder()
     export_encoder(torch_encoder, tmp_path / "model" / onnx_encoder.ENCODER_FILE)
+    _record_in_config(tmp_path / "model")
     found = onnx_encoder_for(torch_encoder, tmp_path / "model")
     assert found.path == tmp_path / "model" / onnx_encoder.ENCODER_FILE
     assert capsys.readouterr().err == ""
     found = onnx_encoder_for(tiny_encoder(seed=1), tmp_path / "model")
     assert found.path.parent == tmp_path / "cache" / "rnncap" / "encoders"
     assert "exported from other tiny weights" in capsys.readouterr().err
+
+
+def _flip_weight_bytes(path, fraction: float = 0.01) -> None:
+    """Invert `fraction` of the bytes of the graph's largest weight tensor, in place: the file
+    stays a valid protobuf of the same size."""
+    import onnx
+
+    tensor = max(onnx.load(path).graph.initializer, key=lambda t: len(t.raw_data))
+    data = bytearray(path.read_bytes())
+    start = bytes(data).index(tensor.raw_data)
+    for i in range(0, len(tensor.raw_data), int(1 / fraction)):
+        data[start + i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["flipped", "truncated"])
+def test_a_damaged_cache_file_is_exported_again(capsys, damage):
+    torch_encoder = tiny_encoder()
+    path = onnx_encoder_for(torch_encoder).path
+    capsys.readouterr()
+    if damage == "flipped":
+        _flip_weight_bytes(path)
+    else:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    again = onnx_encoder_for(torch_encoder)
+    assert "the cached ONNX file is damaged or incomplete" in capsys.readouterr().err
+    images = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(again(images), torch_encoder(images), atol=1e-5, rtol=0)
+    onnx_encoder_for(torch_encoder)  # repaired: used as it is
+    assert capsys.readouterr().err == ""
+
+
+def _rewired(path, out_path, change):
+    """A copy of an exported graph (metadata kept) whose features go through `change(graph,
+    name)`, which adds nodes reading `name` and writing "features"."""
+    import onnx
+
+    model = onnx.load(path)
+    for node in model.graph.node:
+        node.output[:] = ["raw" if o == "features" else o for o in node.output]
+    change(model.graph, "raw")
+    onnx.save(model, out_path)
+
+
+def _times_zero(graph, name):
+    from onnx import helper
+
+    graph.node.append(helper.make_node("Constant", [], ["zero"], value_float=0.0))
+    graph.node.append(helper.make_node("Mul", [name, "zero"], ["features"]))
+
+
+def _one_channel(graph, name):
+    from onnx import helper
+
+    graph.node.append(helper.make_node("ReduceMean", [name], ["features"], axes=[1]))
+    graph.output[0].type.tensor_type.shape.dim[1].dim_value = 1
+
+
+def _ten_terabytes(graph, name):
+    from onnx import TensorProto, helper
+
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [2_500_000_000_000, 1])
+    graph.node.append(helper.make_node("ConstantOfShape", ["big_shape"], ["big"]))
+    graph.node.append(helper.make_node("Constant", [], ["big_shape"], value=shape))
+    graph.node.append(helper.make_node("ReduceSum", ["big"], ["total"], keepdims=0))
+    graph.node.append(helper.make_node("Add", [name, "total"], ["features"]))
+
+
+def test_a_foreign_graph_in_the_model_folder_is_refused(tmp_path):
+    from rnncap.utils.io import InvalidFileError
+
+    torch_encoder, folder = tiny_encoder(), tmp_path / "model"
+    path = export_encoder(torch_encoder, folder / onnx_encoder.ENCODER_FILE)
+    _record_in_config(folder)
+    good = tmp_path / "good.onnx"
+    good.write_bytes(path.read_bytes())
+    _rewired(good, path, _times_zero)  # the same metadata, features times 0
+    with pytest.raises(InvalidFileError, match="SHA-256 differs from the one config.json"):
+        onnx_encoder_for(torch_encoder, folder)
+    _record_in_config(folder)  # vouched for: still refused when its output cannot be right
+    for change, problem in [(_one_channel, "output has shape"), (_ten_terabytes, "ONNX Runtime")]:
+        _rewired(good, path, change)
+        _record_in_config(folder)
+        with pytest.raises(InvalidFileError, match=problem) as error:
+            onnx_encoder_for(torch_encoder, folder)(torch.randn(2, 3, 32, 32))
+        assert str(error.value).startswith(f"{path}: ") and "\n" not in str(error.value)
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(InvalidFileError, match="records no SHA-256"):
+        onnx_encoder_for(torch_encoder, folder)
 
 
 def test_resolve_backend(monkeypatch):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -48,6 +49,14 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(error))
     except ConfigError as error:  # an option value a config dataclass refused
         return fail(str(error))
+    except OSError as error:  # a full disk, a quota, a read-only file system: one line
+        from rnncap.utils.io import WRITE_ERRNOS, WriteError
+
+        if isinstance(error, WriteError):
+            return fail(str(error))
+        if error.errno not in WRITE_ERRNOS:
+            raise
+        return fail(f"{error.filename or 'output'}: cannot write ({os.strerror(error.errno)})")
     except KeyboardInterrupt:
         print("rnncap: interrupted", file=sys.stderr)
         return 130

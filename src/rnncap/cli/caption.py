@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -111,6 +112,8 @@ def _png_names(paths: list[Path]) -> list[str]:
 
 def _print(image: str, caption: str, score: float | None, as_json: bool) -> None:
     if as_json:
+        if score is not None and not math.isfinite(score):
+            score = None  # NaN and Infinity are not JSON
         print(json.dumps({"image": image, "caption": caption, "score": score}), flush=True)
     else:
         print(f"{image}\t{caption}", flush=True)

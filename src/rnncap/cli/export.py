@@ -8,6 +8,7 @@ published, a few images go through both encoders and the largest feature differe
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -89,15 +90,17 @@ def _export(folder: Path, out: Path, in_place: bool, photos, atol: float) -> str
     from rnncap.models.encoders import build_encoder
     from rnncap.models.folder import CONFIG, VOCAB, WEIGHTS, read_config
     from rnncap.models.fusion import LM_FOLDERS
+    from rnncap.models.onnx_check import RECORD, file_digest
     from rnncap.models.onnx_encoder import (
         ENCODER_FILE,
         OnnxEncoder,
         export_encoder,
         max_feature_difference,
     )
-    from rnncap.utils.io import atomic_write
+    from rnncap.utils.io import atomic_write, atomic_write_text
 
-    name = read_config(folder)["captioner"]["encoder"]
+    config = read_config(folder)
+    name = config["captioner"]["encoder"]
     encoder = build_encoder(name)
     images = torch.stack([encoder.preprocess(p) for p in photos])  # (N, 3, S, S)
     outcome = {}
@@ -111,15 +114,21 @@ def _export(folder: Path, out: Path, in_place: bool, photos, atol: float) -> str
                 f"(more than --atol {atol:g}); nothing written"
             )
         outcome.update(difference=difference, size=graph.stat().st_size)
+        config[RECORD] = {
+            "sha256": file_digest(graph),
+            "exported_with": f"torch {torch.__version__}",
+        }
         if not in_place:
-            for file in (CONFIG, VOCAB, WEIGHTS):
+            for file in (VOCAB, WEIGHTS):
                 shutil.copy2(folder / file, target / file)
             for lm in LM_FOLDERS:  # the language models fused at decoding time
                 if (folder / lm).is_dir():
                     shutil.copytree(folder / lm, target / lm)
+            (target / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
 
-    if in_place:
+    if in_place:  # the graph, then the digest that vouches for it (a kill between: re-export)
         target = atomic_write(folder / ENCODER_FILE, write)
+        atomic_write_text(folder / CONFIG, json.dumps(config, indent=2) + "\n")
     else:
         target = atomic_write(out, write, folder=True) / ENCODER_FILE
     return (

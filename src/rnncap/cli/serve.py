@@ -51,24 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how long a request that finds the server idle waits for the requests still being "
         "read or decoded to join its batch; none: it starts at once (default: 10)",
     )
-    parser.add_argument(
-        "--max-bytes",
-        type=parse_size,
-        default="10MB",
-        help="request size limit, answered 413 beyond (default: 10MB)",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=30.0,
-        help="seconds for a whole request (upload, decoding, captions), 504 beyond (default: 30)",
-    )
-    parser.add_argument(
-        "--body-timeout",
-        type=float,
-        default=10.0,
-        help="seconds a client may pause while sending its upload, 408 beyond (default: 10)",
-    )
+    _add_limit_arguments(parser)
     parser.add_argument(
         "--beam", type=int, default=None,
         help="beam size (default: the model's decoding setting, 3 unless set)",
@@ -91,6 +74,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_backend_argument(parser)
 
 
+def _add_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that bound what clients may cost: sizes, timeouts, connections."""
+    parser.add_argument(
+        "--max-bytes",
+        type=parse_size,
+        default="10MB",
+        help="request size limit, answered 413 beyond (default: 10MB)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds for a whole request (upload, decoding, captions), 504 beyond (default: 30)",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a client may pause while sending its upload, 408 beyond (default: 10)",
+    )
+    parser.add_argument(
+        "--max-upload-memory", type=parse_size, default="64MB",
+        help="bytes of the uploads being received held in memory by all requests together (past "
+        "the first 64 KB of each); more goes to temporary files (default: 64MB)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-upload-disk", type=parse_size, default="1GB",
+        help="bytes of the uploads being received held in temporary files; more is refused with "
+        "503 until some finish (default: 1GB)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-connections", type=int, default=None,
+        help="open connections at most; past it the oldest one with no request in progress is "
+        "closed (default: what the open-file limit allows, at most 1000)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--header-timeout", type=float, default=5.0,
+        help="seconds a connection may stay open without sending a request (default: 5)",
+    )  # fmt: skip
+
+
+
 _FLAGS = {"beam_size": "--beam", "encode_per_request": "--encode"}  # ServeConfig's other names
 
 
@@ -101,6 +126,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         if not 0 <= args.port <= 65535:
             raise UsageError(f"--port {args.port}: must be between 0 and 65535")
+        if args.header_timeout <= 0:
+            raise UsageError("--header-timeout must be positive")
+        for flag in ("max_upload_memory", "max_upload_disk", "max_connections"):
+            if getattr(args, flag) is not None and getattr(args, flag) < 1:
+                raise UsageError(f"--{flag.replace('_', '-')} must be positive")
         if args.search_threads < 0:
             raise UsageError("--search-threads must be 0 (all the model's threads) or more")
         try:
@@ -108,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
                 max_batch=args.max_batch,
                 max_wait_ms=args.max_wait_ms,
                 max_bytes=args.max_bytes,
+                max_upload_memory=args.max_upload_memory,
+                max_upload_disk=args.max_upload_disk,
                 timeout=args.timeout,
                 body_timeout=args.body_timeout,
                 beam_size=args.beam,
@@ -122,9 +154,8 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as error:
         return fail(str(error))
 
-    import uvicorn
-
     from rnncap.decode.captioner import load
+    from rnncap.serving.connections import run_server
 
     try:
         captioner = load(args.model, device, backend=args.backend)
@@ -132,5 +163,5 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"--model: {error}")
     app = create_app(captioner, config)
     print(f"rnncap: serving {args.model} on http://{args.host}:{args.port}/", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    run_server(app, args.host, args.port, args.max_connections, args.header_timeout)
     return 0

@@ -92,10 +92,16 @@ def resolve_config(args: argparse.Namespace):
 
     values: dict = {}
     if args.config is not None:
+        from rnncap.utils.io import InvalidFileError, read_json_file
+
         try:
-            values = json.loads(args.config.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise UsageError(f"--config {args.config}: {e}") from e
+            values = read_json_file(args.config)
+        except InvalidFileError as e:
+            raise UsageError(f"--config {e}") from None
+        except OSError as e:
+            raise UsageError(f"--config {args.config}: {e.strerror or e}") from None
+        if not isinstance(values, dict):
+            raise UsageError(f"--config {args.config}: expected a JSON object")
         values = values.get("train", values)  # a run's config.json works too
     flags = [f.name for f in fields(TrainConfig) if getattr(args, f.name, None) is not None]
     values.update({name: getattr(args, name) for name in flags})

@@ -6,12 +6,13 @@ image folder) and `karpathy` (dataset_*.json). Bad lines are reported with file:
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
+
+from rnncap.utils.io import MAX_DATA_BYTES, InvalidFileError, check_regular_file, read_json_file
 
 SPLITS = ("train", "dev", "test", "all")
 _SPLIT_ALIASES = {"val": "dev", "validation": "dev"}
@@ -157,6 +158,7 @@ def _read_flickr8k_captions(path: Path, problems: _Problems) -> list[tuple[str, 
 
 def _text_lines(path: Path, problems: _Problems) -> Iterator[tuple[int, str]]:
     """(line number, text) of a UTF-8 file; a line that is not UTF-8 is reported and skipped."""
+    _check_regular(path)
     try:
         with path.open("rb") as f:
             for number, raw in enumerate(f, start=1):
@@ -311,11 +313,23 @@ def load_karpathy(root: Path, split: str, problems: _Problems) -> list[Sample]:
     return entries
 
 
+def _check_regular(path: Path) -> None:
+    """A regular data file (never a device or FIFO that would not end), of a sane size."""
+    try:
+        check_regular_file(path, MAX_DATA_BYTES)
+    except InvalidFileError as error:
+        raise DatasetError(str(error)) from None
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read ({error.strerror or error})") from None
+
+
 def _read_json(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DatasetError(f"{path}: cannot read JSON ({error})") from error
+        data = read_json_file(path, MAX_DATA_BYTES)
+    except InvalidFileError as error:
+        raise DatasetError(f"{path}: cannot read JSON ({error.reason})") from None
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read JSON ({error.strerror or error})") from None
     if not isinstance(data, dict):
         raise DatasetError(f"{path}: expected a JSON object")
     return data

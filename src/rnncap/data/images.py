@@ -124,6 +124,15 @@ def _image_errors(name: str):
         if "truncated" in reason or isinstance(error, EOFError):
             reason = f"truncated or corrupt image data ({reason})"
         raise ImageError(f"{name}: cannot read image: {reason}") from None
+    except NotImplementedError as error:  # a variant Pillow does not decode (DDS, BLP formats)
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ImageError(f"{name}: unsupported image variant ({reason})", "not_image") from None
+    except Exception as error:  # noqa: BLE001 - a decoder tripping on crafted data (Overflow-,
+        # AttributeError...): still one bad file, never a crash of the caller
+        reason = str(error).splitlines()[0] if str(error) else ""
+        raise ImageError(
+            f"{name}: cannot read image: corrupt data ({type(error).__name__}: {reason})"
+        ) from None
 
 
 def _check_pixels(image: Image.Image) -> None:

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from rnncap.utils.io import InvalidFileError, first_line
+from rnncap.utils.io import MAX_VOCAB_BYTES, InvalidFileError, read_json_file
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
@@ -87,12 +87,9 @@ class Vocabulary:
     def load(cls, path: str | Path) -> Vocabulary:
         """Read a file written by `save`; InvalidFileError (a ValueError) when it is not one."""
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = read_json_file(path, MAX_VOCAB_BYTES)
         except FileNotFoundError:
             raise InvalidFileError(path, "no such file") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            reason = f"not a readable JSON file ({first_line(error)})"
-            raise InvalidFileError(path, reason) from None
         tokens = data.get("tokens") if isinstance(data, dict) else None
         if not isinstance(tokens, list) or tuple(tokens[: len(SPECIALS)]) != SPECIALS:
             raise InvalidFileError(

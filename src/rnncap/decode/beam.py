@@ -43,12 +43,13 @@ class DecodeOptions:
             raise ConfigError("max_length", f"must be >= 1, got {self.max_length}")
         if self.max_length is not None:
             check_range("max_length", self.max_length, 1, MAX_LENGTH)
-        if self.length_penalty < 0:
-            raise ConfigError("length_penalty", f"must be >= 0, got {self.length_penalty}")
-        if self.no_repeat_ngram < 0:
-            raise ConfigError("no_repeat_ngram", f"must be >= 0, got {self.no_repeat_ngram}")
-        if self.guidance < 0:
-            raise ConfigError("guidance", f"must be >= 0, got {self.guidance}")
+        # Ranges in which the search's sums stay finite and every setting still means something:
+        # a length**20 divisor, or a bonus of 1e3 log-probability units, only breaks ties.
+        for name, high in (("length_penalty", 10.0), ("guidance", 100.0)):
+            value = getattr(self, name)
+            if not 0 <= value <= high:  # NaN fails too
+                raise ConfigError(name, f"must be between 0 and {high:g}, got {value:g}")
+        check_range("no_repeat_ngram", self.no_repeat_ngram, 0, MAX_LENGTH)
         if not 0 < self.guidance_threshold <= 1:
             raise ConfigError(
                 "guidance_threshold", f"must be in (0, 1], got {self.guidance_threshold}"

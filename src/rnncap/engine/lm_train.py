@@ -168,10 +168,10 @@ def train(
 def save(model: LanguageModel, vocab: Vocabulary, config: LMTrainConfig, history: History,
          out: Path) -> None:
     """model.safetensors, config.json (model + training config), vocab.json, history.json."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(out / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
+    atomic_write(out / "model.safetensors", lambda tmp: tmp.write_bytes(save(state)))
     atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=2) + "\n")
     atomic_write(out / "vocab.json", vocab.save)
     atomic_write_text(out / "history.json", json.dumps(asdict(history)) + "\n")

@@ -9,6 +9,7 @@ checkpoints, curves) and the early-stopping check (`_should_stop`).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -28,7 +29,7 @@ from rnncap.decode.captioner import Captioner
 from rnncap.engine.cider import CiderD, cider_d
 from rnncap.engine.loop import train_epoch
 from rnncap.engine.objectives import OBJECTIVES, batch_loss
-from rnncap.engine.resume import TRAIN_STATE, Checkpoint, load_checkpoint
+from rnncap.engine.resume import TRAIN_STATE, Checkpoint, load_checkpoint, prepare_run_folder
 from rnncap.engine.scst import split_scorer
 from rnncap.engine.sources import TextBatches, epoch_order, expected_images
 from rnncap.engine.splits import (
@@ -43,6 +44,7 @@ from rnncap.engine.splits import (
 from rnncap.engine.train_config import TrainConfig
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
 from rnncap.models.folder import load_model, save_model
+from rnncap.utils.io import atomic_write_text
 from rnncap.utils.plotting import plot_training_curves
 
 GREEDY = DecodeOptions(beam_size=1)  # dev captions for CIDEr model selection
@@ -141,8 +143,15 @@ def train(cfg: TrainConfig) -> dict:
     """Train, validate every epoch, keep last/ and best/; returns the best epoch's metrics."""
     from rnncap.utils.device import cuda_math
 
-    with cuda_math(tf32=cfg.tf32, deterministic=cfg.deterministic):
-        return _train(cfg)
+    out = Path(cfg.out)
+    created = not out.exists()
+    try:
+        with cuda_math(tf32=cfg.tf32, deterministic=cfg.deterministic):
+            return _train(cfg)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a run that failed before writing anything leaves no folder
+        raise
 
 
 def _train(cfg: TrainConfig) -> dict:
@@ -173,7 +182,9 @@ def _start(cfg: TrainConfig) -> _Run:
     out = Path(cfg.out)
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if rank == 0 else (lambda *a: None)
     if rank == 0:
-        _check_out(cfg, out)
+        prepare_run_folder(out, cfg.resume, cfg.dry_run)
+    if world > 1:
+        dist.barrier()  # the other ranks read last/ once it is back in place
     checkpoint = load_checkpoint(cfg) if cfg.resume else None  # every file checked first
     vocab = checkpoint.vocab if checkpoint is not None else None
     init_model = None
@@ -212,20 +223,12 @@ def _start(cfg: TrainConfig) -> _Run:
         _restore(run, checkpoint)
     if run.main:
         config = {"train": asdict(cfg), "captioner": model.config.to_dict()}
-        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")
     run.net = model
     if world > 1:
         ids = [device] if device.type == "cuda" else None
         run.net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     return run
-
-
-def _check_out(cfg: TrainConfig, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    if not cfg.resume and (out / "last").exists() and not cfg.dry_run:
-        raise FileExistsError(
-            f"{out} already holds a run (use --resume to continue it, or another --out)"
-        )
 
 
 def _build_model(
@@ -271,6 +274,9 @@ def _restore(run: _Run, checkpoint: Checkpoint) -> None:
     run.history = json.loads(state["history"])
     run.best = json.loads(state["best"])
     run.start_epoch = int(state["epoch"]) + 1
+    if run.main:  # the epochs of the checkpoint, none twice, none missing
+        lines = "".join(json.dumps(record) + "\n" for record in run.history)
+        atomic_write_text(run.out / "metrics.jsonl", lines)
     torch.set_rng_state(state["rng"])
     if run.device.type == "cuda" and "cuda_rng" in state:  # dropout on CUDA draws from it
         torch.cuda.set_rng_state(state["cuda_rng"], run.device)
@@ -365,6 +371,14 @@ def _should_stop(run: _Run, epochs_since_best: int) -> bool:
     return False
 
 
+def _serialized(state: dict) -> bytes:
+    """torch.save into memory: written with write_bytes, a full disk is an OSError with its
+    errno, where torch's own file writer reports 'unexpected pos'."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
 def _save_last(run: _Run, epoch: int) -> None:
     """last/: the model folder plus the training state, written together atomically."""
     state = {
@@ -379,5 +393,5 @@ def _save_last(run: _Run, epoch: int) -> None:
         state["cuda_rng"] = torch.cuda.get_rng_state(run.device)
     save_model(
         run.out / "last", run.model, run.vocab, extra={"train": asdict(run.cfg), "epoch": epoch},
-        files={TRAIN_STATE: lambda path: torch.save(state, path)},
+        files={TRAIN_STATE: lambda path: path.write_bytes(_serialized(state))},
     )  # fmt: skip

@@ -11,12 +11,18 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from rnncap.data.vocab import Vocabulary
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
 from rnncap.utils.config import ConfigError
-from rnncap.utils.io import InvalidFileError, atomic_write, first_line
+from rnncap.utils.io import (
+    MAX_CONFIG_BYTES,
+    InvalidFileError,
+    atomic_write,
+    first_line,
+    read_json_file,
+)
 
 CONFIG, VOCAB, WEIGHTS = "config.json", "vocab.json", "model.safetensors"
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "default"
@@ -47,7 +53,7 @@ def save_model(
             .contiguous()
             for k, v in model.state_dict().items()
         }
-        save_file(state, str(tmp / WEIGHTS))
+        (tmp / WEIGHTS).write_bytes(save(state))  # a full disk is an OSError naming the errno
         config = {"captioner": model.config.to_dict(), "info": extra or {}}
         if decoding:
             config["decoding"] = decoding
@@ -81,11 +87,9 @@ def read_config(folder: str | Path) -> dict:
     """config.json as a dict; InvalidFileError when it is not a JSON object."""
     path = Path(folder) / CONFIG
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json_file(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise InvalidFileError(path, "no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InvalidFileError(path, f"not a readable JSON file ({first_line(error)})") from None
     if not isinstance(data, dict):
         raise InvalidFileError(path, "expected a JSON object")
     return data

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
+from rnncap.models import onnx_check
 from rnncap.models.encoders import preprocess_image
-from rnncap.utils.io import atomic_write
+from rnncap.utils.io import InvalidFileError, atomic_write, first_line
 
 ENCODER_FILE = "encoder.onnx"  # the exported encoder's name inside a model folder
 OPSET = 17
@@ -96,25 +97,47 @@ class OnnxEncoder:
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         self.path = Path(path)
         self.threads = threads
-        self._session = _open_session(self.path, threads or torch.get_num_threads())
+        try:
+            self._session = _open_session(self.path, threads or torch.get_num_threads())
+        except Exception as error:  # ONNX Runtime's InvalidProtobuf, Fail, RuntimeException...
+            raise InvalidFileError(
+                self.path, f"not a usable ONNX graph ({first_line(error)})"
+            ) from None
         meta = self._session.get_modelmeta().custom_metadata_map
         if _META + "encoder" not in meta:
-            raise ValueError(f"{self.path}: not an encoder exported by rnncap (no metadata)")
-        self.name = meta[_META + "encoder"]
-        self.out_channels = int(meta[_META + "out_channels"])
-        self.spatial = bool(json.loads(meta[_META + "spatial"]))
-        self.image_size = int(meta[_META + "image_size"])
-        self.mean = tuple(json.loads(meta[_META + "mean"]))
-        self.std = tuple(json.loads(meta[_META + "std"]))
-        self.weights_sha256 = meta[_META + "weights_sha256"]
+            raise InvalidFileError(self.path, "not an encoder exported by rnncap (no metadata)")
+        try:
+            self.name = meta[_META + "encoder"]
+            self.out_channels = int(meta[_META + "out_channels"])
+            self.spatial = bool(json.loads(meta[_META + "spatial"]))
+            self.image_size = int(meta[_META + "image_size"])
+            self.mean = tuple(float(x) for x in json.loads(meta[_META + "mean"]))
+            self.std = tuple(float(x) for x in json.loads(meta[_META + "std"]))
+            self.weights_sha256 = meta[_META + "weights_sha256"]
+        except (KeyError, TypeError, ValueError) as error:
+            raise InvalidFileError(
+                self.path, f"broken rnncap metadata ({first_line(error)})"
+            ) from None
 
     def preprocess(self, image) -> torch.Tensor:
         """PIL image of any mode and size -> normalised tensor (3, S, S), as the torch encoder."""
         return preprocess_image(image, self.image_size, self.mean, self.std)
 
     def run(self, images):
-        """NumPy float32 images (N, 3, S, S) -> NumPy features (N, C, h, w) or (N, C)."""
-        return self._session.run([OUTPUT], {INPUT: images})[0]
+        """NumPy float32 images (N, 3, S, S) -> NumPy features (N, C, h, w) or (N, C).
+        A graph that fails or returns another shape is an InvalidFileError naming the file."""
+        try:
+            features = self._session.run([OUTPUT], {INPUT: images})[0]
+        except Exception as error:  # ONNX Runtime's Fail, RuntimeException (allocation)...
+            raise InvalidFileError(
+                self.path, f"ONNX Runtime could not run it ({first_line(error)})"
+            ) from None
+        onnx_check.check_output(self.path, features, len(images), self.out_channels, self.spatial)
+        return features
+
+    def declared_output_shape(self) -> list:
+        """The graph's declared output shape: ints and names of dynamic axes."""
+        return list(self._session.get_outputs()[0].shape)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """images (N, 3, S, S) -> features (N, C, h, w) if spatial else (N, C), on the CPU."""
@@ -158,7 +181,7 @@ def _open_session(path: Path, threads: int):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3  # errors only
+    options.log_severity_level = 4  # fatal only: a failed run is raised as one InvalidFileError
     # Idle threads sleep instead of spinning: the DataLoader workers decoding JPEGs and torch's
     # beam search need those cores between encoder calls.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -185,13 +208,16 @@ def onnx_encoder_for(
     """The ONNX twin of a torch `Encoder`.
 
     A model folder's `encoder.onnx` (from `rnncap export`) is used when it was exported from
-    these very weights; otherwise the user cache's copy, exported there on first use (one line
-    on stderr).
+    these very weights, after checking its SHA-256 against config.json and its metadata and
+    output against `encoder` (InvalidFileError otherwise); else the user cache's copy, checked
+    against the digest recorded beside it and exported there (again) when it is missing or
+    damaged, with one line on stderr.
     """
     digest = weights_digest(encoder)
     if folder is not None and (Path(folder) / ENCODER_FILE).is_file():
-        bundled = OnnxEncoder(Path(folder) / ENCODER_FILE, threads)
-        if bundled.name == encoder.name and bundled.weights_sha256 == digest:
+        bundled = _folder_encoder(Path(folder), threads)
+        onnx_check.check_matches(bundled, encoder)
+        if bundled.weights_sha256 == digest:
             return bundled
         print(
             f"rnncap: {bundled.path} was exported from other {bundled.name} weights; "
@@ -199,9 +225,24 @@ def onnx_encoder_for(
             file=sys.stderr,
         )
     path = cached_path(encoder, digest)
-    if not path.is_file():
-        print(f"rnncap: exporting encoder {encoder.name} to ONNX once: {path}", file=sys.stderr)
+    if not onnx_check.cache_file_intact(path):
+        what = "exporting encoder {} to ONNX once: {}"
+        if path.exists():
+            what = "re-exporting encoder {}: the cached ONNX file is damaged or incomplete: {}"
+        print("rnncap: " + what.format(encoder.name, path), file=sys.stderr)
         export_encoder(encoder, path)
+        onnx_check.record_digest(path)
+    cached = OnnxEncoder(path, threads)
+    onnx_check.check_matches(cached, encoder)
+    return cached
+
+
+def _folder_encoder(folder: Path, threads: int | None) -> OnnxEncoder:
+    """The folder's encoder.onnx, opened only once its digest matches config.json's record."""
+    from rnncap.models.folder import read_config
+
+    path = folder / ENCODER_FILE
+    onnx_check.check_folder_file(path, read_config(folder).get(onnx_check.RECORD))
     return OnnxEncoder(path, threads)
 
 
@@ -245,6 +286,8 @@ def encoder_for_backend(
         return encoder, resolved
     try:
         return onnx_encoder_for(encoder, folder, threads), resolved
+    except InvalidFileError:  # a damaged or foreign graph in the model folder: never ignored
+        raise
     except Exception as error:
         if backend == "onnx":
             raise

@@ -14,6 +14,7 @@ import asyncio
 import ctypes
 import functools
 import logging
+import math
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -28,8 +29,9 @@ from starlette.exceptions import HTTPException
 
 from rnncap.decode.captioner import Caption, Captioner
 from rnncap.serving.batcher import Arrival, MicroBatcher
+from rnncap.serving.bodies import FREE_BYTES, Body, BodyBudget, ClientGone
 from rnncap.serving.errors import ApiError
-from rnncap.serving.uploads import MAX_FILES, ClientGone, Decoder, read_uploads
+from rnncap.serving.uploads import MAX_FILES, Decoder, read_uploads
 from rnncap.utils.device import torch_threads
 
 log = logging.getLogger("rnncap.serve")
@@ -40,6 +42,10 @@ class ServeConfig:
     max_batch: int = 16  # images per model call at most
     max_wait_ms: float = 10.0  # how long an idle server's batch waits for requests arriving
     max_bytes: int = 10 * 1024 * 1024  # request body size cap (413 beyond)
+    # Bodies being received, all requests together (past the first 64 KB of each): held in
+    # memory up to this, then in temporary files up to max_upload_disk, then 503.
+    max_upload_memory: int = 64 * 1024 * 1024
+    max_upload_disk: int = 1024 * 1024 * 1024
     timeout: float = 30.0  # seconds for the whole request: upload, decoding, captions (504)
     body_timeout: float = 10.0  # seconds a client may send nothing while uploading (408)
     beam_size: int | None = None  # None: the model's decoding setting
@@ -99,7 +105,8 @@ def release_free_memory() -> None:
 
 # ------------------------------------------------------------------------ the application
 def _result_json(result: Caption, attention: bool) -> dict:
-    out = {"image": result.image, "caption": result.text, "score": round(result.score, 4)}
+    score = round(result.score, 4) if math.isfinite(result.score) else None  # JSON has no NaN
+    out = {"image": result.image, "caption": result.text, "score": score}
     if attention:
         out["words"] = result.words
         out["grid"] = list(result.grid) if result.grid is not None else None
@@ -151,7 +158,7 @@ def create_app(
         redoc_url=None,
     )
     page = _index_html()
-
+    app.state.uploads = BodyBudget(config.max_upload_memory, config.max_upload_disk)
     _add_error_handlers(app)
 
     @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
@@ -160,30 +167,47 @@ def create_app(
 
     @app.api_route("/healthz", methods=["GET", "HEAD"])
     async def healthz() -> dict:
-        model, budget = captioner.config, app.state.decoder.budget
-        return {
-            "status": "ok", "model": model_name, "encoder": model.encoder,
-            "backend": captioner.backend, "cell_type": model.cell_type,
-            "vocab_size": len(captioner.vocab),
-            "config": {**asdict(config), "beam_size": options.beam_size,
-                       "encode_per_request": encode is not None},
-            "batches": asdict(app.state.batcher.stats),
-            "decoding": {"pixels_in_flight": budget.used, "peak_pixels_in_flight": budget.peak},
-        }  # fmt: skip
+        return _health(app, captioner, config, model_name, options, encode is not None)
 
     @app.post("/caption")
     async def caption(request: Request, attention: bool = False) -> dict:
-        return await _caption(app, config, request, attention)
+        body = Body(app.state.uploads)
+        try:
+            return await _caption(app, config, request, attention, body)
+        finally:
+            body.release()
+            if body.size > FREE_BYTES:  # a large body's pages go back to the system
+                release_free_memory()
 
     return app
 
 
-async def _caption(app: FastAPI, config: ServeConfig, request: Request, attention: bool) -> dict:
-    """POST /caption: read the uploads, caption them, answer per file (one file: its error)."""
+def _health(app: FastAPI, captioner, config, model_name, options, per_request) -> dict:
+    """GET /healthz: the model, the settings and the counters of batches, decoding, uploads."""
+    model, budget, bodies = captioner.config, app.state.decoder.budget, app.state.uploads
+    return {
+        "status": "ok", "model": model_name, "encoder": model.encoder,
+        "backend": captioner.backend, "cell_type": model.cell_type,
+        "vocab_size": len(captioner.vocab),
+        "config": {**asdict(config), "beam_size": options.beam_size,
+                   "encode_per_request": per_request},
+        "batches": asdict(app.state.batcher.stats),
+        "decoding": {"pixels_in_flight": budget.used, "peak_pixels_in_flight": budget.peak},
+        "uploads": {"bytes_in_memory": bodies.in_memory, "bytes_on_disk": bodies.on_disk,
+                    "peak_bytes_in_memory": bodies.peak_in_memory,
+                    "peak_bytes_on_disk": bodies.peak_on_disk},
+    }  # fmt: skip
+
+
+async def _caption(
+    app: FastAPI, config: ServeConfig, request: Request, attention: bool, body: Body
+) -> dict:
+    """POST /caption: read the uploads (into `body`), caption them, answer per file (one file:
+    its error)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + config.timeout
     with app.state.batcher.arriving() as arrival:  # until queued: an idle batch may wait for it
-        uploads = await read_uploads(request, config.max_bytes, config.body_timeout, deadline)
+        uploads = await read_uploads(request, config.max_bytes, config.body_timeout, deadline, body)
         if len(uploads) > MAX_FILES:
             raise ApiError(400, f"at most {MAX_FILES} images per request")
         try:
@@ -333,6 +357,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
         return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("rnncap: %s %s failed", request.method, request.url.path)
+        return JSONResponse({"error": "internal server error"}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""Reading uploads under limits: the body (size, idle and total time), the multipart form, and
+"""Reading uploads under limits: the body (`rnncap.serving.bodies`), the multipart form, and
 decoding the images with their memory bounded (pixels per request and in flight).
 
 A large image is decoded at reduced size (JPEG's DCT scaling, an integer `reduce` before the RGB
@@ -15,76 +15,26 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
 from rnncap.data.images import ImageError, decode_image_bytes, decoded_pixels
+from rnncap.serving.bodies import Body, read_body
 from rnncap.serving.errors import ApiError
 
 log = logging.getLogger("rnncap.serve")
 
 MAX_FILES = 64  # images in one request at most
-DRAIN_FACTOR = 4  # an oversized body up to this many times the limit is read (and discarded)
 DOWNSCALE = 4  # decode large images down to this many times the encoder's input side, not less
 LARGE = 4_000_000  # pixels: after decoding more, freed memory is handed back to the OS
 
 
-class ClientGone(Exception):
-    """The client closed its connection before the request was read; logged as one line."""
-
-
-# ------------------------------------------------------------------------ the body
-async def read_body(request: Request, max_bytes: int, idle: float, deadline: float) -> bytes:
-    """The request body, or ApiError: 413 beyond `max_bytes`, 408 when the client sends nothing
-    for `idle` seconds or has not finished by `deadline` (event-loop time).
-
-    An oversized body is still read and thrown away up to DRAIN_FACTOR x `max_bytes`, so that a
-    client which sends everything before reading the answer (Python's urllib) gets the 413
-    instead of a reset connection; the connection is closed after any of these errors.
-    """
-    loop = asyncio.get_running_loop()
-    declared = request.headers.get("content-length")
-    drain_limit = DRAIN_FACTOR * max_bytes
-    if declared is not None:
-        if not declared.isdigit():
-            raise ApiError(400, "invalid Content-Length header", close=True)
-        if int(declared) > drain_limit:  # not worth reading: answer now
-            raise _too_large(int(declared), max_bytes)
-    body, received = bytearray(), 0
-    chunks = request.stream().__aiter__()
-    while True:
-        wait = min(idle, deadline - loop.time())
-        try:
-            chunk = await asyncio.wait_for(chunks.__anext__(), max(wait, 0.0))
-        except StopAsyncIteration:
-            break
-        except asyncio.TimeoutError:
-            waited = "in time" if wait < idle else f"for {idle:g} s"
-            raise ApiError(
-                408, f"request body not received {waited} ({received} bytes arrived)", close=True
-            ) from None
-        except ClientDisconnect:
-            raise ClientGone(f"client disconnected after sending {received} bytes") from None
-        received += len(chunk)
-        if received <= max_bytes:
-            body += chunk
-        elif received > drain_limit:
-            break
-    if received > max_bytes:
-        raise _too_large(received, max_bytes, exact=declared is not None)
-    return bytes(body)
-
-
-def _too_large(size: int, max_bytes: int, exact: bool = True) -> ApiError:
-    what = f"request of {size} bytes" if exact else "request"
-    return ApiError(413, f"{what} exceeds the {max_bytes} byte limit", close=True)
-
-
 async def read_uploads(
-    request: Request, max_bytes: int, idle: float, deadline: float
+    request: Request, max_bytes: int, idle: float, deadline: float, buffer: Body
 ) -> list[tuple[str, bytes]]:
-    """[(file name, bytes)] from a multipart form (every file field) or a raw image body."""
-    body = await read_body(request, max_bytes, idle, deadline)
-    content_type = request.headers.get("content-type", "")
+    """[(file name, bytes)] from a multipart form (every file field) or a raw image body, read
+    into `buffer` (see `read_body`)."""
+    body = await read_body(request, max_bytes, idle, deadline, buffer)
+    content_type = request.headers.get("content-type", "").lower()  # media types ignore case
     if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         if content_type.startswith(("image/", "application/octet-stream")):
             return [("upload", body)]
