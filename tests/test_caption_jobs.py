@@ -75,10 +75,11 @@ def test_shards_and_a_killed_run_resumed_equal_one_run(model_dir, photos, tmp_pa
     assert [json.loads(line)["image"] for line in expected] == sorted(map(str, photos.iterdir()))
 
     shards = [tmp_path / f"shard{i}.jsonl" for i in range(2)]
+    pattern = str(tmp_path / "shard{shard}.jsonl")  # each process fills in its number
     running = [
-        subprocess.Popen(_command(model_dir, photos, "--shard", f"{i}/2", "--out", str(out)),
+        subprocess.Popen(_command(model_dir, photos, "--shard", f"{i}/2", "--out", pattern),
                          stderr=subprocess.PIPE, env=_env())
-        for i, out in enumerate(shards)
+        for i in range(2)
     ]  # fmt: skip
     for process in running:
         _, err = process.communicate(timeout=300)
@@ -108,6 +109,7 @@ def test_resume_refuses_other_settings(model_dir, photos, tmp_path, capsys):
         ([*base, "--out", str(out)], "--resume"),  # an existing file is not overwritten
         ([*base, "--resume"], "--resume needs --out"),
         ([*base, "--shard", "2/2"], "--shard 2/2"),
+        ([*base, "--out", str(tmp_path / "c{shard}.jsonl")], "needs --shard"),
     ]
     for argv, needle in cases:
         assert main(argv) == 2

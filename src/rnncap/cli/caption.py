@@ -81,7 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         default=None,
         help="write JSON lines into FILE (flushed line by line, so a killed job keeps what is "
-        "done) instead of printing; the settings go to FILE.settings.json",
+        "done) instead of printing; the settings go to FILE.settings.json; '{shard}' in FILE "
+        "becomes the shard's number I",
     )
     parser.add_argument(
         "--resume",
@@ -193,17 +194,22 @@ def run(args: argparse.Namespace) -> int:
 
 def _open_output(args: argparse.Namespace, shard: tuple[int, int] | None):
     """The --out file (None: print), its settings checked against the file's when resuming."""
-    from rnncap.utils.jobs import JsonLinesOutput
+    from rnncap.utils.jobs import JobError, JsonLinesOutput
 
     if args.out is None:
         return None
+    path = args.out
+    if "{shard}" in path:
+        if shard is None:
+            raise JobError(f"--out {path}: '{{shard}}' needs --shard")
+        path = path.replace("{shard}", str(shard[0]))
     settings = {
         "model": args.model if args.show_tell is None else {"show_tell": args.show_tell},
         "beam": args.beam,
         "max_length": args.max_length,
         "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
     }
-    return JsonLinesOutput(args.out, settings, args.resume)
+    return JsonLinesOutput(path, settings, args.resume)
 
 
 def _run_model(args: argparse.Namespace, paths: list[Path], device, emit) -> int:
