@@ -1,0 +1,106 @@
+"""Running one stage of a pipeline in a background thread, a few items ahead of its consumer; on
+CUDA the stage queues its kernels on a stream of its own, so stages overlap on the device too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import torch
+
+T = TypeVar("T")
+_DONE = object()
+
+
+def in_background(
+    produce: Callable[[], Iterator[T]],
+    device: torch.device | str = "cpu",
+    depth: int = 2,
+    name: str = "rnncap-stage",
+) -> Iterator[T]:
+    """Iterate `produce()` in a thread, at most `depth` items ahead; yields its items in order.
+
+    The thread runs under `torch.inference_mode` (grad mode is per thread). On CUDA it runs on
+    a new stream and each item is handed over with an event: the consumer's current stream waits
+    for it, and the item's CUDA tensors are marked as used there (`Tensor.record_stream`), so
+    their memory is not reused before the consumer's kernels are done. An exception in the
+    thread is raised in the consumer; closing the generator early stops the thread.
+    """
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    stream = torch.cuda.Stream(device) if cuda else None
+    items: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            with torch.inference_mode(), _on(stream, device):
+                produced = produce()
+                try:
+                    for item in produced:
+                        event = None
+                        if cuda:
+                            event = torch.cuda.Event()
+                            event.record(stream)
+                        if not put((item, event, None)):
+                            return
+                finally:
+                    if hasattr(produced, "close"):  # a generator: run its clean-up here
+                        produced.close()
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer
+            put((None, None, error))
+            return
+        put((_DONE, None, None))
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, event, error = items.get()
+            if error is not None:
+                raise error
+            if item is _DONE:
+                return
+            if event is not None:
+                current = torch.cuda.current_stream(device)
+                current.wait_event(event)
+                _record_stream(item, current)
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _on(stream, device: torch.device) -> contextlib.ExitStack:
+    """`torch.cuda.stream(stream)` on `device` as one context, or nothing when stream is None."""
+    stack = contextlib.ExitStack()
+    if stream is not None:
+        stack.enter_context(torch.cuda.device(device))
+        stack.enter_context(torch.cuda.stream(stream))
+    return stack
+
+
+def _record_stream(item, stream) -> None:
+    """Mark every CUDA tensor inside `item` (tuples, lists, dicts) as used on `stream`."""
+    if isinstance(item, torch.Tensor):
+        if item.is_cuda:
+            item.record_stream(stream)
+    elif isinstance(item, list | tuple):
+        for part in item:
+            _record_stream(part, stream)
+    elif isinstance(item, dict):
+        for part in item.values():
+            _record_stream(part, stream)
