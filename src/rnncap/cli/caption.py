@@ -76,6 +76,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="use the classic pretrained Show-and-Tell checkpoint instead of --model",
     )
+    _add_job_arguments(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    """--out, --resume and --shard: large jobs that survive a kill and split across processes."""
     parser.add_argument(
         "--out",
         metavar="FILE",
@@ -98,7 +104,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "path, so N processes split it with no coordination; 'auto': RANK/WORLD_SIZE "
         "(torchrun) or the Slurm array task",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _check_args(args: argparse.Namespace) -> None:

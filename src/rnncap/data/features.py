@@ -318,20 +318,16 @@ def build_cache(
 ) -> BuildStats:
     """Encode every image of `paths` that `cache` lacks and add the features to it.
 
-    Images are opened and preprocessed (`encoder.preprocess`) by `workers` DataLoader processes
-    (None: the cores the encoder leaves free, `rnncap.utils.device.decode_workers`),
-    encoded in batches under `torch.inference_mode` and stored as float16, `shard_size` images
-    per shard, written by a background thread while the next ones are encoded; stopping at any
-    point keeps every finished shard, so a rerun resumes. On CUDA with `device_decode` reading
-    (`workers` threads), JPEG decoding and preprocessing on the GPU (`rnncap.data.gpu_images`;
-    other files take the PIL path) and encoding overlap (`rnncap.data.cache_build`).
-    `mirrored`: encode the mirror images (flipped after preprocessing) into a cache named
-    `cache_name(encoder, True)`.
-    """
+    `workers` DataLoader processes open and preprocess the images (None: the cores the encoder
+    leaves free, `decode_workers`); they are encoded in batches, stored as float16, `shard_size`
+    per shard, written in the background; stopping keeps every finished shard, so a rerun
+    resumes. On CUDA with `device_decode`, reading (threads), JPEG decoding on the GPU and
+    encoding overlap (`rnncap.data.cache_build`). `mirrored`: encode the mirror images into a
+    cache named `cache_name(encoder, True)`."""
     import torch
     from tqdm import tqdm
 
-    from rnncap.data.cache_build import ShardWriter, content_keys, encoded_batches
+    from rnncap.data.cache_build import ShardWriter, encoded_batches
 
     name = getattr(encoder, "name", None)
     if name is not None and cache_name(name, mirrored) != cache.encoder_name:
@@ -339,11 +335,7 @@ def build_cache(
     for message in cache.remove_damaged():
         print(f"warning: {message}", file=sys.stderr)
     device = torch.device(device)
-    paths = list(paths)
-    by_key: dict[str, Path] = {}
-    for key, path in zip(content_keys(paths, decode_workers(workers, device)), paths, strict=True):
-        by_key.setdefault(key, Path(path))  # the first path with that content
-    todo = [k for k in by_key if k not in cache]
+    by_key, todo = _missing(list(paths), cache, decode_workers(workers, device))
     stats = BuildStats(len(by_key), len(by_key) - len(todo), 0, [], 0.0)
     if not todo:
         return stats
@@ -372,3 +364,14 @@ def build_cache(
     for message in stats.failed:
         print(f"warning: {message} (skipped)", file=sys.stderr)
     return stats
+
+
+def _missing(paths: list, cache: FeatureCache, threads: int) -> tuple[dict[str, Path], list[str]]:
+    """({content key: the first path with that content}, the keys `cache` lacks); the files are
+    hashed by `threads` threads."""
+    from rnncap.data.cache_build import content_keys
+
+    by_key: dict[str, Path] = {}
+    for key, path in zip(content_keys(paths, threads), paths, strict=True):
+        by_key.setdefault(key, Path(path))
+    return by_key, [k for k in by_key if k not in cache]

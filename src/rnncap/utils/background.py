@@ -31,45 +31,12 @@ def in_background(
     thread is raised in the consumer; closing the generator early stops the thread.
     """
     device = torch.device(device)
-    cuda = device.type == "cuda"
-    stream = torch.cuda.Stream(device) if cuda else None
-    items: queue.Queue = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
-
-    def put(entry) -> bool:
-        while not stop.is_set():
-            try:
-                items.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def run() -> None:
-        try:
-            with torch.inference_mode(), _on(stream, device):
-                produced = produce()
-                try:
-                    for item in produced:
-                        event = None
-                        if cuda:
-                            event = torch.cuda.Event()
-                            event.record(stream)
-                        if not put((item, event, None)):
-                            return
-                finally:
-                    if hasattr(produced, "close"):  # a generator: run its clean-up here
-                        produced.close()
-        except BaseException as error:  # noqa: BLE001 - handed to the consumer
-            put((None, None, error))
-            return
-        put((_DONE, None, None))
-
-    thread = threading.Thread(target=run, name=name, daemon=True)
+    stage = _Stage(produce, device, depth)
+    thread = threading.Thread(target=stage.run, name=name, daemon=True)
     thread.start()
     try:
         while True:
-            item, event, error = items.get()
+            item, event, error = stage.items.get()
             if error is not None:
                 raise error
             if item is _DONE:
@@ -80,8 +47,49 @@ def in_background(
                 _record_stream(item, current)
             yield item
     finally:
-        stop.set()
+        stage.stop.set()
         thread.join()
+
+
+class _Stage:
+    """The thread's side of `in_background`: runs `produce` and queues (item, event, error)."""
+
+    def __init__(self, produce, device: torch.device, depth: int) -> None:
+        self.produce = produce
+        self.device = device
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.items: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self.stop = threading.Event()
+
+    def put(self, entry) -> bool:
+        """Queue an entry unless the consumer has stopped; False once it has."""
+        while not self.stop.is_set():
+            try:
+                self.items.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run(self) -> None:
+        try:
+            with torch.inference_mode(), _on(self.stream, self.device):
+                produced = self.produce()
+                try:
+                    for item in produced:
+                        event = None
+                        if self.stream is not None:
+                            event = torch.cuda.Event()
+                            event.record(self.stream)
+                        if not self.put((item, event, None)):
+                            return
+                finally:
+                    if hasattr(produced, "close"):  # a generator: run its clean-up here
+                        produced.close()
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer
+            self.put((None, None, error))
+            return
+        self.put((_DONE, None, None))
 
 
 def _on(stream, device: torch.device) -> contextlib.ExitStack:
