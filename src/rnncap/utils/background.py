@@ -30,25 +30,51 @@ def in_background(
     their memory is not reused before the consumer's kernels are done. An exception in the
     thread is raised in the consumer; closing the generator early stops the thread.
     """
-    device = torch.device(device)
-    stage = _Stage(produce, device, depth)
-    thread = threading.Thread(target=stage.run, name=name, daemon=True)
-    thread.start()
+    stage = Background(produce, device, depth, name)
     try:
-        while True:
-            item, event, error = stage.items.get()
-            if error is not None:
-                raise error
-            if item is _DONE:
-                return
-            if event is not None:
-                current = torch.cuda.current_stream(device)
-                current.wait_event(event)
-                _record_stream(item, current)
-            yield item
+        yield from stage
     finally:
-        stage.stop.set()
-        thread.join()
+        stage.close()
+
+
+class Background:
+    """The iterator behind `in_background`, for a consumer that also asks how many items are
+    ready (`ready()`), e.g. to take several at once when it has fallen behind. `close()` stops
+    the thread (call it when done, as `in_background` does)."""
+
+    def __init__(self, produce, device="cpu", depth: int = 2, name: str = "rnncap-stage"):
+        self.device = torch.device(device)
+        self._stage = _Stage(produce, self.device, depth)
+        self._thread = threading.Thread(target=self._stage.run, name=name, daemon=True)
+        self._thread.start()
+        self._done = False
+
+    def __iter__(self) -> Background:
+        return self
+
+    def __next__(self):
+        if self._done:
+            raise StopIteration
+        item, event, error = self._stage.items.get()
+        if error is not None:
+            self._done = True
+            raise error
+        if item is _DONE:
+            self._done = True
+            raise StopIteration
+        if event is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_event(event)
+            _record_stream(item, current)
+        return item
+
+    def ready(self) -> int:
+        """Items produced and not yet taken (the end of the stream counts as one)."""
+        return self._stage.items.qsize()
+
+    def close(self) -> None:
+        self._stage.stop.set()
+        self._thread.join()
 
 
 class _Stage:
