@@ -9,6 +9,9 @@
 #   features.txt       benchmarks/features.py (feature-cache build, both decoders)
 #   train_resume.txt   rnncap features + train (--deterministic), killed with SIGKILL after its
 #                      first checkpoint, resumed, and compared with an uninterrupted run
+#   train_throughput.txt benchmarks/train_throughput.py: cross-entropy (float32 and bfloat16
+#                      autocast) and self-critical photos/s and minutes per COCO-sized epoch, over
+#                      the features cached by the step before; CPU vs GPU loss curve
 #   summary.txt        one line per step: exit status and seconds
 # Usage: benchmarks/gpu_check.sh OUTDIR [--dry-run]
 # Needs the folder made by benchmarks/gpu_bundle.sh (BUNDLE, default out/gpu_bundle): the
@@ -37,11 +40,14 @@ if [ $DRY = 1 ]; then
   RECURRENT=(--repeats 1 --inner 1 --sizes 8,4,16,32)
   BEAM=(--images 4 --vocab 50 --max-length 3 --threads 2)
   TRAIN=(--limit-images 12 --batch-images 4 --hidden-dim 32 --wordvec-dim 16 --eval-images 4)
+  TRAIN_SPEED=(--images 2000 --base-images 12 --steps 2 --scst-steps 1 --warmup 1 --batch-images 4
+               --hidden-dim 32 --wordvec-dim 16 --curve-steps 3)
 else
   DEVICE=cuda WORKERS=8 IMAGES=1000
   RECURRENT=(--repeats 5 --inner 10)
   BEAM=()
   TRAIN=(--batch-images 32 --eval-images 50)
+  TRAIN_SPEED=(--amp)
 fi
 
 step() {  # step NAME FILE TIMEOUT_S COMMAND...: run it, keep its output, note status and time
@@ -113,5 +119,7 @@ sys.exit(0 if same else 1)
 EOF
 }
 step "train kill/resume" train_resume.txt 120 train_kill_resume
+step "train throughput" train_throughput.txt 120 "$PY" benchmarks/train_throughput.py \
+  --device $DEVICE --data "$DATA" --features "$WORK/cache" "${TRAIN_SPEED[@]}"
 echo "== summary ($OUTDIR)"
 cat "$OUTDIR/summary.txt"

@@ -198,7 +198,27 @@ def _start(cfg: TrainConfig) -> _Run:
         f"vocabulary {len(vocab)}"
     )
     model = _build_model(cfg, train_split.features.shape[1], vocab, device, init_model)
-    run = _Run(cfg, out, rank, world, device, log, Captioner(model, vocab, GREEDY),
+    run = make_run(cfg, model, vocab, train_split, dev_split, device, rank, world, log)
+    if checkpoint is not None:
+        _restore(run, checkpoint)
+    if run.main:
+        config = {"train": asdict(cfg), "captioner": model.config.to_dict()}
+        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if world > 1:
+        ids = [device] if device.type == "cuda" else None
+        run.net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return run
+
+
+def make_run(
+    cfg: TrainConfig, model: CaptioningRNN, vocab: Vocabulary, train_split: CaptionSplit,
+    dev_split: CaptionSplit, device: torch.device, rank: int = 0, world: int = 1, log=None,
+) -> _Run:  # fmt: skip
+    """A run ready for `xe_epoch` / `scst_epoch`: the model on `device`, its AdamW, the schedule
+    over cfg.epochs of train_split and (scst) the CIDEr-D scorer of its references. `train`
+    makes one from the data set; `benchmarks/train_throughput.py` from features in memory."""
+    log = log or (lambda *a: None)
+    run = _Run(cfg, Path(cfg.out), rank, world, device, log, Captioner(model, vocab, GREEDY),
                train_split, dev_split)  # fmt: skip
     steps_per_epoch = math.ceil(len(train_split.names) / (cfg.batch_images * world))
     total_steps = 1 if cfg.dry_run else steps_per_epoch * cfg.epochs
@@ -206,15 +226,7 @@ def _start(cfg: TrainConfig) -> _Run:
     run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, _lr_lambda(cfg, total_steps))
     if cfg.objective == "scst":
         run.scorer = reward_scorer(train_split.references, cfg.reward_end, cfg.mirror > 0)
-    if checkpoint is not None:
-        _restore(run, checkpoint)
-    if run.main:
-        config = {"train": asdict(cfg), "captioner": model.config.to_dict()}
-        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     run.net = model
-    if world > 1:
-        ids = [device] if device.type == "cuda" else None
-        run.net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     return run
 
 
@@ -275,7 +287,7 @@ def _restore(run: _Run, checkpoint: Checkpoint) -> None:
     run.log(f"resumed from epoch {run.start_epoch - 1} in {run.out}")
 
 
-def _epoch_batches(run: _Run, epoch: int) -> list[torch.Tensor]:
+def epoch_batches(run: _Run, epoch: int) -> list[torch.Tensor]:
     """The epoch's global batches of image indices (seeded by epoch, the same in every process)."""
     cfg, world = run.cfg, run.world
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
@@ -288,14 +300,18 @@ def _epoch_batches(run: _Run, epoch: int) -> list[torch.Tensor]:
 
 def _train_epoch(run: _Run, epoch: int) -> dict:
     """One pass over the train split -> {"epoch", "train_loss", "lr"} (+ "train_reward": scst)."""
-    if run.cfg.objective == "scst":
-        return scst_epoch(run, _epoch_batches(run, epoch), epoch)
+    epoch_step = scst_epoch if run.cfg.objective == "scst" else xe_epoch
+    return epoch_step(run, epoch_batches(run, epoch), epoch)
+
+
+def xe_epoch(run: _Run, batches: list[torch.Tensor], epoch: int) -> dict:
+    """One cross-entropy (teacher forcing) pass over the image `batches` of `run`'s train split
+    -> {"epoch", "train_loss", "lr"}."""
     cfg, device = run.cfg, run.device
     use_amp = cfg.amp and device.type == "cuda"
     reg = cfg.attention_reg if cfg.cell_type == "attn" else 0.0
     run.model.train()
     running, seen = 0.0, 0
-    batches = _epoch_batches(run, epoch)
     mirrors = mirror_masks(batches, cfg.mirror, cfg.seed, epoch)  # (B,) each: shown mirrored
     swap = left_right_swap(run.vocab)
     bar = tqdm(zip(batches, mirrors, strict=True), total=len(batches),
