@@ -17,7 +17,8 @@
 # Needs the folder made by benchmarks/gpu_bundle.sh (BUNDLE, default out/gpu_bundle): the
 # efficientnet wheels are installed from it into a temporary folder unless already importable,
 # and its Flickr8k subset is the data. No Java needed: training computes its dev CIDEr-D in-process.
-# --dry-run: the same steps on the CPU with tiny sizes (BUNDLE default out/gpu_bundle_tiny).
+# --dry-run: the same steps on the CPU with tiny sizes (BUNDLE default out/gpu_bundle_tiny); the
+# time limits, sized for the GPU, are multiplied by SLOW (default 10 in a dry run: a busy CPU).
 set -uo pipefail
 OUTDIR=${1:?usage: benchmarks/gpu_check.sh OUTDIR [--dry-run]}
 DRY=0
@@ -34,6 +35,9 @@ export PYTHONPATH="$REPO/src:$REPO/benchmarks${PYTHONPATH:+:$PYTHONPATH}" PYTHON
 export PYTHONWARNINGS=ignore::DeprecationWarning
 DATA=$BUNDLE/flickr8k
 cd "$REPO"
+
+if [ $DRY = 1 ]; then SLOW=${SLOW:-10}; else SLOW=${SLOW:-1}; fi
+scaled() { echo $(($1 * SLOW)); }  # a time limit in seconds, scaled
 
 if [ $DRY = 1 ]; then
   DEVICE=cpu WORKERS=0 IMAGES=16
@@ -58,7 +62,7 @@ step() {  # step NAME FILE TIMEOUT_S COMMAND...: run it, keep its output, note s
   if [ "$(type -t "$1")" = function ]; then  # a shell function times its own commands
     "$@" >>"$OUTDIR/$file" 2>&1
   else
-    timeout "$limit" "$@" >>"$OUTDIR/$file" 2>&1
+    timeout "$(scaled "$limit")" "$@" >>"$OUTDIR/$file" 2>&1
   fi
   local rc=$?
   printf '%-22s exit %3d  %4d s  (%s)\n' "$name" "$rc" $((SECONDS - start)) "$file" | tee -a "$OUTDIR/summary.txt"
@@ -96,16 +100,16 @@ TRAIN_CMD=("$PY" -m rnncap.cli train)
 ARGS=(--data "$DATA" --features "$WORK/cache" --device $DEVICE --epochs 2 --deterministic
       --no-progress "${TRAIN[@]}")
 train_kill_resume() {  # each command under its own time limit (40 + 3 x 30 s at most)
-  timeout 40 "$PY" -m rnncap.cli features --data "$DATA" --out "$WORK/cache" --device $DEVICE \
+  timeout "$(scaled 40)" "$PY" -m rnncap.cli features --data "$DATA" --out "$WORK/cache" --device $DEVICE \
     --workers $WORKERS --quiet || return 1
-  timeout 30 "${TRAIN_CMD[@]}" "${ARGS[@]}" --out "$WORK/straight" || return 1
+  timeout "$(scaled 30)" "${TRAIN_CMD[@]}" "${ARGS[@]}" --out "$WORK/straight" || return 1
   "${TRAIN_CMD[@]}" "${ARGS[@]}" --out "$WORK/killed" &  # python itself, so SIGKILL reaches it
-  local pid=$! deadline=$((SECONDS + 30))
+  local pid=$! deadline=$((SECONDS + $(scaled 30)))
   while kill -0 $pid 2>/dev/null && [ ! -f "$WORK/killed/last/train_state.pt" ] \
     && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
   kill -9 $pid 2>/dev/null && echo "killed after: $(cat "$WORK/killed/metrics.jsonl" 2>/dev/null)"
   wait $pid
-  timeout 30 "${TRAIN_CMD[@]}" "${ARGS[@]}" --out "$WORK/killed" --resume || return 1
+  timeout "$(scaled 30)" "${TRAIN_CMD[@]}" "${ARGS[@]}" --out "$WORK/killed" --resume || return 1
   "$PY" - "$WORK/straight/last" "$WORK/killed/last" <<'EOF'
 import sys
 from safetensors.torch import load_file
