@@ -7,7 +7,10 @@ float16 conversion and the atomic shard writes. Both are measured in the same ru
 and best of two (target cache/bare >= 0.9). With `--backends torch onnx`, torch at the same
 thread count and decoder is the reference for the other backends ("build x torch"). On CUDA the
 JPEGs are decoded on the GPU (nvJPEG) and, timed too, by PIL in the DataLoader workers; ONNX
-Runtime runs on the CPU only, so on CUDA only torch is measured.
+Runtime runs on the CPU only, so on CUDA only torch is measured. Shards of --shard-size images
+(default 256): shards are written in the background while the next images are encoded, but the
+last one after the last batch, so a build of a few hundred images with the 1,024-image shards of
+`rnncap features` would time one write of its whole output after the encoder has finished.
 
 Usage: python benchmarks/features.py [--images 256] [--device cpu] [--threads 1 2]
            [--backends torch onnx]
@@ -39,6 +42,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--images", type=int, default=256, help="how many images to encode")
     p.add_argument("--encoder", default="efficientnet_lite0")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--shard-size", type=int, default=256, help="images per cache shard")
     p.add_argument("--workers", type=int, default=None, help="default: as rnncap features")
     p.add_argument("--device", default="cpu")
     add_variant_options(p)
@@ -55,7 +59,8 @@ def cache_build(encoder, paths, args, device: torch.device, device_decode: bool)
     with tempfile.TemporaryDirectory() as tmp:
         cache = FeatureCache(tmp, encoder.name)
         stats = build_cache(paths, encoder, cache, device, args.batch_size, args.workers,
-                            progress=False, device_decode=device_decode)  # fmt: skip
+                            args.shard_size, progress=False,
+                            device_decode=device_decode)  # fmt: skip
         assert stats.computed == len(paths), stats
 
 
@@ -117,6 +122,7 @@ def main() -> int:
     rows = measure(torch_encoder, paths, images, args, device)
     header = (
         f"feature cache, {len(paths)} images, {args.encoder}, batch {args.batch_size}, "
+        f"shards of {args.shard_size}, "
         f"{'auto' if args.workers is None else args.workers} workers, {args.device}"
     )
     report(rows, len(paths), header)

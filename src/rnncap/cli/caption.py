@@ -1,6 +1,8 @@
 """`rnncap caption`: caption image files and folders with a saved model (the bundled default).
 
 Prints `path<TAB>caption` (or JSON lines); a bad image is reported on stderr and skipped.
+Large jobs: `--out FILE` writes JSON lines as they are made and `--resume` continues the file;
+`--shard I/N` takes a stable 1/N of the input, so N processes split a collection.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import argparse
 import json
 import math
 import sys
+from functools import partial
 from pathlib import Path
 
 from rnncap.cli._common import (
@@ -75,7 +78,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="use the classic pretrained Show-and-Tell checkpoint instead of --model (greedy, "
         "as the original, unless --beam is given)",
     )
+    _add_job_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    """--out, --resume and --shard: large jobs that survive a kill and split across processes."""
+    parser.add_argument(
+        "--out",
+        metavar="FILE",
+        default=None,
+        help="write JSON lines into FILE (flushed line by line, so a killed job keeps what is "
+        "done) instead of printing; the settings go to FILE.settings.json; '{shard}' in FILE "
+        "becomes the shard's number I",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue --out FILE: skip the images it already holds (a torn last line is "
+        "redone); refused when the model, beam, max length or shard differ",
+    )
+    parser.add_argument(
+        "--shard",
+        metavar="I/N",
+        default=None,
+        help="caption only shard I of N (0 <= I < N): every N-th image of the input sorted by "
+        "path, so N processes split it with no coordination; 'auto': RANK/WORLD_SIZE "
+        "(torchrun) or the Slurm array task",
+    )
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -95,6 +125,8 @@ def _check_args(args: argparse.Namespace) -> None:
         out = Path(args.attention_out)
         if out.exists() and not out.is_dir():
             raise UsageError(f"--attention-out {out}: exists and is not a folder")
+    if args.resume and args.out is None:
+        raise UsageError("--resume needs --out FILE (the file to continue)")
 
 
 def _png_names(paths: list[Path]) -> list[str]:
@@ -110,41 +142,86 @@ def _png_names(paths: list[Path]) -> list[str]:
     return names
 
 
-def _print(image: str, caption: str, score: float | None, as_json: bool) -> None:
+def _print(record: dict, as_json: bool) -> None:
     if as_json:
-        if score is not None and not math.isfinite(score):
-            score = None  # NaN and Infinity are not JSON
-        print(json.dumps({"image": image, "caption": caption, "score": score}), flush=True)
+        print(json.dumps(record), flush=True)
     else:
-        print(f"{image}\t{caption}", flush=True)
+        print(f"{record['image']}\t{record['caption']}", flush=True)
+
+
+def _record(image: str, caption: str, score: float | None) -> dict:
+    if score is not None and not math.isfinite(score):
+        score = None  # NaN and Infinity are not JSON
+    return {"image": image, "caption": caption, "score": score}
 
 
 def run(args: argparse.Namespace) -> int:
     from rnncap.data.images import find_images
+    from rnncap.utils.jobs import JobError, parse_shard, take_shard
 
     try:
         _check_args(args)
+        shard = parse_shard(args.shard) if args.shard is not None else None
         device = resolve_device(args.device)
         if args.show_tell is None:  # the Show-and-Tell checkpoint always runs in torch
             check_backend(args.backend, device)
-    except UsageError as error:
+    except (UsageError, JobError) as error:
         return fail(str(error))
     paths, problems = find_images(args.paths)
     for problem in problems:
         fail(problem)
     if not paths:
         return 1  # every path was reported above
+    if shard is not None:
+        paths = take_shard(paths, *shard)
     try:
-        if args.show_tell is not None:
-            failed = _run_show_tell(args, paths, device)
+        output = _open_output(args, shard)
+    except JobError as error:
+        return fail(str(error))
+    emit = output.write if output is not None else partial(_print, as_json=args.json)
+    todo = [p for p in paths if output is None or str(p) not in output.done]
+    try:
+        if not todo:
+            failed = 0
+        elif args.show_tell is not None:
+            failed = _run_show_tell(args, todo, device, emit)
         else:
-            failed = _run_model(args, paths, device)
+            failed = _run_model(args, todo, device, emit)
     except UsageError as error:
         return fail(str(error))
+    finally:
+        if output is not None:
+            output.close()
+            torn = " (its torn last line redone)" if output.dropped_torn_line else ""
+            print(
+                f"rnncap caption: {output.written} captioned, {len(paths) - len(todo)} already in "
+                f"{output.path}{torn}",
+                file=sys.stderr,
+            )
     return 1 if failed or problems else 0
 
 
-def _run_model(args: argparse.Namespace, paths: list[Path], device) -> int:
+def _open_output(args: argparse.Namespace, shard: tuple[int, int] | None):
+    """The --out file (None: print), its settings checked against the file's when resuming."""
+    from rnncap.utils.jobs import JobError, JsonLinesOutput
+
+    if args.out is None:
+        return None
+    path = args.out
+    if "{shard}" in path:
+        if shard is None:
+            raise JobError(f"--out {path}: '{{shard}}' needs --shard")
+        path = path.replace("{shard}", str(shard[0]))
+    settings = {
+        "model": args.model if args.show_tell is None else {"show_tell": args.show_tell},
+        "beam": args.beam,
+        "max_length": args.max_length,
+        "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
+    }
+    return JsonLinesOutput(path, settings, args.resume)
+
+
+def _run_model(args: argparse.Namespace, paths: list[Path], device, emit) -> int:
     """Caption with a saved rnncap model; returns the number of images that failed."""
     from rnncap.decode.captioner import Failed, load
 
@@ -183,11 +260,11 @@ def _run_model(args: argparse.Namespace, paths: list[Path], device) -> int:
                 result.grid,
                 caption=result.text,
             )
-        _print(result.image, result.text, result.score, args.json)
+        emit(_record(result.image, result.text, result.score))
     return failed
 
 
-def _run_show_tell(args: argparse.Namespace, paths: list[Path], device) -> int:
+def _run_show_tell(args: argparse.Namespace, paths: list[Path], device, emit) -> int:
     """Caption with the classic Show-and-Tell checkpoint; returns the number of failed images."""
     from rnncap.data.images import ImageError, open_image
     from rnncap.decode.beam import DecodeOptions
@@ -218,7 +295,7 @@ def _run_show_tell(args: argparse.Namespace, paths: list[Path], device) -> int:
                     failed += 1
             captions = caption_images(captioner, batch, options) if batch else []
             for name, caption in zip(names, captions, strict=True):
-                _print(name, caption, None, args.json)
+                emit(_record(name, caption, None))
             bar.update(len(paths[start : start + args.batch_size]))
     sys.stdout.flush()
     return failed

@@ -318,77 +318,60 @@ def build_cache(
 ) -> BuildStats:
     """Encode every image of `paths` that `cache` lacks and add the features to it.
 
-    Images are opened and preprocessed (`encoder.preprocess`) by `workers` DataLoader processes
-    (None: the cores the encoder leaves free, `rnncap.utils.device.decode_workers`),
-    encoded in batches under `torch.inference_mode` and stored as float16, `shard_size` images
-    per shard; stopping at any point keeps every finished shard, so a rerun resumes. On CUDA
-    with `device_decode` JPEGs are decoded and preprocessed on the GPU instead
-    (`rnncap.data.gpu_images`); other files take the PIL path. `mirrored`: encode the mirror
-    images (flipped after preprocessing) into a cache named `cache_name(encoder, True)`.
-    """
+    `workers` DataLoader processes open and preprocess the images (None: the cores the encoder
+    leaves free, `decode_workers`); they are encoded in batches, stored as float16, `shard_size`
+    per shard, written in the background; stopping keeps every finished shard, so a rerun
+    resumes. On CUDA with `device_decode`, reading (threads), JPEG decoding on the GPU and
+    encoding overlap (`rnncap.data.cache_build`). `mirrored`: encode the mirror images into a
+    cache named `cache_name(encoder, True)`."""
     import torch
     from tqdm import tqdm
+
+    from rnncap.data.cache_build import ShardWriter, encoded_batches
 
     name = getattr(encoder, "name", None)
     if name is not None and cache_name(name, mirrored) != cache.encoder_name:
         raise ValueError(f"encoder {name!r} does not match cache {cache.encoder_name!r}")
     for message in cache.remove_damaged():
         print(f"warning: {message}", file=sys.stderr)
-    by_key, todo = _missing(paths, cache)
+    device = torch.device(device)
+    by_key, todo = _missing(list(paths), cache, decode_workers(workers, device))
     stats = BuildStats(len(by_key), len(by_key) - len(todo), 0, [], 0.0)
     if not todo:
         return stats
-    device = torch.device(device)
     encoder = encoder.to(device).eval()
-    loader = _image_batches([by_key[k] for k in todo], encoder, device, batch_size, workers,
-                            device_decode)  # fmt: skip
+    batches = encoded_batches([by_key[k] for k in todo], encoder, device, batch_size, workers,
+                              device_decode, mirrored)  # fmt: skip
     pending_keys, pending = [], []  # keys and (B, C, h, w) features not yet in a shard
     start = time.perf_counter()
-    with tqdm(total=len(todo), unit="img", disable=not progress, desc=cache.encoder_name) as bar:
-        with torch.inference_mode():
-            for images, indices, bad in loader:
-                stats.failed += [message for message, _ in bad]  # each names its file
-                if images is not None:
-                    images = images.to(device, non_blocking=True)  # (B, 3, S, S)
-                    features = encoder(images.flip(-1) if mirrored else images)  # (B, C, h, w)
-                    pending.append(features.to(torch.float16).cpu())
-                    pending_keys += [todo[i] for i in indices]
-                    stats.computed += len(indices)
-                if len(pending_keys) >= shard_size:
-                    cache.add(pending_keys, torch.cat(pending))
-                    pending_keys, pending = [], []
-                bar.update(len(indices) + len(bad))
+    with (
+        ShardWriter(cache) as writer,
+        tqdm(total=len(todo), unit="img", disable=not progress, desc=cache.encoder_name) as bar,
+    ):
+        for features, indices, bad in batches:
+            stats.failed += [message for message, _ in bad]  # each names its file
+            if features is not None:
+                pending.append(features)
+                pending_keys += [todo[i] for i in indices]
+                stats.computed += len(indices)
+            if len(pending_keys) >= shard_size:
+                writer.add(pending_keys, torch.cat(pending))
+                pending_keys, pending = [], []
+            bar.update(len(indices) + len(bad))
         if pending_keys:
-            cache.add(pending_keys, torch.cat(pending))
+            writer.add(pending_keys, torch.cat(pending))
     stats.seconds = time.perf_counter() - start
     for message in stats.failed:
         print(f"warning: {message} (skipped)", file=sys.stderr)
     return stats
 
 
-def _missing(paths, cache: FeatureCache) -> tuple[dict[str, Path], list[str]]:
-    """({content key: the first path with that content}, the keys `cache` lacks)."""
+def _missing(paths: list, cache: FeatureCache, threads: int) -> tuple[dict[str, Path], list[str]]:
+    """({content key: the first path with that content}, the keys `cache` lacks); the files are
+    hashed by `threads` threads."""
+    from rnncap.data.cache_build import content_keys
+
     by_key: dict[str, Path] = {}
-    for path in paths:
-        by_key.setdefault(file_key(path), Path(path))
+    for key, path in zip(content_keys(paths, threads), paths, strict=True):
+        by_key.setdefault(key, Path(path))
     return by_key, [k for k in by_key if k not in cache]
-
-
-def _image_batches(
-    paths, encoder, device, batch_size: int, workers: int | None, device_decode: bool
-):
-    """(images (B, 3, S, S) | None, indices, [(message, index)]) batches: JPEGs decoded on the
-    GPU when `device` is CUDA and `device_decode`, else by PIL in DataLoader workers."""
-    from torch.utils.data import DataLoader
-
-    from rnncap.data.images import ImageFiles, collate_images
-
-    workers = decode_workers(workers, device)
-
-    if device_decode and device.type == "cuda":
-        from rnncap.data.gpu_images import device_batches
-
-        return device_batches(paths, encoder, device, batch_size, workers)
-    return DataLoader(ImageFiles(paths, encoder.preprocess), batch_size=batch_size,
-                      num_workers=workers, collate_fn=collate_images,
-                      pin_memory=device.type == "cuda")  # fmt: skip

@@ -313,10 +313,11 @@ class Captioner:
         `workers` DataLoader processes open and preprocess the images (0: in this process; None:
         the cores the model leaves free, `rnncap.utils.device.decode_workers`) while this one
         runs the encoder and the beam search on batches of `batch_size` images. On CUDA
-        with `device_decode` the workers only read the files and JPEGs are decoded and
-        preprocessed on the GPU (`rnncap.data.gpu_images`); other files take the PIL path.
+        with `device_decode` the stages overlap (`rnncap.decode.pipeline`): `workers` threads
+        read the files ahead, JPEGs are decoded and preprocessed on the GPU
+        (`rnncap.data.gpu_images`; other files take the PIL path) and encoded in background
+        threads on their own CUDA streams, and each beam search takes several encoder batches.
         """
-        from torch.utils.data import DataLoader
         from tqdm import tqdm
 
         from rnncap.utils.device import decode_workers
@@ -325,29 +326,38 @@ class Captioner:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         options = self.decode_options(beam, max_length)
         workers = decode_workers(workers, self.device)
-        encoder = self.model.encoder  # built once here, before the workers fork
         if device_decode and self.device.type == "cuda":
-            from rnncap.data.gpu_images import device_batches
+            from rnncap.decode.pipeline import caption_stream
 
-            loader = device_batches(paths, encoder, self.device, batch_size, workers)
+            groups = caption_stream(self, paths, options, batch_size, workers)
         else:
-            loader = DataLoader(
-                ImageFiles(paths, encoder.preprocess),
-                batch_size=batch_size,
-                num_workers=min(workers, -(-len(paths) // batch_size)),  # no idle workers
-                collate_fn=collate_images,
-                pin_memory=self.device.type == "cuda",
-            )
-        names = [str(p) for p in paths]
-        with tqdm(total=len(names), unit="img", disable=not progress, desc="caption") as bar:
-            for images, indices, bad in loader:
-                results = [(i, Failed(names[i], message)) for message, i in bad]
-                if images is not None:
-                    captions = self.caption_images(images, [names[i] for i in indices], options)
-                    results += list(zip(indices, captions, strict=True))
-                for _, result in sorted(results, key=lambda r: r[0]):
+            groups = self._loader_groups(paths, options, batch_size, workers)
+        with tqdm(total=len(paths), unit="img", disable=not progress, desc="caption") as bar:
+            for results in groups:
+                for _, result in results:
                     yield result
                 bar.update(len(results))
+
+    def _loader_groups(self, paths, options: DecodeOptions, batch_size: int, workers: int):
+        """[(index, Caption | Failed)] per batch, sorted: DataLoader processes decode the images
+        with PIL, this one encodes and searches."""
+        from torch.utils.data import DataLoader
+
+        encoder = self.model.encoder  # built once here, before the workers fork
+        loader = DataLoader(
+            ImageFiles(paths, encoder.preprocess),
+            batch_size=batch_size,
+            num_workers=min(workers, -(-len(paths) // batch_size)),  # no idle workers
+            collate_fn=collate_images,
+            pin_memory=self.device.type == "cuda",
+        )
+        names = [str(p) for p in paths]
+        for images, indices, bad in loader:
+            results = [(i, Failed(names[i], message)) for message, i in bad]
+            if images is not None:
+                captions = self.caption_images(images, [names[i] for i in indices], options)
+                results += list(zip(indices, captions, strict=True))
+            yield sorted(results, key=lambda r: r[0])
 
 
 def _name(x) -> str | None:

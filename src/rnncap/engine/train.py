@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from rnncap.decode.captioner import Captioner
 from rnncap.engine.cider import CiderD, cider_d
 from rnncap.engine.loop import train_epoch
 from rnncap.engine.objectives import OBJECTIVES, batch_loss
+from rnncap.engine.optim import dist_setup, lr_lambda, optimizer
 from rnncap.engine.resume import TRAIN_STATE, Checkpoint, load_checkpoint, prepare_run_folder
 from rnncap.engine.scst import split_scorer
 from rnncap.engine.sources import TextBatches, epoch_order, expected_images
@@ -74,33 +74,6 @@ def evaluate_split(captioner: Captioner, split: CaptionSplit, max_images: int, b
             predictions[split.names[i]] = caption.text
             references[split.names[i]] = split.references[i]
     return {"dev_loss": total / max(count, 1), "dev_cider": cider_d(references, predictions)}
-
-
-# --------------------------------------------------------------------------- distributed
-def _dist_setup(cfg: TrainConfig):
-    """(rank, world, device) from torchrun's environment, or a single process."""
-    from rnncap.utils.device import resolve_device
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-        use_cuda = cfg.device != "cpu" and torch.cuda.is_available()
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-        device = torch.device("cuda", local) if use_cuda else torch.device("cpu")
-        if use_cuda:
-            torch.cuda.set_device(device)
-        return rank, world, device
-    return 0, 1, resolve_device(cfg.device)
-
-
-def _lr_lambda(cfg: TrainConfig, total_steps: int):
-    def f(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return f
 
 
 # --------------------------------------------------------------------------- the run
@@ -178,7 +151,7 @@ def _train(cfg: TrainConfig) -> dict:
 
 def _start(cfg: TrainConfig) -> _Run:
     """Processes, run folder, data, model, optimiser; the saved state when resuming."""
-    rank, world, device = _dist_setup(cfg)
+    rank, world, device = dist_setup(cfg)
     out = Path(cfg.out)
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if rank == 0 else (lambda *a: None)
     if rank == 0:
@@ -206,28 +179,40 @@ def _start(cfg: TrainConfig) -> _Run:
         f"vocabulary {len(vocab)}"
     )
     model = _build_model(cfg, train_split.features.shape[1], vocab, device, init_model)
-    run = _Run(cfg, out, rank, world, device, log, Captioner(model, vocab, GREEDY),
+    run = make_run(cfg, model, vocab, train_split, dev_split, device, rank, world, log)
+    if checkpoint is not None:
+        _restore(run, checkpoint)
+    if run.main:
+        config = {"train": asdict(cfg), "captioner": model.config.to_dict()}
+        atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")
+    if world > 1:
+        ids = [device] if device.type == "cuda" else None
+        run.net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return run
+
+
+def make_run(
+    cfg: TrainConfig, model: CaptioningRNN, vocab: Vocabulary, train_split: CaptionSplit,
+    dev_split: CaptionSplit, device: torch.device, rank: int = 0, world: int = 1, log=None,
+) -> _Run:  # fmt: skip
+    """A run ready for `run_epoch`: the model on `device`, its AdamW, the schedule over
+    cfg.epochs of train_split, the caption text (xe) or the CIDEr-D scorer (scst). `train` makes
+    one from the data set; `benchmarks/train_throughput.py` from features in memory."""
+    log = log or (lambda *a: None)
+    run = _Run(cfg, Path(cfg.out), rank, world, device, log, Captioner(model, vocab, GREEDY),
                train_split, dev_split)  # fmt: skip
     images = expected_images(train_split.weights, len(train_split.names))
     steps_per_epoch = math.ceil(images / (cfg.batch_images * world))
     total_steps = 1 if cfg.dry_run else steps_per_epoch * cfg.epochs
-    run.optimizer = _optimizer(cfg, model)
-    run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, _lr_lambda(cfg, total_steps))
+    run.optimizer = optimizer(cfg, model)
+    run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, lr_lambda(cfg, total_steps))
     if cfg.text_data and cfg.text_ratio > 0 and cfg.objective == "xe":
         run.text = TextBatches(load_text(cfg, vocab), cfg.text_ratio, cfg.seed)
         log(f"caption text: {len(run.text.groups)} groups, {cfg.text_ratio} per photo")
     if cfg.objective == "scst":
         run.scorer = split_scorer(train_split.references, train_split.sources, cfg.reward_end,
                                   cfg.mirror > 0)  # fmt: skip
-    if checkpoint is not None:
-        _restore(run, checkpoint)
-    if run.main:
-        config = {"train": asdict(cfg), "captioner": model.config.to_dict()}
-        atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")
     run.net = model
-    if world > 1:
-        ids = [device] if device.type == "cuda" else None
-        run.net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     return run
 
 
@@ -253,18 +238,6 @@ def _build_model(
     return CaptioningRNN(model_cfg).to(device)
 
 
-def _optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices only (not on biases, gains or the word embedding)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.dim() < 2 or name.startswith("embed") else decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=cfg.lr)
-
-
 def _restore(run: _Run, checkpoint: Checkpoint) -> None:
     """Continue from `last/`: weights, optimiser, schedule, history and the RNG."""
     state = checkpoint.state
@@ -283,7 +256,7 @@ def _restore(run: _Run, checkpoint: Checkpoint) -> None:
     run.log(f"resumed from epoch {run.start_epoch - 1} in {run.out}")
 
 
-def _epoch_batches(run: _Run, epoch: int) -> list[torch.Tensor]:
+def epoch_batches(run: _Run, epoch: int) -> list[torch.Tensor]:
     """The epoch's global batches of image indices (seeded by epoch, the same in every process)."""
     cfg, world = run.cfg, run.world
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
@@ -295,10 +268,14 @@ def _epoch_batches(run: _Run, epoch: int) -> list[torch.Tensor]:
 
 
 def _train_epoch(run: _Run, epoch: int) -> dict:
-    """One pass over the train split with the run's objective -> the epoch's record:
+    """One pass over the train split with the run's objective."""
+    return run_epoch(run, epoch_batches(run, epoch), epoch)
+
+
+def run_epoch(run: _Run, batches: list[torch.Tensor], epoch: int) -> dict:
+    """The run's objective over the image `batches` of its train split -> the epoch's record:
     {"epoch", "train_loss", "lr"} (+ "train_reward", "train_words": scst)."""
     cfg = run.cfg
-    batches = _epoch_batches(run, epoch)
     mirrors = mirror_masks(batches, cfg.mirror, cfg.seed, epoch)  # (B,) each: shown mirrored
     objective = partial(OBJECTIVES[cfg.objective], **_objective_arguments(run, epoch))
     record = train_epoch(
