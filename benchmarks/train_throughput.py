@@ -117,6 +117,11 @@ def big_split(base: CaptionSplit, rows: int) -> CaptionSplit:
                         [base.references[i % n] for i in range(rows)])  # fmt: skip
 
 
+# self-critical training asks for a starting model; the throughput is that of an untrained one,
+# built here, so the name is never loaded
+UNTRAINED = "(untrained model)"
+
+
 def new_model(cfg: TrainConfig, base: CaptionSplit, vocab: Vocabulary, dropout: float):
     torch.manual_seed(cfg.seed)
     return CaptioningRNN(CaptionerConfig(
@@ -163,7 +168,7 @@ def main() -> int:
     variants = [("xe", "float32", cfg, args.steps)]
     if args.amp:
         variants.append(("xe", "bf16 autocast", dataclasses.replace(cfg, amp=True), args.steps))
-    variants.append(("scst", "float32", dataclasses.replace(cfg, objective="scst"),
+    variants.append(("scst", "float32", dataclasses.replace(cfg, objective="scst", init=UNTRAINED),
                      args.scst_steps))  # fmt: skip
     rows = []
     for objective, precision, variant, steps in variants:
