@@ -34,6 +34,19 @@ def example_images() -> list[Path]:
     return sorted(EXAMPLES.glob("*.jpg"))
 
 
+def example_copies(folder: Path, truncated_at: int) -> list[Path]:
+    """The sample photos twice, copied into `folder` under numbered names, with a truncated JPEG
+    inserted at position `truncated_at`."""
+    import shutil
+
+    paths = []
+    for k, path in enumerate(example_images() * 2):
+        paths.append(folder / f"{k:02d}_{path.name}")
+        shutil.copy(path, paths[-1])
+    paths.insert(truncated_at, truncated_jpeg(folder / "truncated.jpg"))
+    return paths
+
+
 @functools.cache
 def shared_encoder():
     """One pretrained EfficientNet-Lite0 per test process (building it takes seconds)."""

@@ -3,13 +3,11 @@ of the stages run in turn; shards are written in order and a write error is rais
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 from torch import nn
 
-from inference_helpers import example_images, truncated_jpeg
+from inference_helpers import example_copies
 from rnncap.data.cache_build import ShardWriter, content_keys, overlapped_batches
 from rnncap.data.features import file_key
 from rnncap.data.gpu_images import device_batches
@@ -29,12 +27,7 @@ def _encoder() -> Encoder:
 
 @pytest.fixture
 def files(tmp_path):
-    paths = []
-    for k, path in enumerate(example_images() * 2):
-        paths.append(tmp_path / f"{k:02d}_{path.name}")
-        shutil.copy(path, paths[-1])
-    paths.insert(4, truncated_jpeg(tmp_path / "truncated.jpg"))
-    return paths
+    return example_copies(tmp_path, truncated_at=4)
 
 
 @pytest.mark.parametrize("mirrored", [False, True])

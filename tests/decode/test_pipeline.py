@@ -3,12 +3,10 @@ the captions of the stages run one after the other, bad files reported like the 
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 
-from inference_helpers import bomb_png, example_images, truncated_jpeg
+from inference_helpers import bomb_png, example_copies, example_images
 from rnncap.data.gpu_images import device_batches
 from rnncap.data.images import ImageFiles
 from rnncap.decode.captioner import Caption, Failed
@@ -18,11 +16,7 @@ from rnncap.decode.pipeline import caption_stream
 @pytest.fixture
 def files(tmp_path):
     """The sample photos twice, with broken files and a PNG (the PIL path) among them."""
-    paths = []
-    for k, path in enumerate(example_images() * 2):
-        paths.append(tmp_path / f"{k:02d}_{path.name}")
-        shutil.copy(path, paths[-1])
-    paths.insert(3, truncated_jpeg(tmp_path / "truncated.jpg"))
+    paths = example_copies(tmp_path, truncated_at=3)
     paths.insert(6, bomb_png(tmp_path / "bomb.png"))
     paths.insert(8, tmp_path / "missing.jpg")
     from PIL import Image
