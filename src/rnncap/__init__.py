@@ -5,6 +5,8 @@
     print(captioner("photo.jpg").text)
 
 Importing rnncap is cheap (no torch); `load` and the classes below are imported on first use.
+Every error rnncap raises on purpose is an `RnncapError` (`ModelError`, `DataError`,
+`ConfigError`, `CaptionError`): catch that one type.
 `rnncap.numpy_ref` is the NumPy reference, `rnncap.nn` the PyTorch cells written from scratch.
 """
 
@@ -21,6 +23,10 @@ _LAZY = {
     "CaptionError": "rnncap.decode.captioner",
     "Failed": "rnncap.decode.captioner",
     "DecodeOptions": "rnncap.decode.beam",
+    "RnncapError": "rnncap.utils.errors",
+    "ModelError": "rnncap.utils.errors",
+    "DataError": "rnncap.utils.errors",
+    "ConfigError": "rnncap.utils.config",
 }
 
 __all__ = [
@@ -31,11 +37,17 @@ __all__ = [
     "CaptionError",
     "Failed",
     "DecodeOptions",
+    "RnncapError",
+    "ModelError",
+    "DataError",
+    "ConfigError",
 ]
 
 if TYPE_CHECKING:
     from rnncap.decode.beam import DecodeOptions
     from rnncap.decode.captioner import Caption, Captioner, CaptionError, Failed, load
+    from rnncap.utils.config import ConfigError
+    from rnncap.utils.errors import DataError, ModelError, RnncapError
 
 
 def __getattr__(name: str):

@@ -39,16 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from rnncap.cli._common import fail
-    from rnncap.utils.config import ConfigError
-    from rnncap.utils.io import InvalidFileError
+    from rnncap.utils.errors import RnncapError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except InvalidFileError as error:  # a bad model, checkpoint, cache or data file: one line
-        return fail(str(error))
-    except ConfigError as error:  # an option value a config dataclass refused
-        return fail(str(error))
+    except RnncapError as error:  # a bad model, data file, option or input: one line, exit 2
+        return fail(str(error).strip("'\""))  # a KeyError's message comes quoted
     except OSError as error:  # a full disk, a quota, a read-only file system: one line
         from rnncap.utils.io import WRITE_ERRNOS, WriteError
 

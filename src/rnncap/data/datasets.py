@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from rnncap.utils.errors import DataError
 from rnncap.utils.io import MAX_DATA_BYTES, InvalidFileError, check_regular_file, read_json_file
 
 SPLITS = ("train", "dev", "test", "all")
@@ -19,7 +20,7 @@ _SPLIT_ALIASES = {"val": "dev", "validation": "dev"}
 MAX_REPORTED = 20  # problems printed one by one; the rest are counted
 
 
-class DatasetError(ValueError):
+class DatasetError(DataError, ValueError):
     """The data set cannot be read at all (missing folder or file, unknown format or split)."""
 
 

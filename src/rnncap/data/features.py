@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rnncap.utils.device import decode_workers
+from rnncap.utils.errors import DataError
 from rnncap.utils.io import InvalidFileError, atomic_write, atomic_write_text, first_line
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def file_crc32(path: str | Path) -> int:
     return crc
 
 
-class MissingFeaturesError(KeyError):
+class MissingFeaturesError(DataError, KeyError):
     """Some images are not in the cache (never encoded, or changed since)."""
 
     def __str__(self) -> str:  # KeyError would quote the message

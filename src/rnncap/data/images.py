@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from rnncap.utils.errors import DataError
+
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 )
 
 
-class ImageError(ValueError):
+class ImageError(DataError, ValueError):
     """A file that cannot be used as an image; the message is one line naming the file.
 
     `kind` says why: "missing", "empty", "not_image", "bomb" (too many pixels) or "broken".

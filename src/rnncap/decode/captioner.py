@@ -32,9 +32,10 @@ from rnncap.data.images import (
     to_rgb,
 )
 from rnncap.decode.beam import DecodeOptions, decode
+from rnncap.utils.errors import RnncapError
 
 
-class CaptionError(ValueError):
+class CaptionError(RnncapError, ValueError):
     """An input that cannot be captioned; the message names the item (its path, or its index)."""
 
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 import shutil
 from collections.abc import Hashable, Mapping, Sequence
 
+from rnncap.utils.errors import RnncapError
+
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE_L", "CIDEr")
 _GROUPS = {"BLEU": METRICS[:4], "METEOR": ("METEOR",), "ROUGE_L": ("ROUGE_L",), "CIDEr": ("CIDEr",)}
 
 
-class MetricsError(RuntimeError):
+class MetricsError(RnncapError, RuntimeError):
     """The scorers cannot run (no Java) or the inputs do not match."""
 
 

@@ -15,6 +15,7 @@ from rnncap.data.vocab import Vocabulary
 from rnncap.engine.train_config import TrainConfig
 from rnncap.models.captioner import CaptionerConfig
 from rnncap.models.folder import read_captioner_config, read_config, read_vocabulary, read_weights
+from rnncap.utils.errors import RnncapError
 from rnncap.utils.io import InvalidFileError, first_line
 
 TRAIN_STATE = "train_state.pt"
@@ -23,7 +24,7 @@ STATE_KEYS = ("optimizer", "scheduler", "epoch", "history", "best", "rng")
 MODEL_OPTIONS = ("encoder", "cell_type", "wordvec_dim", "hidden_dim", "deep_output")
 
 
-class ResumeMismatchError(ValueError):
+class ResumeMismatchError(RnncapError, ValueError):
     """The options given differ from those the run was trained with, in `option`."""
 
     def __init__(self, run: Path, option: str, saved: object, given: object):

@@ -16,11 +16,12 @@ from PIL import Image
 from torch import Tensor, nn
 
 from rnncap.data.images import to_rgb
+from rnncap.utils.errors import ModelError
 
 DEFAULT_ENCODER = "efficientnet_lite0"
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(ModelError, RuntimeError):
     """Pretrained weights are not on disk and could not be downloaded (one-line message)."""
 
 

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save
 from rnncap.data.vocab import Vocabulary
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
 from rnncap.utils.config import ConfigError
+from rnncap.utils.errors import ModelError
 from rnncap.utils.io import (
     MAX_CONFIG_BYTES,
     InvalidFileError,
@@ -25,6 +26,10 @@ from rnncap.utils.io import (
 )
 
 CONFIG, VOCAB, WEIGHTS = "config.json", "vocab.json", "model.safetensors"
+
+
+class ModelNotFoundError(ModelError, FileNotFoundError):
+    """No model at the path or name given (a FileNotFoundError too)."""
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "default"
 
 
@@ -70,7 +75,7 @@ def resolve_model_dir(spec: str | Path) -> Path:
     if str(spec) == "default":
         path = DEFAULT_MODEL
         if not (path / WEIGHTS).is_file():
-            raise FileNotFoundError(f"the bundled default model is missing from {path}")
+            raise ModelNotFoundError(f"the bundled default model is missing from {path}")
         return path
     path = Path(spec)
     if path.is_file() and path.name.endswith(".safetensors"):
@@ -79,8 +84,8 @@ def resolve_model_dir(spec: str | Path) -> Path:
         if (candidate / WEIGHTS).is_file() and (candidate / CONFIG).is_file():
             return candidate
     if not path.exists():
-        raise FileNotFoundError(f"model {spec}: no such file or folder")
-    raise FileNotFoundError(f"model {spec}: no {CONFIG} + {WEIGHTS} found (nor in best/ or last/)")
+        raise ModelNotFoundError(f"model {spec}: no such file or folder")
+    raise ModelNotFoundError(f"model {spec}: no {CONFIG} + {WEIGHTS} found (nor in best/ or last/)")
 
 
 def read_config(folder: str | Path) -> dict:

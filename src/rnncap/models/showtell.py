@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from rnncap.data.images import to_rgb
 from rnncap.nn.lstm import LSTM
+from rnncap.utils.errors import ModelError
 
 EMBED_SIZE = 256  # image feature and word vector size of the original model
 HIDDEN_SIZE = 512  # LSTM hidden size
@@ -28,7 +29,7 @@ MAX_STEPS = 20  # words per caption at most, the decoding length of the original
 IMAGE_SIZE = 224
 
 
-class ShowTellError(ValueError):
+class ShowTellError(ModelError, ValueError):
     """A Show-and-Tell file that cannot be used; the one-line message names the file."""
 
 

@@ -8,10 +8,12 @@ import typing
 from dataclasses import fields
 from typing import TypeVar
 
+from rnncap.utils.errors import RnncapError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(RnncapError, ValueError):
     """A config value that cannot be used; `field` names it, the message says why."""
 
     def __init__(self, field: str, reason: str):

@@ -8,8 +8,10 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from rnncap.utils.errors import RnncapError
 
-class DeviceError(ValueError):
+
+class DeviceError(RnncapError, ValueError):
     """The requested device does not exist on this machine."""
 
 

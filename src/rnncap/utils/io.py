@@ -16,8 +16,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from rnncap.utils.errors import RnncapError
 
-class InvalidFileError(ValueError):
+
+class InvalidFileError(RnncapError, ValueError):
     """A model, checkpoint, config, vocabulary, cache or data file that cannot be used.
 
     The message is one line: the file, the field when there is one (a config key), and what is

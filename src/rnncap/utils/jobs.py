@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from rnncap.utils.errors import RnncapError
 from rnncap.utils.io import atomic_write_text
 
 P = TypeVar("P")
@@ -27,7 +28,7 @@ SETTINGS_SUFFIX = ".settings.json"  # beside the output: what it was written wit
 SYNC_SECONDS = 10.0  # the output is flushed every line and fsync'ed this often
 
 
-class JobError(ValueError):
+class JobError(RnncapError, ValueError):
     """A bad --shard value or output file; the message is one line naming it."""
 
 
