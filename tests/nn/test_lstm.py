@@ -1,87 +1,12 @@
-"""The from-scratch LSTM against torch.nn.LSTM (copied weights), numerical gradients and NumPy."""
+"""The from-scratch LSTM: its step against its forward, numerical gradients and NumPy (against
+torch.nn.LSTM with copied weights: test_recurrent_parity.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from cuda_helpers import (
-    SIZE,
-    U_TF32,
-    assert_all_close,
-    assert_all_errors_like,
-    assert_all_within_rounding,
-)
 from rnncap.nn import LSTM
-from rnncap.utils.device import cuda_math
-
-
-def _run_both(device, dtype=torch.float32, N=3, T=5, D=4, H=6):
-    """(ours, torch.nn) results [out, dx, dh0, dc0, dWx, dWh, db] in torch's layout (gate rows
-    i, f, g, o), same weights."""
-    torch.manual_seed(0)
-    ref = torch.nn.LSTM(D, H, batch_first=True).to(device, dtype)
-    ours = LSTM.from_torch(ref)
-    assert ours.Wx.device == ref.weight_ih_l0.device and ours.Wx.dtype == dtype
-    # drawn on the CPU in float32, so every device and dtype gets the same values
-    shapes = ((N, T, D), (N, H), (N, H), (N, T, H))
-    x, h0, c0, dout = (torch.randn(shape).to(device, dtype) for shape in shapes)
-
-    inputs_ref = [t.clone().requires_grad_() for t in (x, h0, c0)]
-    out_ref, _ = ref(inputs_ref[0], (inputs_ref[1][None], inputs_ref[2][None]))
-    (out_ref * dout).sum().backward()
-
-    inputs = [t.clone().requires_grad_() for t in (x, h0, c0)]
-    out = ours(*inputs)
-    (out * dout).sum().backward()
-    # parameter gradients, mapped back to torch's layout (i, f, g, o rows)
-    order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H),
-                       torch.arange(2 * H, 3 * H)])  # fmt: skip
-    inv = torch.argsort(order).to(device)
-    return (
-        [out, *(t.grad for t in inputs), ours.Wx.grad.t()[inv], ours.Wh.grad.t()[inv],
-         ours.b.grad[inv]],
-        [out_ref, *(t.grad for t in inputs_ref), ref.weight_ih_l0.grad, ref.weight_hh_l0.grad,
-         ref.bias_ih_l0.grad],
-    )  # fmt: skip
-
-
-NAMES = ["out", "dx", "dh0", "dc0", "dWx", "dWh", "db"]
-
-
-def test_matches_torch_lstm_cpu():
-    assert_all_close(NAMES, *_run_both("cpu"), tol=1e-5)
-
-
-@pytest.mark.gpu
-def test_matches_torch_lstm_cuda_float64():
-    # cuDNN runs float64 LSTMs in float64: the two must agree to float64 rounding.
-    assert_all_close(NAMES, *_run_both("cuda", torch.float64), tol=1e-10)
-
-
-@pytest.mark.gpu
-def test_float32_cuda_error_is_like_torch_nn():
-    """Ours and torch.nn (cuDNN) in float32, both against the float64 CPU result."""
-    ours64, _ = _run_both("cpu", torch.float64, **SIZE)
-    with cuda_math(tf32=False):
-        ours, ref = _run_both("cuda", **SIZE)
-    assert_all_errors_like(NAMES, ours, ref, ours64)
-
-
-@pytest.mark.gpu
-def test_tf32_error_is_within_tf32_rounding():
-    """With TF32 allowed (a training option), ours is off by TF32's rounding size, no more."""
-    ours64, _ = _run_both("cpu", torch.float64, **SIZE)
-    with cuda_math(tf32=True):
-        ours, ref = _run_both("cuda", **SIZE)
-    assert_all_within_rounding(NAMES, ours, ref, ours64, U_TF32)
-
-
-def test_error_check_on_cpu():
-    """The float32-against-float64 check itself, on CPU (oneDNN's LSTM as torch.nn)."""
-    ours64, _ = _run_both("cpu", torch.float64, **SIZE)
-    ours, ref = _run_both("cpu", **SIZE)
-    assert_all_errors_like(NAMES, ours, ref, ours64)
 
 
 def test_step_matches_forward():
