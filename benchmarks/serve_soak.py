@@ -8,7 +8,13 @@ stall mid-upload, and clients that hang up mid-upload. Prints requests/s, p50/p9
 outcomes per kind, and the server's RSS at start, after warm-up, at its peak and at the end.
 Targets: peak RSS under 2.5 GB; end RSS within 15% of the post-warm-up value.
 
+Then, when asked, two hostile phases (see `_soak_phases`), each printed as a table of targets:
+--held-uploads N (connections holding a 10 MB upload unfinished while normal clients caption) and
+--idle-connections N (connections that send nothing; the server then runs under ulimit -n 1024).
+--requests 0 runs them alone.
+
 Usage: python benchmarks/serve_soak.py [--requests 2000] [--clients 16] [--max-seconds 900]
+       [--held-uploads 400] [--idle-connections 1100]
 Only 127.0.0.1 is used. Exit code 1 when a target is missed or a request got an unexpected answer.
 """
 
@@ -32,6 +38,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+
+from _soak_phases import held_uploads, idle_connections, open_files_limit, raise_open_files
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = sorted((REPO / "examples").glob("*.jpg"))
@@ -93,10 +101,15 @@ class Sampler(threading.Thread):
             time.sleep(0.1)
 
 
-def start_server(model: str, port: int, body_timeout: float, log: Path) -> subprocess.Popen:
+def start_server(
+    model: str, port: int, body_timeout: float, log: Path, open_files: int | None = None
+) -> subprocess.Popen:
     command = [sys.executable, "-m", "rnncap.cli", "serve", "--model", model, "--host", HOST]
     command += ["--port", str(port), "--device", "cpu", "--body-timeout", str(body_timeout)]
-    process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    limit = open_files_limit(open_files) if open_files else None
+    process = subprocess.Popen(
+        command, stdout=log.open("wb"), stderr=subprocess.STDOUT, preexec_fn=limit
+    )
     for _ in range(600):
         if process.poll() is not None:
             raise SystemExit(f"server exited with code {process.returncode}:\n{log.read_text()}")
@@ -202,48 +215,8 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default", help="model spec (default: default)")
-    parser.add_argument("--requests", type=int, default=2000, help="requests after warm-up")
-    parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
-    parser.add_argument("--warm-up", type=int, default=64, help="good requests first")
-    parser.add_argument("--max-seconds", type=float, default=900, help="stop sending after this")
-    parser.add_argument("--body-timeout", type=float, default=3.0, help="server's --body-timeout")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-
-    files = {p.name: p.read_bytes() for p in PHOTOS}
-    files["big.png"] = near_limit_png()
-    rng = random.Random(args.seed)
-    kinds = rng.choices(list(MIX), weights=list(MIX.values()), k=args.requests)
-    with tempfile.TemporaryDirectory() as scratch:
-        sock = socket.socket()
-        sock.bind((HOST, 0))
-        port = sock.getsockname()[1]
-        sock.close()
-        log = Path(scratch) / "server.log"
-        server = start_server(args.model, port, args.body_timeout, log)
-        try:
-            rss_start = rss(server.pid)
-            sampler = Sampler(server.pid)
-            sampler.start()
-            run(args, port, files, ["good"] * args.warm_up)
-            time.sleep(1)
-            rss_warm = rss(server.pid)
-            started = time.perf_counter()
-            results = run(args, port, files, kinds)
-            seconds = time.perf_counter() - started
-            time.sleep(2)  # let the last stalled connections time out
-            rss_end = rss(server.pid)
-            sampler.running = False
-            sampler.join()
-            health = httpx.get(f"http://{HOST}:{port}/healthz", timeout=10).json()
-        finally:
-            server.terminate()
-            server.wait()
-        server_log = log.read_text(errors="replace").splitlines()
-
+def report_mix(args: argparse.Namespace, results: list, seconds: float) -> int:
+    """Prints the mix's table; -> the number of unexpected outcomes."""
     by_kind: dict[str, list[tuple[str, float]]] = defaultdict(list)
     for kind, outcome, latency in results:
         by_kind[kind].append((outcome, latency))
@@ -269,25 +242,116 @@ def main() -> int:
         f"{'all':<11}{len(results):>6}{1000 * percentile(everything, 0.5):>9.0f}"
         f"{1000 * percentile(everything, 0.95):>9.0f}  unexpected outcomes: {unexpected}"
     )
+    return unexpected
+
+
+def run_mix(args, port, files, kinds, server, rss_warm) -> bool:
+    """The mix of good and hostile requests; prints its results, -> whether all went well."""
+    sampler = Sampler(server.pid)
+    sampler.start()
+    started = time.perf_counter()
+    results = run(args, port, files, kinds)
+    seconds = time.perf_counter() - started
+    time.sleep(2)  # let the last stalled connections time out
+    rss_end = rss(server.pid)
+    sampler.running = False
+    sampler.join()
+    health = httpx.get(f"http://{HOST}:{port}/healthz", timeout=10).json()
+    unexpected = report_mix(args, results, seconds)
     mb = 2**20
     peak, growth = sampler.peak, rss_end / rss_warm - 1
     print(
-        f"server RSS: start {rss_start / mb:.0f} MB, after warm-up {rss_warm / mb:.0f} MB, "
+        f"server RSS: after warm-up {rss_warm / mb:.0f} MB, "
         f"peak {peak / mb:.0f} MB, end {rss_end / mb:.0f} MB ({100 * growth:+.1f}% vs warm-up)"
     )
     decoding = health["decoding"]
     print(
         f"decoding: peak {decoding['peak_pixels_in_flight'] / 1e6:.0f} M pixels in flight; "
-        f"batches {health['batches']['batches']}, largest {health['batches']['largest_batch']}; "
-        f"server log: {len(server_log)} lines"
+        f"batches {health['batches']['batches']}, largest {health['batches']['largest_batch']}"
     )
-    tracebacks = sum("Traceback" in line for line in server_log)
     targets = peak < 2.5 * 1000**3 and abs(growth) <= 0.15
-    print(
-        f"targets (peak < 2.5 GB, end within 15% of warm-up): {'met' if targets else 'MISSED'}; "
-        f"tracebacks in the server log: {tracebacks}"
+    print(f"targets (peak < 2.5 GB, end within 15% of warm-up): {'met' if targets else 'MISSED'}")
+    return targets and not unexpected
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default", help="model spec (default: default)")
+    parser.add_argument("--requests", type=int, default=2000, help="requests after warm-up")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
+    parser.add_argument("--warm-up", type=int, default=64, help="good requests first")
+    parser.add_argument("--max-seconds", type=float, default=900, help="stop sending after this")
+    parser.add_argument("--body-timeout", type=float, default=3.0, help="server's --body-timeout")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--held-uploads", type=int, default=0, help="held 10 MB uploads phase")
+    parser.add_argument("--idle-connections", type=int, default=0, help="idle connections phase")
+    parser.add_argument(
+        "--server-open-files",
+        type=int,
+        default=1024,
+        help="the server's open-file limit when a hostile phase runs (default: 1024)",
     )
-    return 0 if targets and not unexpected and not tracebacks else 1
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    raise_open_files()  # the idle phase opens more sockets than the usual 1024
+    files = {p.name: p.read_bytes() for p in PHOTOS}
+    files["big.png"] = near_limit_png()
+    photos = {p.name: files[p.name] for p in PHOTOS}
+    rng = random.Random(args.seed)
+    kinds = rng.choices(list(MIX), weights=list(MIX.values()), k=args.requests)
+    hostile = args.held_uploads > 0 or args.idle_connections > 0
+    ok = True
+    with tempfile.TemporaryDirectory() as scratch:
+        sock = socket.socket()
+        sock.bind((HOST, 0))
+        port = sock.getsockname()[1]
+        sock.close()
+        log = Path(scratch) / "server.log"
+        limit = args.server_open_files if hostile else None
+        server = start_server(args.model, port, args.body_timeout, log, limit)
+        try:
+            rss_start = rss(server.pid)
+            run(args, port, files, ["good"] * args.warm_up)
+            time.sleep(1)
+            rss_warm = rss(server.pid)
+            print(
+                f"server RSS: start {rss_start / 2**20:.0f} MB, "
+                f"after {args.warm_up} warm-up requests {rss_warm / 2**20:.0f} MB"
+            )
+            if args.requests > 0:
+                ok &= run_mix(args, port, files, kinds, server, rss_warm)
+            if args.held_uploads > 0:
+                ok &= held_uploads(
+                    port,
+                    server.pid,
+                    args.held_uploads,
+                    photos,
+                    rss,
+                    Sampler,
+                    rss_warm,
+                    max_seconds=args.max_seconds,
+                )
+            if args.idle_connections > 0:
+                ok &= idle_connections(
+                    port,
+                    args.idle_connections,
+                    photos,
+                    args.server_open_files,
+                    max_seconds=args.max_seconds,
+                )
+        finally:
+            server.terminate()
+            server.wait()
+        server_log = log.read_text(errors="replace").splitlines()
+    tracebacks = sum("Traceback" in line for line in server_log)
+    print(
+        f"\nserver log: {len(server_log)} lines, {tracebacks} tracebacks; "
+        f"{'all targets met' if ok and not tracebacks else 'a target was MISSED'}"
+    )
+    return 0 if ok and not tracebacks else 1
 
 
 if __name__ == "__main__":

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from starlette.formparsers import MultiPartParser
 from starlette.requests import Request
 
 from rnncap.data.images import ImageError, decode_image_bytes, decoded_pixels
@@ -43,10 +46,12 @@ async def read_uploads(
     async def replay():
         return {"type": "http.request", "body": body, "more_body": False}
 
+    limits = {"max_files": MAX_FILES, "max_fields": MAX_FILES, "max_part_size": max_bytes}
     try:
-        form = await Request(request.scope, replay).form(
-            max_files=MAX_FILES, max_fields=MAX_FILES, max_part_size=max_bytes
-        )
+        if content_type.startswith("multipart/form-data"):
+            form = await _FormParser(request.headers, _once(body), **limits).parse()
+        else:
+            form = await Request(request.scope, replay).form(**limits)
     except Exception as error:  # starlette's MultiPartException, or malformed multipart data
         raise ApiError(400, f"malformed multipart form ({error})") from None
     files = []
@@ -57,6 +62,42 @@ async def read_uploads(
     if not files:
         raise ApiError(400, "no image file in the form (send one or more file fields)")
     return files
+
+
+async def _once(body: bytes):
+    yield body
+
+
+_EXTENDED_NAME = re.compile(rb';\s*filename\*\s*=\s*("?)([^;"]*)\1', re.IGNORECASE)
+_PLAIN_NAME = re.compile(rb';\s*filename\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)', re.IGNORECASE)
+
+
+def extended_file_name(disposition: bytes) -> bytes:
+    """A Content-Disposition value with its RFC 5987 `filename*=charset'lang'%xx` decoded into a
+    plain `filename="..."` (UTF-8) that replaces any other `filename=`; unchanged without one."""
+    found = _EXTENDED_NAME.search(disposition)
+    if found is None:
+        return disposition
+    charset, _, rest = found.group(2).decode("latin-1").partition("'")
+    _, _, encoded = rest.partition("'")
+    try:
+        name = urllib.parse.unquote(encoded, encoding=charset.strip() or "utf-8", errors="replace")
+    except LookupError:  # an unknown charset
+        name = urllib.parse.unquote(encoded, errors="replace")
+    name = name.replace("\\", "\\\\").replace('"', '\\"')
+    rest = _PLAIN_NAME.sub(b"", _EXTENDED_NAME.sub(b"", disposition))
+    return rest + b'; filename="' + name.encode("utf-8") + b'"'
+
+
+class _FormParser(MultiPartParser):
+    """Starlette's multipart parser, also taking a file name given as RFC 5987 `filename*=`
+    (which python-multipart ignores: the part would be a text field, not a file)."""
+
+    def on_header_end(self) -> None:
+        if self._current_partial_header_name.lower() == b"content-disposition":
+            value = self._current_partial_header_value
+            self._current_partial_header_value = extended_file_name(value)
+        super().on_header_end()
 
 
 # ------------------------------------------------------------------------ decoding
