@@ -86,13 +86,12 @@ def test_media_types_are_compared_without_regard_to_case(tiny_loaded):
     assert raw.json()["results"][0]["caption"] == multipart.json()["results"][0]["caption"]
 
 
-
 def test_a_file_named_only_by_rfc5987_filename_star_is_captioned(tiny_loaded):
     photo = example_images()[0].read_bytes()
     boundary = "XyZ"
 
     def form(disposition: str) -> bytes:
-        head = f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; {disposition}\r\n"
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; {disposition}\r\n'
         head += "Content-Type: image/jpeg\r\n\r\n"
         return head.encode() + photo + f"\r\n--{boundary}--\r\n".encode()
 
@@ -107,6 +106,7 @@ def test_a_file_named_only_by_rfc5987_filename_star_is_captioned(tiny_loaded):
             assert response.status_code == 200, response.text
             result = response.json()["results"][0]
             assert result["image"] == name and result["caption"], result
+
 
 def _held_upload(port: int, size: int) -> socket.socket:
     """An upload of `size` bytes sent but for its last byte: the server waits for it."""
