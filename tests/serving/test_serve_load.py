@@ -80,7 +80,7 @@ def test_200_requests_16_clients_all_ok_memory_stable(server):
 def _serve_load():
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "serve_load.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "serve_load.py"
     spec = importlib.util.spec_from_file_location("serve_load", path)
     serve_load = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(serve_load)
