@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rnncap.data.datasets import DatasetError, load_dataset
     from rnncap.data.features import FeatureCache, build_cache, cache_name
+    from rnncap.utils.config import ConfigError
     from rnncap.utils.io import InvalidFileError
 
     try:
@@ -97,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
         encoder = encoder_for_backend(encoder, args.backend, device)
     except (UsageError, DatasetError) as error:
         return fail(str(error))
-    except ValueError as error:  # a bad --extra-data entry
-        return fail(f"--{error}".replace("extra_data", "extra-data", 1))
+    except ConfigError as error:  # a bad --extra-data entry
+        return fail(f"--extra-data: {error.reason}")
     try:
         cache = FeatureCache(args.out, cache_name(encoder.name, args.mirrored))
     except InvalidFileError as error:  # an index written by something else, or damaged

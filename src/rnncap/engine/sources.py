@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from rnncap.utils.config import ConfigError
-from rnncap.utils.io import InvalidFileError, first_line
+from rnncap.utils.io import InvalidFileError, first_line, read_text_file
 
 MAX_TEXT_BYTES = 512 * 2**20  # a caption text file larger than this is refused
 
@@ -58,16 +58,13 @@ def parse_sources(spec: str) -> list[Source]:
 def read_caption_text(path: str | Path) -> list[list[str]]:
     """Groups of captions from a text file: JSON lines with a "captions" list each (one group
     per line), or plain text with one caption per line (each its own group). Blank lines are
-    skipped; InvalidFileError (one line naming the file) when it cannot be read."""
+    skipped; InvalidFileError (one line naming the file) when it is not a regular UTF-8 file of
+    at most MAX_TEXT_BYTES or a line is not what it should be."""
     path = Path(path)
-    if not path.is_file():
-        raise InvalidFileError(path, "no such file (caption text)")
-    if path.stat().st_size > MAX_TEXT_BYTES:
-        raise InvalidFileError(path, f"larger than {MAX_TEXT_BYTES // 2**20} MB")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise InvalidFileError(path, f"not readable text ({first_line(error)})") from None
+        lines = read_text_file(path, MAX_TEXT_BYTES, "caption text").splitlines()
+    except FileNotFoundError:
+        raise InvalidFileError(path, "no such file (caption text)") from None
     groups = []
     for number, line in enumerate(lines, 1):
         line = line.strip()
@@ -85,7 +82,7 @@ def read_caption_text(path: str | Path) -> list[list[str]]:
 def _json_group(path: Path, number: int, line: str) -> list[str]:
     try:
         record = json.loads(line)
-    except (json.JSONDecodeError, RecursionError) as error:
+    except (ValueError, RecursionError) as error:  # JSONDecodeError; an over-long integer
         raise InvalidFileError(f"{path}:{number}", f"not JSON ({first_line(error)})") from None
     captions = record.get("captions") if isinstance(record, dict) else None
     if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
