@@ -29,7 +29,8 @@ def reuse_encoder(monkeypatch):
     """Every model built in this process shares one pretrained encoder instead of rebuilding it."""
     import rnncap.models.encoders as encoders
 
-    monkeypatch.setattr(encoders, "build_encoder", lambda *args, **kwargs: shared_encoder())
+    encoder = shared_encoder()  # built before the patch: shared_encoder calls build_encoder
+    monkeypatch.setattr(encoders, "build_encoder", lambda *args, **kwargs: encoder)
 
 
 @pytest.fixture(scope="module")
