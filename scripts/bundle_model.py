@@ -52,11 +52,9 @@ def _add_language_model(folder: str, out: Path, vocab) -> None:
     """Copy a language model into the model folder, its weights in float16; it must use the
     captioner's vocabulary."""
     from rnncap.engine.lm_train import History, LMTrainConfig, save
-    from rnncap.models.lm import load_language_model
+    from rnncap.models.fusion import language_model_for
 
-    model, lm_vocab = load_language_model(folder)
-    if lm_vocab != vocab:
-        raise SystemExit(f"{folder}: its vocabulary is not the model's (train it with --vocab)")
+    model = language_model_for(folder, vocab)  # refused unless trained with --vocab
     trained = read_config(folder)
     config = LMTrainConfig(model=model.config)
     for key in ("epochs", "batch_size", "lr", "clip", "min_count", "seed"):

@@ -77,16 +77,12 @@ def main() -> None:
 
 def _language_models(spec: str, vocab, args) -> dict:
     from rnncap.models.folder import resolve_model_dir
-    from rnncap.models.fusion import load_language_models
-    from rnncap.models.lm import load_language_model
+    from rnncap.models.fusion import language_model_for, load_language_models
 
     lms = load_language_models(resolve_model_dir(spec), vocab, "cpu")
     for name, folder in (("lm", args.lm), ("source_lm", args.source_lm)):
         if folder:
-            lm, lm_vocab = load_language_model(folder)
-            if lm_vocab != vocab:
-                raise SystemExit(f"--{name.replace('_', '-')} {folder}: not {spec}'s vocabulary")
-            lms[name] = lm
+            lms[name] = language_model_for(folder, vocab)
     return lms
 
 

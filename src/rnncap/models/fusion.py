@@ -74,21 +74,20 @@ def fusion_terms(lms: dict, lm_weight: float, source_lm_weight: float) -> list:
     return terms
 
 
-def load_language_models(folder: str | Path, vocab, device) -> dict:
-    """The model folder's language models, name -> model in eval mode (none: {}).
-
-    InvalidFileError (naming the file) when one cannot be used or its vocabulary is not the
-    captioner's."""
+def language_model_for(path: str | Path, vocab, device="cpu"):
+    """The language model in folder `path` (`rnncap lm`), in eval mode; InvalidFileError
+    (naming the file) when it cannot be used or its vocabulary is not `vocab`, the captioner's."""
     from rnncap.models.lm import load_language_model
     from rnncap.utils.io import InvalidFileError
 
-    models = {}
-    for name in LM_FOLDERS:
-        path = Path(folder) / name
-        if not path.is_dir():
-            continue
-        model, lm_vocab = load_language_model(path, device)
-        if lm_vocab != vocab:
-            raise InvalidFileError(path / "vocab.json", "is not the captioner's vocabulary")
-        models[name] = model.eval()
-    return models
+    model, lm_vocab = load_language_model(path, device)
+    if lm_vocab != vocab:
+        raise InvalidFileError(Path(path) / "vocab.json", "is not the captioner's vocabulary")
+    return model.eval()
+
+
+def load_language_models(folder: str | Path, vocab, device) -> dict:
+    """The model folder's language models, name -> model in eval mode (none: {});
+    `language_model_for` checks each."""
+    folders = {name: Path(folder) / name for name in LM_FOLDERS}
+    return {n: language_model_for(p, vocab, device) for n, p in folders.items() if p.is_dir()}
