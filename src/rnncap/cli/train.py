@@ -30,6 +30,8 @@ _HELP = {
     "on CIDEr-D (needs --init)",
     "init": "start from this model folder or run folder (weights and vocabulary); "
     "the sizes, cell type and encoder then come from it",
+    "grow_vocab": "with --init: the model's vocabulary grows by the words of this run's data seen "
+    "--min-count times (new words start untrained); without it they become <unk>",
     "samples_per_image": "scst: captions sampled per image, each rewarded against the others' mean",
     "reward_end": "scst: an end word closes every reference and every finished sample, so CIDEr-D "
     "also rewards how a caption ends (no 'a man rides a')",

@@ -44,10 +44,28 @@ def load_split(
             samples = samples[: cfg.limit_images]
         loaded.append((samples, weight))
     if vocab is None:
-        texts = [c for samples, _ in loaded for s in samples for c in s.captions]
-        vocab = Vocabulary.build(texts + _text_captions(cfg), cfg.min_count)
+        vocab = _vocabulary(cfg, [samples for samples, _ in loaded])
     pieces = [_split_of(cfg, samples, vocab, mirrored, weight) for samples, weight in loaded]
     return pieces[0] if len(pieces) == 1 else _concat(pieces), vocab
+
+
+def train_vocabulary(cfg: TrainConfig) -> Vocabulary:
+    """The vocabulary a run without --init builds: every word of the train captions of every
+    source and of the caption text seen `cfg.min_count` times."""
+    from rnncap.data.datasets import load_dataset
+    from rnncap.engine.sources import parse_sources
+
+    parts = [(cfg.format, cfg.data)] + [(s.format, s.path) for s in parse_sources(cfg.extra_data)]
+    loaded = []
+    for fmt, root in parts:
+        samples = list(load_dataset(root, fmt, "train"))
+        loaded.append(samples[: cfg.limit_images] if cfg.limit_images else samples)
+    return _vocabulary(cfg, loaded)
+
+
+def _vocabulary(cfg: TrainConfig, loaded: list) -> Vocabulary:
+    texts = [c for samples in loaded for s in samples for c in s.captions]
+    return Vocabulary.build(texts + _text_captions(cfg), cfg.min_count)
 
 
 def _text_captions(cfg: TrainConfig) -> list[str]:

@@ -40,6 +40,7 @@ from rnncap.engine.splits import (
     load_split,
     load_text,
     mirror_masks,
+    train_vocabulary,
 )
 from rnncap.engine.train_config import TrainConfig
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
@@ -162,13 +163,7 @@ def _start(cfg: TrainConfig) -> _Run:
     vocab = checkpoint.vocab if checkpoint is not None else None
     init_model = None
     if cfg.init:
-        init_model, init_vocab = load_model(cfg.init)
-        if init_model.config.encoder != cfg.encoder:
-            raise ValueError(
-                f"--init {cfg.init}: trained on {init_model.config.encoder} features, "
-                f"not {cfg.encoder} (pass --encoder {init_model.config.encoder})"
-            )
-        vocab = vocab or init_vocab
+        init_model, vocab = _init_model(cfg, vocab)
     train_split, vocab = load_split(cfg, "train", vocab, mirrored=cfg.mirror > 0)
     dev_split, _ = load_split(cfg, "dev", vocab)
     if cfg.dry_run:
@@ -214,6 +209,23 @@ def make_run(
                                   cfg.mirror > 0)  # fmt: skip
     run.net = model
     return run
+
+
+def _init_model(cfg: TrainConfig, vocab: Vocabulary | None) -> tuple[CaptioningRNN, Vocabulary]:
+    """The --init model and the run's vocabulary: the model's own, or with grow_vocab its words
+    then this run's new ones (`vocab`, when resuming, is the one the run already grew)."""
+    from rnncap.models.regrow import grown_vocabulary, with_vocabulary
+
+    model, init_vocab = load_model(cfg.init)
+    if model.config.encoder != cfg.encoder:
+        raise ValueError(
+            f"--init {cfg.init}: trained on {model.config.encoder} features, "
+            f"not {cfg.encoder} (pass --encoder {model.config.encoder})"
+        )
+    if not cfg.grow_vocab:
+        return model, vocab or init_vocab
+    vocab = vocab or grown_vocabulary(init_vocab, train_vocabulary(cfg))
+    return with_vocabulary(model, init_vocab, vocab, cfg.seed), vocab
 
 
 def _build_model(

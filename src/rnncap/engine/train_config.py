@@ -24,6 +24,8 @@ class TrainConfig:
     out: str = "runs/attn"  # run folder
     objective: str = "xe"  # xe: cross-entropy (teacher forcing) | scst: self-critical, CIDEr-D
     init: str = ""  # start from this model folder / run (its weights and vocabulary); scst needs it
+    # with init: its vocabulary grows by this run's words (min_count); their rows start fresh
+    grow_vocab: bool = False
     samples_per_image: int = 5  # scst: captions sampled per image (baseline: the others' mean)
     reward_end: bool = False  # scst: CIDEr-D also scores the caption's ending (an end word)
     mirror: float = 0.0  # chance an image is seen mirrored ("left" <-> "right" in its captions)
@@ -68,6 +70,8 @@ class TrainConfig:
         _check_choice("format", self.format, list_formats())
         if self.objective == "scst" and not self.init:
             raise ConfigError("init", "objective scst needs init (a cross-entropy model or run)")
+        if self.grow_vocab and not self.init:
+            raise ConfigError("grow_vocab", "needs init (the model whose vocabulary grows)")
         if self.samples_per_image < 2:
             raise ConfigError(
                 "samples_per_image", f"must be at least 2, got {self.samples_per_image}"
