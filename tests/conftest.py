@@ -22,8 +22,8 @@ def flickr8k_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    """A tiny model folder (`inference_helpers.make_tiny_model`), a fresh one per test module."""
-    from inference_helpers import make_tiny_model
+    """A tiny model folder (`support.inference.make_tiny_model`), a fresh one per test module."""
+    from support.inference import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny")
 
@@ -31,7 +31,7 @@ def model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_loaded(tmp_path_factory):
     """A `Captioner` of a tiny model folder with the pretrained encoder, per test module."""
-    from inference_helpers import tiny_captioner
+    from support.inference import tiny_captioner
 
     return tiny_captioner(tmp_path_factory.mktemp("model"))
 
@@ -39,7 +39,7 @@ def tiny_loaded(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_reference(tiny_loaded) -> dict:
     """The sample photos captioned one by one the plain way: name -> (caption, score, attention)."""
-    from inference_helpers import reference_by_name
+    from support.inference import reference_by_name
 
     return reference_by_name(tiny_loaded)
 

@@ -13,10 +13,10 @@ from torch import nn
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from inference_helpers import example_images, shared_encoder  # noqa: E402
 from rnncap.cli import main  # noqa: E402
 from rnncap.models import onnx_encoder  # noqa: E402
 from rnncap.models.encoders import Encoder  # noqa: E402
+from support.inference import example_images, shared_encoder  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
-import types
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from inference_helpers import (
+from rnncap.cli import main
+from rnncap.models.folder import load_model
+from support.inference import (
     EXAMPLES,
     bomb_png,
     example_images,
@@ -20,8 +20,6 @@ from inference_helpers import (
     shared_encoder,
     truncated_jpeg,
 )
-from rnncap.cli import main
-from rnncap.models.folder import load_model
 
 
 @pytest.fixture(autouse=True)
@@ -186,7 +184,7 @@ def test_usage_errors_are_one_line(model_dir, tmp_path, capsys):
     lstm_dir = make_tiny_model(tmp_path / "lstm", cell_type="lstm")
     image = str(example_images()[0])
     cases = [
-        (["--model", str(tmp_path / "nope")], "--model"),
+        (["--model", str(tmp_path / "nope")], "nope: no such file or folder"),
         (["--model", str(lstm_dir), "--attention-out", str(tmp_path / "a")], "attention model"),
         (["--model", str(model_dir), "--beam", "0"], "--beam"),
     ]
@@ -196,45 +194,6 @@ def test_usage_errors_are_one_line(model_dir, tmp_path, capsys):
         assert code == 2 and out == ""
         assert len(err.strip().splitlines()) == 1 and needle in err, err
     assert not (tmp_path / "a").exists()
-
-
-def test_show_tell_mode_is_wired(tmp_path, monkeypatch, capsys):
-    pkls = []
-    for name in ("encoder.pkl", "decoder.pkl", "vocab.pkl"):
-        (tmp_path / name).write_bytes(b"x")
-        pkls.append(str(tmp_path / name))
-    seen = {}
-
-    class FakeShowTell:
-        pass
-
-    def caption_images(model, images, options):
-        assert isinstance(model, FakeShowTell) and options.beam_size == 1  # the original's
-        seen.setdefault("sizes", []).append([im.size for im in images])
-        return [f"caption {im.size[0]}" for im in images]
-
-    def load_show_tell(encoder_pkl, decoder_pkl, vocab_pkl, device):
-        seen["args"] = (encoder_pkl, decoder_pkl, vocab_pkl, str(device))
-        return FakeShowTell()
-
-    fake = types.ModuleType("rnncap.models.showtell")
-    fake.load_show_tell = load_show_tell
-    monkeypatch.setitem(sys.modules, "rnncap.models.showtell", fake)
-    import rnncap.models
-
-    monkeypatch.setattr(rnncap.models, "showtell", fake, raising=False)
-    import rnncap.decode.showtell
-
-    monkeypatch.setattr(rnncap.decode.showtell, "caption_images", caption_images)
-    images = example_images()[:2]
-    code = main(["caption", *map(str, images), "--show-tell", *pkls, "--device", "cpu", "--json"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    assert seen["args"] == (*pkls, "cpu")
-    rows = [json.loads(line) for line in out.strip().splitlines()]
-    for row, path in zip(rows, images, strict=True):
-        with Image.open(path) as im:
-            assert row == {"image": str(path), "caption": f"caption {im.width}", "score": None}
 
 
 def test_bundled_model_captions_the_examples(capsys):

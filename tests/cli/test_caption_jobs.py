@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from inference_helpers import REPO, example_images
 from rnncap.cli import main
+from support.inference import REPO, example_images
 
 IMAGES = 30
 

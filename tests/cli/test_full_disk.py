@@ -16,7 +16,7 @@ from torch import nn
 
 from rnncap.cli import main
 from rnncap.models.encoders import Encoder
-from tinydata import make_dataset
+from support.tinydata import make_dataset
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from rnncap.data.datasets import load_dataset
 from rnncap.data.features import FeatureCache, build_cache, file_key
 from rnncap.data.images import find_images
 from rnncap.utils.io import InvalidFileError
-from tinydata import make_dataset
+from support.tinydata import make_dataset
 
 
 def _flickr(root, count=3, bad_line=b""):

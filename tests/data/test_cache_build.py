@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from inference_helpers import example_copies
 from rnncap.data.cache_build import ShardWriter, content_keys, overlapped_batches
 from rnncap.data.features import file_key
 from rnncap.data.gpu_images import device_batches
 from rnncap.models.encoders import Encoder
+from support.inference import example_copies
 
 
 class _Pool(nn.Module):

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference_helpers import crafted_images
 from rnncap.data.images import (
     ImageError,
     decode_image_bytes,
@@ -17,6 +16,7 @@ from rnncap.data.images import (
     open_image,
     to_rgb,
 )
+from support.inference import crafted_images
 
 
 def _png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:

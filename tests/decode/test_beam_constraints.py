@@ -7,9 +7,9 @@ import itertools
 import pytest
 import torch
 
-from decoding_helpers import random_features, tiny_decoder
 from rnncap.decode.beam import beam_search, greedy
 from rnncap.models.captioner import CaptioningRNN
+from support.decoding import random_features, tiny_decoder
 
 WORDS = 3  # ordinary words: ids 4, 5, 6 after the four specials
 END = 2

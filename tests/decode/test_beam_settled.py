@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import rnncap.decode.beam as beam_module
-from decoding_helpers import random_features, tiny_decoder
 from rnncap.decode.beam import beam_search
 from rnncap.models.captioner import CaptioningRNN
+from support.decoding import random_features, tiny_decoder
 
 WORDS = 5  # ordinary words: ids 4..8 after <pad>, <start>, <end>, <unk>
 END = 2

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from decoding_helpers import random_features, tiny_decoder
 from rnncap.decode.beam import DecodeOptions, beam_search, decode, greedy
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN, list_cell_types
+from support.decoding import random_features, tiny_decoder
 
 WORDS = 4  # ordinary words; ids 4..7 after the four specials
 END = 2

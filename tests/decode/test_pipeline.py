@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inference_helpers import bomb_png, example_copies, example_images
 from rnncap.data.gpu_images import device_batches
 from rnncap.data.images import ImageFiles
 from rnncap.decode.captioner import Caption, Failed
 from rnncap.decode.pipeline import caption_stream
+from support.inference import bomb_png, example_copies, example_images
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from rnncap.decode.beam import beam_search
 from rnncap.engine.metrics import METRICS
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
 from rnncap.models.folder import load_model, save_model
-from tinydata import WORDS, make_dataset
+from support.tinydata import WORDS, make_dataset
 
 
 @pytest.fixture(scope="module")

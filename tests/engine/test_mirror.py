@@ -15,7 +15,7 @@ from rnncap.data.vocab import Vocabulary
 from rnncap.engine.scst import mirror_text, reward_scorer
 from rnncap.engine.splits import CaptionSplit, collate, left_right_swap
 from rnncap.engine.train import train
-from tinydata import make_dataset, tiny_train_config, train_killed_after_first_epoch
+from support.tinydata import make_dataset, tiny_train_config, train_killed_after_first_epoch
 
 
 def test_collate_swaps_features_and_left_right_of_mirrored_images_only():

@@ -9,7 +9,7 @@ import rnncap.engine.metrics as metrics
 from rnncap.engine.evaluate import EvalConfig, evaluate
 from rnncap.engine.train import train
 from rnncap.engine.train_config import TrainConfig
-from tinydata import make_dataset
+from support.tinydata import make_dataset
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from rnncap.engine.sources import (
 from rnncap.engine.splits import load_split
 from rnncap.engine.train import train
 from rnncap.utils.io import InvalidFileError
-from tinydata import make_dataset, tiny_train_config
+from support.tinydata import make_dataset, tiny_train_config
 
 TEXT = ["a giraffe eats leaves", "a giraffe stands near a tree", "two giraffes on the grass"]
 

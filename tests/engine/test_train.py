@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from rnncap.engine.train import train
 from rnncap.engine.train_config import TrainConfig
 from rnncap.models.captioner import list_cell_types
-from tinydata import WORDS, make_dataset, tiny_train_config, train_killed_after_first_epoch
+from support.tinydata import WORDS, make_dataset, tiny_train_config, train_killed_after_first_epoch
 
 
 def config(root: Path, out: Path, **kw) -> TrainConfig:

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from inference_helpers import example_images, make_tiny_model
 from rnncap.cli import main
 from rnncap.decode.beam import DecodeOptions
 from rnncap.engine.train import train
@@ -19,7 +18,8 @@ from rnncap.models.captioner import CaptionerConfig
 from rnncap.models.folder import load_model
 from rnncap.utils.config import ConfigError
 from rnncap.utils.io import InvalidFileError
-from tinydata import make_dataset
+from support.inference import example_images, make_tiny_model
+from support.tinydata import make_dataset
 
 
 @pytest.fixture(scope="module")

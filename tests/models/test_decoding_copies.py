@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from decoding_helpers import random_features, tiny_decoder
 from rnncap.models.captioner import list_cell_types
+from support.decoding import random_features, tiny_decoder
 
 
 def _reference_step(model, tokens, state):

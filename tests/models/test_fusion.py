@@ -9,13 +9,13 @@ import itertools
 import pytest
 import torch
 
-from decoding_helpers import random_features, tiny_decoder
 from rnncap.data.vocab import Vocabulary
 from rnncap.decode.beam import DecodeOptions, beam_search
 from rnncap.decode.captioner import Captioner, CaptionError
 from rnncap.models.fusion import FusedDecoder, load_language_models
 from rnncap.models.lm import LanguageModel, LMConfig
 from rnncap.utils.io import InvalidFileError
+from support.decoding import random_features, tiny_decoder
 
 WORDS, L, END, START = 4, 3, 2, 1
 

@@ -14,7 +14,6 @@ from torch import nn
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from inference_helpers import example_images, shared_encoder  # noqa: E402
 from rnncap.data.images import open_image  # noqa: E402
 from rnncap.models import onnx_encoder  # noqa: E402
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN  # noqa: E402
@@ -26,6 +25,7 @@ from rnncap.models.onnx_encoder import (  # noqa: E402
     resolve_backend,
     use_backend,
 )
+from support.inference import example_images, shared_encoder  # noqa: E402
 
 ATTRIBUTES = ("name", "out_channels", "spatial", "image_size", "mean", "std")
 
@@ -282,7 +282,7 @@ def test_use_backend_auto_falls_back_to_torch(monkeypatch, capsys):
     assert use_backend(model, "auto") == "torch"
     assert "ONNX encoder unavailable (exporter exploded); using torch" in capsys.readouterr().err
     assert isinstance(model.encoder, Encoder)
-    with pytest.raises(RuntimeError, match="exploded"):
+    with pytest.raises(onnx_encoder.BackendError, match="ONNX encoder unavailable .*exploded"):
         use_backend(model, "onnx")
 
 

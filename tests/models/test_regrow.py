@@ -14,7 +14,7 @@ from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
 from rnncap.models.folder import load_model
 from rnncap.models.regrow import grown_vocabulary, with_vocabulary
 from rnncap.utils.config import ConfigError
-from tinydata import make_dataset, tiny_train_config, train_killed_after_first_epoch
+from support.tinydata import make_dataset, tiny_train_config, train_killed_after_first_epoch
 
 OLD = Vocabulary.build(["a dog runs on the grass", "a man rides a bike"])
 NEW_WORDS = Vocabulary.build(["a giraffe eats leaves on the grass", "a cat and a dog"])

@@ -7,15 +7,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cuda_helpers import (
+from rnncap.nn import LSTM, RNN
+from rnncap.utils.device import cuda_math
+from support.cuda import (
     SIZE,
     U_TF32,
     assert_all_close,
     assert_all_errors_like,
     assert_all_within_rounding,
 )
-from rnncap.nn import LSTM, RNN
-from rnncap.utils.device import cuda_math
 
 
 def _run_rnn(device, dtype=torch.float32, N=3, T=5, D=4, H=6):

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from inference_helpers import ServerProcess, example_images, make_tiny_model
+from support.inference import ServerProcess, example_images, make_tiny_model
 
 
 def _chromium() -> str:

@@ -14,15 +14,15 @@ import urllib.request
 import pytest
 from fastapi.testclient import TestClient
 
-from inference_helpers import (
+from rnncap.decode.captioner import load
+from rnncap.serving.app import ServeConfig, create_app
+from rnncap.serving.uploads import PixelBudget
+from support.inference import (
     ServerProcess,
     bomb_png,
     example_images,
     shared_encoder,
 )
-from rnncap.decode.captioner import load
-from rnncap.serving.app import ServeConfig, create_app
-from rnncap.serving.uploads import PixelBudget
 
 
 @pytest.fixture(scope="module")

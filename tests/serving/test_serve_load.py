@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from inference_helpers import ServerProcess, example_images, make_tiny_model, rss_bytes
+from support.inference import ServerProcess, example_images, make_tiny_model, rss_bytes
 
 CLIENTS = 16
 REQUESTS = 200

@@ -12,11 +12,11 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from inference_helpers import example_images, make_tiny_model, shared_encoder
 from rnncap.decode.captioner import load
 from rnncap.serving.app import ServeConfig, create_app
 from rnncap.serving.batcher import MicroBatcher
 from rnncap.serving.errors import ApiError
+from support.inference import example_images, make_tiny_model, shared_encoder
 
 
 def _file(path):

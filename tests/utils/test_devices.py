@@ -2,7 +2,7 @@
 
 Every test is parametrised over the device: the CPU variant runs everywhere and proves the test
 itself; the CUDA variant is marked `gpu`. Float32 results are compared with a float64 CPU run
-(tolerances derived in cuda_helpers), TF32 off.
+(tolerances derived in support.cuda), TF32 off.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cuda_helpers import assert_error_like, devices
 from rnncap.decode.beam import beam_search
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
 from rnncap.nn.loss import captioning_loss
 from rnncap.utils.device import cuda_math
-from tinydata import make_dataset, tiny_train_config, train_killed_after_first_epoch
+from support.cuda import assert_error_like, devices
+from support.tinydata import make_dataset, tiny_train_config, train_killed_after_first_epoch
 
 V, W, H, C, GRID = 30, 16, 32, 24, (3, 3)
 

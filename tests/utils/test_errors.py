@@ -12,10 +12,9 @@ import pytest
 import rnncap
 from rnncap.utils.errors import DataError, ModelError, RnncapError
 
-# Not errors for a library user to catch: the command line's own usage error (turned into one
-# line where raised), the web service's HTTP answer and its signal that a client hung up, and a
-# write failure that stays an OSError.
-NOT_IN_THE_FAMILY = {"UsageError", "ApiError", "ClientGone", "WriteError"}
+# Not errors for a library user to catch: the web service's HTTP answer and its signal that a
+# client hung up, and a write failure that stays an OSError.
+NOT_IN_THE_FAMILY = {"ApiError", "ClientGone", "WriteError"}
 
 
 def _error_classes() -> dict[str, type]:

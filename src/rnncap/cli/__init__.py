@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except RnncapError as error:  # a bad model, data file, option or input: one line, exit 2
-        return fail(str(error).strip("'\""))  # a KeyError's message comes quoted
+    except RnncapError as error:  # a bad model, data file, option, input or flag: one line, exit 2
+        return fail(str(error))
     except OSError as error:  # a full disk, a quota, a read-only file system: one line
         from rnncap.utils.io import WRITE_ERRNOS, WriteError
 

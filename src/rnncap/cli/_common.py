@@ -1,12 +1,15 @@
-"""Helpers shared by the sub-commands: error reporting and device resolution."""
+"""Helpers shared by the sub-commands: the usage error, error reporting, flag wording."""
 
 from __future__ import annotations
 
 import sys
 
+from rnncap.utils.errors import RnncapError
 
-class UsageError(Exception):
-    """A bad argument or input file: printed as one line, exit code 2."""
+
+class UsageError(RnncapError, ValueError):
+    """A bad argument or input file, worded with its flag; `rnncap.cli.main` prints it as one
+    line, exit code 2, like every other RnncapError."""
 
 
 def fail(message: str, code: int = 2) -> int:
@@ -15,20 +18,11 @@ def fail(message: str, code: int = 2) -> int:
     return code
 
 
-def device_usage_error(error: Exception) -> UsageError:
-    """The library's DeviceError (a CUDA device asked for, none present) in --device wording."""
-    return UsageError(f"--device cuda: {error} (use --device cpu)")
-
-
-def resolve_device(name: str):
-    """`rnncap.utils.device.resolve_device`, its error naming the --device flag."""
-    from rnncap.utils.device import DeviceError
-    from rnncap.utils.device import resolve_device as resolve
-
-    try:
-        return resolve(name)
-    except DeviceError as error:
-        raise device_usage_error(error) from None
+def flag_error(error, flags: dict | None = None) -> UsageError:
+    """A ConfigError of an option set by a flag, reported under that flag: `--NAME: reason`.
+    flags: field name -> flag where the flag is not the field's name with dashes."""
+    flag = (flags or {}).get(error.field) or "--" + error.field.replace("_", "-")
+    return UsageError(f"{flag}: {error.reason}")
 
 
 BACKENDS = ("auto", "onnx", "torch")  # rnncap.models.onnx_encoder.BACKENDS, without importing it
@@ -48,21 +42,22 @@ def add_backend_argument(parser) -> None:
 
 def check_backend(backend: str, device) -> None:
     """A backend that cannot run here (onnx on a GPU, onnx without onnxruntime) as a UsageError."""
-    from rnncap.models.onnx_encoder import resolve_backend
+    from rnncap.models.onnx_encoder import BackendError, resolve_backend
 
     try:
         resolve_backend(backend, device)
-    except ValueError as error:
-        raise UsageError(f"--backend {backend}: {error}") from None
+    except BackendError as error:
+        raise UsageError(f"--backend {backend}: {error.reason}") from None
 
 
 def encoder_for_backend(encoder, backend: str, device, folder=None):
     """`rnncap.models.onnx_encoder.encoder_for_backend`, its errors naming the --backend flag."""
     if backend == "torch":
         return encoder
+    from rnncap.models.onnx_encoder import BackendError
     from rnncap.models.onnx_encoder import encoder_for_backend as for_backend
 
     try:
         return for_backend(encoder, backend, device, folder)[0]
-    except (ValueError, ImportError, RuntimeError, OSError) as error:
-        raise UsageError(f"--backend {backend}: {error}") from None
+    except BackendError as error:
+        raise UsageError(f"--backend {backend}: {error.reason}") from None

@@ -14,13 +14,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from rnncap.cli._common import (
-    UsageError,
-    add_backend_argument,
-    check_backend,
-    fail,
-    resolve_device,
-)
+from rnncap.cli._common import UsageError, add_backend_argument, check_backend, fail
 
 NAME = "caption"
 HELP = "caption image files or folders (prints path<TAB>caption, or JSON lines with --json)"
@@ -35,8 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default="default",
-        help="'default' (the bundled model), a model folder, a training run folder (its best "
-        "model) or a model.safetensors file (default: default)",
+        help="'default' (the bundled model), a model folder (also one written by `rnncap "
+        "convert-show-tell`), a training run folder (its best model) or a model.safetensors "
+        "file (default: default)",
     )
     parser.add_argument(
         "--beam", type=int, default=None,
@@ -69,14 +64,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="DataLoader processes decoding images (default: the cores the model's threads leave "
         "free, at most 8; 0 = in the main process)",
-    )
-    parser.add_argument(
-        "--show-tell",
-        nargs=3,
-        metavar=("ENCODER_PKL", "DECODER_PKL", "VOCAB_PKL"),
-        default=None,
-        help="use the classic pretrained Show-and-Tell checkpoint instead of --model (greedy, "
-        "as the original, unless --beam is given)",
     )
     _add_job_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -120,8 +107,6 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.max_length is not None and not 1 <= args.max_length <= MAX_LENGTH:
         raise UsageError(f"--max-length must be between 1 and {MAX_LENGTH}")
     if args.attention_out is not None:
-        if args.show_tell is not None:
-            raise UsageError("--attention-out: the Show-and-Tell model has no attention")
         out = Path(args.attention_out)
         if out.exists() and not out.is_dir():
             raise UsageError(f"--attention-out {out}: exists and is not a folder")
@@ -157,16 +142,13 @@ def _record(image: str, caption: str, score: float | None) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from rnncap.data.images import find_images
-    from rnncap.utils.jobs import JobError, parse_shard, take_shard
+    from rnncap.utils.device import resolve_device
+    from rnncap.utils.jobs import parse_shard, take_shard
 
-    try:
-        _check_args(args)
-        shard = parse_shard(args.shard) if args.shard is not None else None
-        device = resolve_device(args.device)
-        if args.show_tell is None:  # the Show-and-Tell checkpoint always runs in torch
-            check_backend(args.backend, device)
-    except (UsageError, JobError) as error:
-        return fail(str(error))
+    _check_args(args)
+    shard = parse_shard(args.shard) if args.shard is not None else None
+    device = resolve_device(args.device)
+    check_backend(args.backend, device)
     paths, problems = find_images(args.paths)
     for problem in problems:
         fail(problem)
@@ -174,21 +156,11 @@ def run(args: argparse.Namespace) -> int:
         return 1  # every path was reported above
     if shard is not None:
         paths = take_shard(paths, *shard)
-    try:
-        output = _open_output(args, shard)
-    except JobError as error:
-        return fail(str(error))
+    output = _open_output(args, shard)
     emit = output.write if output is not None else partial(_print, as_json=args.json)
     todo = [p for p in paths if output is None or str(p) not in output.done]
     try:
-        if not todo:
-            failed = 0
-        elif args.show_tell is not None:
-            failed = _run_show_tell(args, todo, device, emit)
-        else:
-            failed = _run_model(args, todo, device, emit)
-    except UsageError as error:
-        return fail(str(error))
+        failed = _run_model(args, todo, device, emit) if todo else 0
     finally:
         if output is not None:
             output.close()
@@ -213,7 +185,7 @@ def _open_output(args: argparse.Namespace, shard: tuple[int, int] | None):
             raise JobError(f"--out {path}: '{{shard}}' needs --shard")
         path = path.replace("{shard}", str(shard[0]))
     settings = {
-        "model": args.model if args.show_tell is None else {"show_tell": args.show_tell},
+        "model": args.model,
         "beam": args.beam,
         "max_length": args.max_length,
         "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
@@ -225,10 +197,7 @@ def _run_model(args: argparse.Namespace, paths: list[Path], device, emit) -> int
     """Caption with a saved rnncap model; returns the number of images that failed."""
     from rnncap.decode.captioner import Failed, load
 
-    try:
-        captioner = load(args.model, device, backend=args.backend)
-    except (FileNotFoundError, ValueError) as error:
-        raise UsageError(f"--model: {error}") from None
+    captioner = load(args.model, device, backend=args.backend)
     cell_type = captioner.config.cell_type
     out = Path(args.attention_out) if args.attention_out is not None else None
     if out is not None and cell_type != "attn":
@@ -261,41 +230,4 @@ def _run_model(args: argparse.Namespace, paths: list[Path], device, emit) -> int
                 caption=result.text,
             )
         emit(_record(result.image, result.text, result.score))
-    return failed
-
-
-def _run_show_tell(args: argparse.Namespace, paths: list[Path], device, emit) -> int:
-    """Caption with the classic Show-and-Tell checkpoint; returns the number of failed images."""
-    from rnncap.data.images import ImageError, open_image
-    from rnncap.decode.beam import DecodeOptions
-    from rnncap.decode.showtell import caption_images
-    from rnncap.models import showtell
-
-    for flag_path in args.show_tell:
-        if not Path(flag_path).is_file():
-            raise UsageError(f"--show-tell {flag_path}: no such file")
-    try:
-        captioner = showtell.load_show_tell(*args.show_tell, device=device)
-    except (OSError, ValueError, RuntimeError) as error:
-        raise UsageError(f"--show-tell: {error}") from None
-    from tqdm import tqdm
-
-    options = DecodeOptions(beam_size=args.beam or 1, max_length=args.max_length)
-    failed = 0
-    show = len(paths) > PROGRESS_ABOVE and not args.quiet
-    with tqdm(total=len(paths), unit="img", disable=not show, desc="caption") as bar:
-        for start in range(0, len(paths), args.batch_size):
-            batch, names = [], []
-            for path in paths[start : start + args.batch_size]:
-                try:
-                    batch.append(open_image(path))
-                    names.append(str(path))
-                except ImageError as error:
-                    fail(str(error))
-                    failed += 1
-            captions = caption_images(captioner, batch, options) if batch else []
-            for name, caption in zip(names, captions, strict=True):
-                emit(_record(name, caption, None))
-            bar.update(len(paths[start : start + args.batch_size]))
-    sys.stdout.flush()
     return failed

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from rnncap.cli._common import UsageError, add_backend_argument, device_usage_error, fail
+from rnncap.cli._common import UsageError, add_backend_argument, flag_error
 from rnncap.data.datasets import list_formats
 
 NAME = "evaluate"
@@ -43,7 +43,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rnncap.engine.evaluate import EvalConfig, evaluate, format_table
     from rnncap.utils.config import ConfigError
-    from rnncap.utils.device import DeviceError
 
     try:
         cfg = EvalConfig(
@@ -53,17 +52,12 @@ def run(args: argparse.Namespace) -> int:
             backend=args.backend, limit=args.limit, progress=not args.quiet,
         )  # fmt: skip
     except ConfigError as e:  # every option of EvalConfig is the flag of its name
-        return fail(f"--{e.field.replace('_', '-')}: {e.reason}")
+        raise flag_error(e) from None
     if not Path(args.data).is_dir():
-        return fail(f"--data {args.data}: no such folder")
+        raise UsageError(f"--data {args.data}: no such folder")
     if args.json is not None and not args.json.parent.is_dir():
-        return fail(f"--json {args.json}: folder {args.json.parent} does not exist")
-    try:
-        result = evaluate(cfg)
-    except DeviceError as e:
-        return fail(str(device_usage_error(e)))
-    except (UsageError, FileNotFoundError, ValueError, KeyError) as e:
-        return fail(str(e).strip("'\""))
+        raise UsageError(f"--json {args.json}: folder {args.json.parent} does not exist")
+    result = evaluate(cfg)
     if args.json is not None:
         from rnncap.utils.io import atomic_write_text
 

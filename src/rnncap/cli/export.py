@@ -12,7 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-from rnncap.cli._common import UsageError, fail
+from rnncap.cli._common import UsageError
 
 NAME = "export"
 HELP = "export a model's image encoder to ONNX into a model folder (for ONNX Runtime on a CPU)"
@@ -46,36 +46,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rnncap.models.folder import resolve_model_dir
+    from rnncap.models.folder import read_captioner_config, resolve_model_dir
 
-    try:
-        folder = resolve_model_dir(args.model)
-    except FileNotFoundError as error:
-        return fail(f"MODEL: {error}")
+    folder = resolve_model_dir(args.model)
+    read_captioner_config(folder)  # a damaged config, or a model without an rnncap encoder
     out = Path(args.out)
     in_place = out.exists() and out.resolve() == folder.resolve()
     if out.exists() and not in_place and (not out.is_dir() or any(out.iterdir())):
-        return fail(f"OUT {out}: exists and is not an empty folder (nor the model folder)")
+        raise UsageError(f"OUT {out}: exists and is not an empty folder (nor the model folder)")
     if args.atol <= 0:
-        return fail("--atol must be positive")
-    try:
-        images = _check_images(args.check_images)
-        report = _export(folder, out, in_place, images, args.atol)
-    except UsageError as error:
-        return fail(str(error))
-    print(report)
+        raise UsageError("--atol must be positive")
+    images = _check_images(args.check_images)
+    print(_export(folder, out, in_place, images, args.atol))
     return 0
 
 
 def _check_images(paths: list[str] | None):
     """The check's PIL images: the given files, or four seeded random ones."""
-    from rnncap.data.images import ImageError, open_image
+    from rnncap.data.images import open_image
 
     if paths:
-        try:
-            return [open_image(p) for p in paths]
-        except ImageError as error:
-            raise UsageError(f"--check-images: {error}") from None
+        return [open_image(p) for p in paths]  # an ImageError names the file
     import numpy as np
     from PIL import Image
 

@@ -8,13 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rnncap.cli._common import (
-    UsageError,
-    add_backend_argument,
-    encoder_for_backend,
-    fail,
-    resolve_device,
-)
+from rnncap.cli._common import UsageError, add_backend_argument, encoder_for_backend, flag_error
 from rnncap.data.datasets import list_formats
 
 NAME = "features"
@@ -75,36 +69,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
-    from rnncap.data.datasets import DatasetError, load_dataset
+    from rnncap.data.datasets import load_dataset
     from rnncap.data.features import FeatureCache, build_cache, cache_name
+    from rnncap.models.encoders import build_encoder
     from rnncap.utils.config import ConfigError
-    from rnncap.utils.io import InvalidFileError
+    from rnncap.utils.device import resolve_device
 
-    try:
-        for flag in ("batch_size", "shard_size"):
-            if getattr(args, flag) < 1:
-                raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
-        if args.workers is not None and args.workers < 0:
-            raise UsageError("--workers must be 0 or more")
-        device = resolve_device(args.device)
+    for flag in ("batch_size", "shard_size"):
+        if getattr(args, flag) < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.workers is not None and args.workers < 0:
+        raise UsageError("--workers must be 0 or more")
+    device = resolve_device(args.device)
+    try:  # a bad --extra-data entry or --encoder name
         images = _images(args, load_dataset)
-        from rnncap.models.encoders import WeightsUnavailableError, build_encoder
-
-        try:
-            encoder = build_encoder(args.encoder)
-        except (ValueError, WeightsUnavailableError) as error:
-            raise UsageError(f"--encoder: {error}") from None
-        encoder = encoder_for_backend(encoder, args.backend, device)
-    except (UsageError, DatasetError) as error:
-        return fail(str(error))
-    except ConfigError as error:  # a bad --extra-data entry
-        return fail(f"--extra-data: {error.reason}")
-    try:
-        cache = FeatureCache(args.out, cache_name(encoder.name, args.mirrored))
-    except InvalidFileError as error:  # an index written by something else, or damaged
-        return fail(f"--out: {error}")
-
+        encoder = build_encoder(args.encoder)
+    except ConfigError as error:
+        raise flag_error(error) from None
+    encoder = encoder_for_backend(encoder, args.backend, device)
+    cache = FeatureCache(args.out, cache_name(encoder.name, args.mirrored))
     stats = build_cache(
         images,
         encoder,

@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from rnncap.cli._common import UsageError, fail, resolve_device
+from rnncap.cli._common import UsageError
 
 NAME = "lm"
 HELP = "train an RNN/LSTM language model on captions (Flickr8k or a text file), sample from it"
@@ -78,16 +78,14 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        _check(args)
-        device = resolve_device(args.device)
-    except UsageError as e:
-        return fail(str(e))
-
+    _check(args)
     import torch
 
     from rnncap.engine import lm_train
+    from rnncap.utils.device import resolve_device
     from rnncap.utils.plotting import plot_lm_history
+
+    device = resolve_device(args.device)
 
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
@@ -97,13 +95,8 @@ def run(args: argparse.Namespace) -> int:
             print(sentence)
         return 0
 
-    from rnncap.utils.io import InvalidFileError
-
-    try:
-        train_captions, dev_captions = _captions(args)
-        vocab = _vocabulary(args, train_captions)
-    except (InvalidFileError, ValueError) as e:
-        return fail(str(e))
+    train_captions, dev_captions = _captions(args)
+    vocab = _vocabulary(args, train_captions)
     model, vocab, config, history, seconds = _train(args, train_captions, dev_captions, vocab,
                                                     device)  # fmt: skip
     out = args.out or Path("runs") / f"lm-{args.cell}"
@@ -125,13 +118,10 @@ def _captions(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     import random
 
     if args.text is None:
-        from rnncap.data.datasets import DatasetError, load_dataset
+        from rnncap.data.datasets import load_dataset
 
-        try:
-            return (load_dataset(args.data, "flickr8k", "train").captions,
-                    load_dataset(args.data, "flickr8k", "dev").captions)  # fmt: skip
-        except DatasetError as e:
-            raise ValueError(f"--data {args.data}: {e}") from None
+        return (load_dataset(args.data, "flickr8k", "train").captions,
+                load_dataset(args.data, "flickr8k", "dev").captions)  # fmt: skip
     from rnncap.engine.sources import read_caption_text
 
     groups = read_caption_text(args.text)

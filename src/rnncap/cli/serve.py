@@ -8,13 +8,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from rnncap.cli._common import (
-    UsageError,
-    add_backend_argument,
-    check_backend,
-    fail,
-    resolve_device,
-)
+from rnncap.cli._common import UsageError, add_backend_argument, check_backend, flag_error
 
 NAME = "serve"
 HELP = "serve captions over HTTP: POST /caption, GET /healthz, and a web page at /"
@@ -120,48 +114,47 @@ _FLAGS = {"beam_size": "--beam", "encode_per_request": "--encode"}  # ServeConfi
 
 
 def run(args: argparse.Namespace) -> int:
-    from rnncap.serving.app import ServeConfig, create_app
-    from rnncap.utils.config import ConfigError
-
-    try:
-        if not 0 <= args.port <= 65535:
-            raise UsageError(f"--port {args.port}: must be between 0 and 65535")
-        if args.header_timeout <= 0:
-            raise UsageError("--header-timeout must be positive")
-        for flag in ("max_upload_memory", "max_upload_disk", "max_connections"):
-            if getattr(args, flag) is not None and getattr(args, flag) < 1:
-                raise UsageError(f"--{flag.replace('_', '-')} must be positive")
-        if args.search_threads < 0:
-            raise UsageError("--search-threads must be 0 (all the model's threads) or more")
-        try:
-            config = ServeConfig(
-                max_batch=args.max_batch,
-                max_wait_ms=args.max_wait_ms,
-                max_bytes=args.max_bytes,
-                max_upload_memory=args.max_upload_memory,
-                max_upload_disk=args.max_upload_disk,
-                timeout=args.timeout,
-                body_timeout=args.body_timeout,
-                beam_size=args.beam,
-                search_threads=args.search_threads or None,
-                encode_per_request={"auto": None, "request": True, "batch": False}[args.encode],
-            )
-        except ConfigError as error:
-            flag = _FLAGS.get(error.field, "--" + error.field.replace("_", "-"))
-            raise UsageError(f"{flag}: {error.reason}") from None
-        device = resolve_device(args.device)
-        check_backend(args.backend, device)
-    except UsageError as error:
-        return fail(str(error))
-
     from rnncap.decode.captioner import load
+    from rnncap.serving.app import create_app
     from rnncap.serving.connections import run_server
+    from rnncap.utils.device import resolve_device
 
-    try:
-        captioner = load(args.model, device, backend=args.backend)
-    except (FileNotFoundError, ValueError) as error:
-        return fail(f"--model: {error}")
+    config = _serve_config(args)
+    device = resolve_device(args.device)
+    check_backend(args.backend, device)
+    captioner = load(args.model, device, backend=args.backend)
     app = create_app(captioner, config)
     print(f"rnncap: serving {args.model} on http://{args.host}:{args.port}/", flush=True)
     run_server(app, args.host, args.port, args.max_connections, args.header_timeout)
     return 0
+
+
+def _serve_config(args: argparse.Namespace):
+    """The flags checked and gathered into a ServeConfig; a bad value is a UsageError."""
+    from rnncap.serving.app import ServeConfig
+    from rnncap.utils.config import ConfigError
+
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: must be between 0 and 65535")
+    if args.header_timeout <= 0:
+        raise UsageError("--header-timeout must be positive")
+    for flag in ("max_upload_memory", "max_upload_disk", "max_connections"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be positive")
+    if args.search_threads < 0:
+        raise UsageError("--search-threads must be 0 (all the model's threads) or more")
+    try:
+        return ServeConfig(
+            max_batch=args.max_batch,
+            max_wait_ms=args.max_wait_ms,
+            max_bytes=args.max_bytes,
+            max_upload_memory=args.max_upload_memory,
+            max_upload_disk=args.max_upload_disk,
+            timeout=args.timeout,
+            body_timeout=args.body_timeout,
+            beam_size=args.beam,
+            search_threads=args.search_threads or None,
+            encode_per_request={"auto": None, "request": True, "batch": False}[args.encode],
+        )
+    except ConfigError as error:
+        raise flag_error(error, _FLAGS) from None

@@ -8,7 +8,7 @@ import os
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from rnncap.cli._common import UsageError, device_usage_error, fail
+from rnncap.cli._common import UsageError, flag_error
 from rnncap.data.datasets import list_formats
 
 NAME = "train"
@@ -110,12 +110,9 @@ def resolve_config(args: argparse.Namespace):
     try:
         return TrainConfig.from_dict(values)
     except ConfigError as e:  # a value TrainConfig refuses, as a flag or in the --config file
-        in_file = args.config is not None and e.field not in flags
-        where = f"--config {args.config}: {e.field}" if in_file else _flag(e.field)
-        raise UsageError(f"{where}: {e.reason}") from None
-    except (TypeError, ValueError) as e:
-        where = f"--config {args.config}" if args.config is not None else "options"
-        raise UsageError(f"{where}: {e}") from None
+        if args.config is not None and e.field not in flags:
+            raise UsageError(f"--config {args.config}: {e}") from None
+        raise flag_error(e) from None
 
 
 def _flag(name: str) -> str:
@@ -135,23 +132,16 @@ def _mismatch_message(error) -> str:
 def run(args: argparse.Namespace) -> int:
     from rnncap.engine.resume import ResumeMismatchError
     from rnncap.engine.train import train
-    from rnncap.utils.device import DeviceError
 
+    cfg = resolve_config(args)
+    if not cfg.data:
+        raise UsageError("--data is required (the data set root folder)")
+    if not Path(cfg.data).exists():
+        raise UsageError(f"--data {cfg.data}: no such folder")
     try:
-        cfg = resolve_config(args)
-        if not cfg.data:
-            raise UsageError("--data is required (the data set root folder)")
-        if not Path(cfg.data).exists():
-            raise UsageError(f"--data {cfg.data}: no such folder")
         best = train(cfg)
-    except UsageError as e:
-        return fail(str(e))
-    except DeviceError as e:
-        return fail(str(device_usage_error(e)))
-    except ResumeMismatchError as e:
-        return fail(_mismatch_message(e))
-    except (FileNotFoundError, FileExistsError, KeyError, ValueError) as e:
-        return fail(str(e).strip("'\""))
+    except ResumeMismatchError as e:  # the library names the option, the flag is said here
+        raise UsageError(_mismatch_message(e)) from None
     if os.environ.get("RANK", "0") == "0":  # under torchrun only the first process reports
         summary = {"best_epoch": best.get("epoch"), "dev_cider": best.get("dev_cider")}
         print(json.dumps({**summary, "run": cfg.out}))

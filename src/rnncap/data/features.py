@@ -56,6 +56,10 @@ class MissingFeaturesError(DataError, KeyError):
         return str(self.args[0])
 
 
+class FeatureCacheError(DataError, ValueError):
+    """Features that do not belong in this cache (another encoder, another shape)."""
+
+
 def file_key(path: str | Path) -> str:
     """The cache key of an image: the SHA-1 of its file's bytes (hex)."""
     digest = hashlib.sha1()
@@ -256,7 +260,9 @@ class FeatureCache:
         features = features.detach().to("cpu", dtype=torch.float16).contiguous()
         shape = list(features.shape[1:])
         if self.shape is not None and shape != self.shape:
-            raise ValueError(f"feature shape {shape} does not match the cache's {self.shape}")
+            raise FeatureCacheError(
+                f"{self.dir}: feature shape {shape} does not match the cache's {self.shape}"
+            )
         self.dir.mkdir(parents=True, exist_ok=True)
         shard = max(self._shard_numbers(), default=-1) + 1
         metadata = {"encoder": self.encoder_name, "keys": json.dumps(list(keys))}
@@ -332,7 +338,7 @@ def build_cache(
 
     name = getattr(encoder, "name", None)
     if name is not None and cache_name(name, mirrored) != cache.encoder_name:
-        raise ValueError(f"encoder {name!r} does not match cache {cache.encoder_name!r}")
+        raise FeatureCacheError(f"encoder {name!r} does not match cache {cache.encoder_name!r}")
     for message in cache.remove_damaged():
         print(f"warning: {message}", file=sys.stderr)
     device = torch.device(device)

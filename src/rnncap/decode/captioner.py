@@ -32,6 +32,7 @@ from rnncap.data.images import (
     to_rgb,
 )
 from rnncap.decode.beam import DecodeOptions, decode
+from rnncap.utils.config import ConfigError
 from rnncap.utils.errors import RnncapError
 
 
@@ -72,23 +73,20 @@ def load(
     The decoder runs in torch either way. The ONNX graph is the model folder's encoder.onnx
     (`rnncap export`) or one exported into the user cache on first use.
     Decoding defaults come from the folder's config.json "decoding" entry when it has one.
+    A Show-and-Tell folder (`rnncap convert-show-tell`) runs its encoder in torch.
     """
-    from rnncap.models.folder import CONFIG, load_model, read_config, resolve_model_dir
+    from rnncap.models.folder import load_model, resolve_model_dir
     from rnncap.models.onnx_encoder import resolve_backend
-    from rnncap.utils.config import ConfigError
+    from rnncap.models.showtell_folder import is_show_tell
     from rnncap.utils.device import resolve_device
-    from rnncap.utils.io import InvalidFileError
 
     device = resolve_device(device) if isinstance(device, str) else device
     resolve_backend(backend or "auto", device)  # a bad name or device fails before any loading
     folder = resolve_model_dir(model)
+    options = _folder_options(folder)
+    if is_show_tell(folder):
+        return _show_tell_captioner(folder, options, backend, device, str(model))
     network, vocab = load_model(folder, device)
-    try:
-        options = DecodeOptions.from_dict(read_config(folder).get("decoding", {}))
-    except ConfigError as error:
-        raise InvalidFileError(folder / CONFIG, error.reason, f"decoding.{error.field}") from None
-    except ValueError as error:  # unknown keys
-        raise InvalidFileError(folder / CONFIG, str(error)) from None
     from rnncap.models.fusion import load_language_models
 
     return Captioner(
@@ -97,10 +95,44 @@ def load(
     )  # fmt: skip
 
 
+def _folder_options(folder) -> DecodeOptions:
+    """The model folder's config.json "decoding" entry (absent: the defaults)."""
+    from rnncap.models.folder import CONFIG, read_config
+    from rnncap.utils.io import InvalidFileError
+
+    try:
+        return DecodeOptions.from_dict(read_config(folder).get("decoding", {}))
+    except ConfigError as error:
+        raise InvalidFileError(folder / CONFIG, error.reason, f"decoding.{error.field}") from None
+
+
+# Options that need an rnncap vocabulary, classifier or language model beside the decoder.
+_NOT_FOR_SHOW_TELL = ("guidance", "no_end_after", "lm_weight", "source_lm_weight")
+
+
+def _show_tell_captioner(folder, options: DecodeOptions, backend, device, name: str):
+    """A `Captioner` of a Show-and-Tell folder; its encoder runs in torch ("onnx" is refused)."""
+    from rnncap.models.folder import CONFIG
+    from rnncap.models.onnx_encoder import BackendError
+    from rnncap.models.showtell_folder import load_show_tell_folder
+    from rnncap.utils.io import InvalidFileError
+
+    if backend == "onnx":
+        raise BackendError("a Show-and-Tell model's encoder runs in torch only")
+    for field in _NOT_FOR_SHOW_TELL:
+        if getattr(options, field) != getattr(DecodeOptions(), field):
+            raise InvalidFileError(
+                folder / CONFIG, "not available to a Show-and-Tell model", f"decoding.{field}"
+            )
+    model = load_show_tell_folder(folder, device)
+    return Captioner(model, model.vocab, options, backend=None, name=name, folder=folder)
+
+
 class Captioner:
     """A captioning model ready to use: call it on images, or on encoder features.
 
-    model: a `CaptioningRNN` in eval mode (on its device); vocab: its `Vocabulary`;
+    model: a `CaptioningRNN` (or a `ShowTell`) in eval mode, on its device; vocab: its
+    `Vocabulary`;
     options: the default `DecodeOptions` (each call may override beam and max_length);
     backend: "auto", "onnx" or "torch" swaps the model's image encoder accordingly (see `load`),
     None leaves it alone; `self.backend` is the one in use. folder: the model folder, where an
@@ -192,7 +224,7 @@ class Captioner:
 
         try:
             terms = fusion_terms(self.language_models, options.lm_weight, options.source_lm_weight)
-        except ValueError as error:
+        except ConfigError as error:
             raise CaptionError(f"{self.name or 'model'}: {error}") from None
         return FusedDecoder(self.model, [(lm.to(self.device), w) for lm, w in terms])
 
@@ -324,7 +356,7 @@ class Captioner:
         from rnncap.utils.device import decode_workers
 
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise ConfigError("batch_size", f"must be at least 1, got {batch_size}")
         options = self.decode_options(beam, max_length)
         workers = decode_workers(workers, self.device)
         if device_decode and self.device.type == "cuda":

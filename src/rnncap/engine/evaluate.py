@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rnncap.data.datasets import DatasetError
 from rnncap.utils.config import ConfigError, check_range, check_types
 
 
@@ -69,7 +70,7 @@ def split_features(
             paths, model.encoder, cache, device=device, workers=workers, progress=progress
         )
         if stats.failed:
-            raise ValueError(f"{len(stats.failed)} image(s) could not be read: {stats.failed[0]}")
+            raise DatasetError(f"{len(stats.failed)} image(s) could not be read: {stats.failed[0]}")
         return cache.get(paths)
 
     if cache_dir is not None:
@@ -95,7 +96,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     if cfg.limit:
         samples = samples[: cfg.limit]
     if not samples:
-        raise ValueError(f"{cfg.data}: the {cfg.split} split has no images")
+        raise DatasetError(f"{cfg.data}: the {cfg.split} split has no images")
     features = split_features(
         captioner.model, samples, cfg.features, captioner.device, cfg.workers, cfg.progress
     )

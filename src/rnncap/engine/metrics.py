@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Hashable, Mapping, Sequence
 
+from rnncap.utils.config import ConfigError
 from rnncap.utils.errors import RnncapError
 
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE_L", "CIDEr")
@@ -83,7 +84,7 @@ def score(
     """
     unknown = [m for m in metrics if m not in _GROUPS]
     if unknown:
-        raise ValueError(f"unknown metrics {unknown}; valid: {', '.join(_GROUPS)}")
+        raise ConfigError("metrics", f"unknown metrics {unknown}; valid: {', '.join(_GROUPS)}")
     if set(references) != set(predictions):
         missing = len(set(references) - set(predictions))
         extra = len(set(predictions) - set(references))

@@ -14,7 +14,13 @@ import torch
 from rnncap.data.vocab import Vocabulary
 from rnncap.engine.train_config import TrainConfig
 from rnncap.models.captioner import CaptionerConfig
-from rnncap.models.folder import read_captioner_config, read_config, read_vocabulary, read_weights
+from rnncap.models.folder import (
+    ModelNotFoundError,
+    read_captioner_config,
+    read_config,
+    read_vocabulary,
+    read_weights,
+)
 from rnncap.utils.errors import RnncapError
 from rnncap.utils.io import InvalidFileError, first_line
 
@@ -30,6 +36,10 @@ class ResumeMismatchError(RnncapError, ValueError):
     def __init__(self, run: Path, option: str, saved: object, given: object):
         super().__init__(f"{run} was trained with {option}={saved!r}, not {given!r}")
         self.run, self.option, self.saved, self.given = run, option, saved, given
+
+
+class RunExistsError(RnncapError, FileExistsError):
+    """A fresh run's folder already holds a run's checkpoints (a FileExistsError too)."""
 
 
 @dataclass
@@ -108,7 +118,7 @@ def prepare_run_folder(out: Path, resume: bool, dry_run: bool = False) -> None:
     held = [out / n for n in ("last", "best") if (out / n).exists()]
     held += leftovers(out, "last") + leftovers(out, "best")
     if held and not dry_run:
-        raise FileExistsError(
+        raise RunExistsError(
             f"{out} already holds a run ({held[0].name}; use --resume to continue it, "
             "or another --out)"
         )
@@ -119,7 +129,7 @@ def load_checkpoint(cfg: TrainConfig) -> Checkpoint:
     run = Path(cfg.out)
     last = run / "last"
     if not (last / TRAIN_STATE).is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint in {last}")
+        raise ModelNotFoundError(f"--resume: no checkpoint in {last}")
     config = read_captioner_config(last)
     # With --init the model's sizes come from the init model, not from these options.
     for option in ("encoder",) if cfg.init else MODEL_OPTIONS:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rnncap.data.datasets import DatasetError
 from rnncap.data.vocab import Vocabulary
 from rnncap.engine.train_config import TrainConfig
 
@@ -93,7 +94,7 @@ def _concat(pieces: list[CaptionSplit]) -> CaptionSplit:
     """One split from several sources, their images one after the other."""
     shapes = {tuple(p.features.shape[1:]) for p in pieces}
     if len(shapes) > 1:
-        raise ValueError(f"the sources' cached features differ in shape: {sorted(shapes)}")
+        raise DatasetError(f"the sources' cached features differ in shape: {sorted(shapes)}")
     mirrored = None
     if all(p.mirrored is not None for p in pieces):
         mirrored = torch.cat([p.mirrored for p in pieces])

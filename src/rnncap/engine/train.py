@@ -44,7 +44,7 @@ from rnncap.engine.splits import (
 )
 from rnncap.engine.train_config import TrainConfig
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
-from rnncap.models.folder import load_model, save_model
+from rnncap.models.folder import IncompatibleModelError, load_model, save_model
 from rnncap.utils.io import atomic_write_text
 from rnncap.utils.plotting import plot_training_curves
 
@@ -218,7 +218,7 @@ def _init_model(cfg: TrainConfig, vocab: Vocabulary | None) -> tuple[CaptioningR
 
     model, init_vocab = load_model(cfg.init)
     if model.config.encoder != cfg.encoder:
-        raise ValueError(
+        raise IncompatibleModelError(
             f"--init {cfg.init}: trained on {model.config.encoder} features, "
             f"not {cfg.encoder} (pass --encoder {model.config.encoder})"
         )
@@ -234,12 +234,14 @@ def _build_model(
     """A new model from the flags, or the --init model (its own sizes, cell type and weights)."""
     if init is not None:
         if init.config.feature_dim != feature_dim:
-            raise ValueError(
+            raise IncompatibleModelError(
                 f"--init {cfg.init}: expects {init.config.feature_dim}-channel features, "
                 f"the cache holds {feature_dim}"
             )
         if len(vocab) != init.config.vocab_size:
-            raise ValueError(f"--init {cfg.init}: its vocabulary differs from this run's")
+            raise IncompatibleModelError(
+                f"--init {cfg.init}: its vocabulary differs from this run's"
+            )
         return init.to(device)
     model_cfg = CaptionerConfig(
         encoder=cfg.encoder, feature_dim=feature_dim, cell_type=cfg.cell_type,

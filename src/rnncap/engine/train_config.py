@@ -88,7 +88,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        return config_from_dict(cls, d, "training option(s)")
+        return config_from_dict(cls, d, "training options")
 
 
 def _check_choice(name: str, value: str, choices: list[str]) -> None:

@@ -29,9 +29,10 @@ def list_cell_types() -> list[str]:
 
 
 def get_cell(name: str) -> type[nn.Module]:
-    """The cell class registered as `name`; an unknown name raises ValueError listing them."""
+    """The cell class registered as `name`; an unknown name raises ConfigError (a ValueError)
+    listing them."""
     if name not in CELLS:
-        raise ValueError(f"cell_type must be one of {', '.join(CELLS)}, got {name!r}")
+        raise ConfigError("cell_type", f"must be one of {', '.join(CELLS)}, got {name!r}")
     return CELLS[name]
 
 

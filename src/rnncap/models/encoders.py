@@ -16,6 +16,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from rnncap.data.images import to_rgb
+from rnncap.utils.config import ConfigError
 from rnncap.utils.errors import ModelError
 
 DEFAULT_ENCODER = "efficientnet_lite0"
@@ -75,7 +76,7 @@ class Encoder(nn.Module):
     def classify(self, features: Tensor) -> Tensor:
         """This encoder's features (N, C, h, w) or (N, C) -> its ImageNet class logits (N, 1000)."""
         if self.classifier is None:
-            raise ValueError(f"encoder {self.name!r} has no ImageNet classifier")
+            raise ConfigError("guidance", f"encoder {self.name!r} has no ImageNet classifier")
         pooled = features.flatten(2).mean(2) if features.dim() > 2 else features  # (N, C)
         return self.classifier(pooled.to(next(self.classifier.parameters()).dtype))
 
@@ -102,8 +103,8 @@ def preprocess_image(
 def _check_image_size(name: str, image_size: int | None, allowed: Sequence[int]) -> int:
     image_size = allowed[-1] if image_size is None else image_size
     if image_size not in allowed:
-        raise ValueError(
-            f"encoder {name!r}: image_size must be one of {list(allowed)}, got {image_size}"
+        raise ConfigError(
+            "image_size", f"encoder {name!r} takes one of {list(allowed)}, got {image_size}"
         )
     return image_size
 
@@ -248,16 +249,19 @@ def list_encoders() -> list[str]:
 
 
 def get_encoder(name: str) -> Callable[..., Encoder]:
-    """The builder registered as `name`; an unknown name raises ValueError listing valid ones."""
+    """The builder registered as `name`; an unknown name raises ConfigError (a ValueError)
+    listing the valid ones."""
     if name not in ENCODERS:
-        raise ValueError(f"unknown encoder {name!r}; valid encoders: {', '.join(ENCODERS)}")
+        raise ConfigError(
+            "encoder", f"unknown encoder {name!r}; valid encoders: {', '.join(ENCODERS)}"
+        )
     return ENCODERS[name]
 
 
 def build_encoder(
     name: str = DEFAULT_ENCODER, pretrained: bool = True, image_size: int | None = None
 ) -> Encoder:
-    """Build encoder `name` (see `list_encoders`); an unknown name raises ValueError.
+    """Build encoder `name` (see `list_encoders`); an unknown name raises ConfigError.
 
     image_size: input side in pixels; None picks the encoder's default (224).
     """

@@ -30,6 +30,12 @@ CONFIG, VOCAB, WEIGHTS = "config.json", "vocab.json", "model.safetensors"
 
 class ModelNotFoundError(ModelError, FileNotFoundError):
     """No model at the path or name given (a FileNotFoundError too)."""
+
+
+class IncompatibleModelError(ModelError, ValueError):
+    """A model that does not fit what it is used with: other features, another vocabulary,
+    another model's shape; the message names the model."""
+
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "default"
 
 
@@ -103,15 +109,16 @@ def read_config(folder: str | Path) -> dict:
 def read_captioner_config(folder: str | Path) -> CaptionerConfig:
     """The CaptionerConfig of a model folder, validated (types, ranges, ids in the vocabulary)."""
     path = Path(folder) / CONFIG
-    section = read_config(folder).get("captioner")
+    config = read_config(folder)
+    section = config.get("captioner")
+    if config.get("kind") == "show_tell":  # rnncap.models.showtell_folder
+        raise InvalidFileError(path, "a Show-and-Tell model: it captions (rnncap.load), no more")
     if section is None:
         raise InvalidFileError(path, "no 'captioner' section (not an rnncap model config)")
     try:
         config = CaptionerConfig.from_dict(section)
     except ConfigError as error:
         raise InvalidFileError(path, error.reason, field=f"captioner.{error.field}") from None
-    except ValueError as error:  # unknown keys
-        raise InvalidFileError(path, str(error)) from None
     return config
 
 

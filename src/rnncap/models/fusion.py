@@ -62,14 +62,16 @@ class FusedDecoder:
 
 
 def fusion_terms(lms: dict, lm_weight: float, source_lm_weight: float) -> list:
-    """The (model, weight) pairs for the options' weights; ValueError when a weight is set but
-    the model folder has no such language model."""
+    """The (model, weight) pairs for the options' weights; ConfigError naming the weight when it
+    is set but the model folder has no such language model."""
+    from rnncap.utils.config import ConfigError
+
     terms = []
     for name, weight in (("lm", lm_weight), ("source_lm", -source_lm_weight)):
         if weight == 0:
             continue
         if name not in lms:
-            raise ValueError(f"decoding sets {name}_weight but the model folder has no {name}/")
+            raise ConfigError(f"{name}_weight", f"set, but the model folder has no {name}/")
         terms.append((lms[name], weight))
     return terms
 

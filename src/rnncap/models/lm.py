@@ -106,8 +106,6 @@ def load_language_model(folder: str | Path, device: torch.device | str = "cpu"):
         config = config_from_dict(LMConfig, section, "model options")
     except ConfigError as error:
         raise InvalidFileError(folder / CONFIG, error.reason, f"model.{error.field}") from None
-    except (TypeError, ValueError) as error:  # unknown keys
-        raise InvalidFileError(folder / CONFIG, str(error)) from None
     vocab = Vocabulary.load(folder / "vocab.json")
     if len(vocab) != config.vocab_size:
         raise InvalidFileError(

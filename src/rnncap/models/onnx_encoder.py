@@ -20,6 +20,7 @@ import torch
 
 from rnncap.models import onnx_check
 from rnncap.models.encoders import preprocess_image
+from rnncap.utils.config import ConfigError
 from rnncap.utils.io import InvalidFileError, atomic_write, first_line
 
 ENCODER_FILE = "encoder.onnx"  # the exported encoder's name inside a model folder
@@ -27,6 +28,14 @@ OPSET = 17
 INPUT, OUTPUT = "images", "features"
 BACKENDS = ("auto", "onnx", "torch")
 _META = "rnncap."  # prefix of the metadata keys written into an exported graph
+
+
+class BackendError(ConfigError):
+    """A backend that cannot run here: an unknown name, onnx on a GPU or without onnxruntime,
+    an encoder that could not be exported to ONNX. `reason` says why."""
+
+    def __init__(self, reason: str):
+        super().__init__("backend", reason)
 
 
 # ------------------------------------------------------------------------ export
@@ -148,7 +157,7 @@ class OnnxEncoder:
 
     def to(self, device: str | torch.device) -> OnnxEncoder:
         if torch.device(device).type != "cpu":
-            raise ValueError(f"the ONNX encoder runs on the CPU, not on {device}")
+            raise BackendError(f"the ONNX encoder runs on the CPU, not on {device}")
         return self
 
     def cpu(self) -> OnnxEncoder:
@@ -254,17 +263,17 @@ def onnxruntime_available() -> bool:
 def resolve_backend(backend: str, device: str | torch.device = "cpu") -> str:
     """'auto' -> 'onnx' on a CPU when onnxruntime is installed, else 'torch'.
 
-    'onnx' on another device, or without onnxruntime, raises ValueError.
+    'onnx' on another device, or without onnxruntime, raises BackendError.
     """
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+        raise BackendError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
     cpu = torch.device(device).type == "cpu"
     if backend == "auto":
         return "onnx" if cpu and onnxruntime_available() else "torch"
     if backend == "onnx" and not cpu:
-        raise ValueError(f"the onnx backend runs on the CPU, not on {device}")
+        raise BackendError(f"the onnx backend runs on the CPU, not on {device}")
     if backend == "onnx" and not onnxruntime_available():
-        raise ValueError("the onnx backend needs onnxruntime (pip install onnxruntime)")
+        raise BackendError("the onnx backend needs onnxruntime (pip install onnxruntime)")
     return backend
 
 
@@ -278,8 +287,8 @@ def encoder_for_backend(
     """A torch `Encoder` -> (the encoder to run under `backend` on `device`, backend used).
 
     With 'auto', an encoder that cannot be exported falls back to torch with one line on
-    stderr; with 'onnx' the error is raised. folder: a model folder, searched for an
-    `encoder.onnx` first.
+    stderr; with 'onnx' it is a BackendError giving the reason. folder: a model folder, searched
+    for an `encoder.onnx` first.
     """
     resolved = resolve_backend(backend, device)
     if resolved == "torch" or isinstance(encoder, OnnxEncoder):
@@ -288,10 +297,10 @@ def encoder_for_backend(
         return onnx_encoder_for(encoder, folder, threads), resolved
     except InvalidFileError:  # a damaged or foreign graph in the model folder: never ignored
         raise
-    except Exception as error:
-        if backend == "onnx":
-            raise
+    except Exception as error:  # an exporter, ONNX Runtime or file system failure
         reason = " ".join(str(error).split()) or type(error).__name__
+        if backend == "onnx":
+            raise BackendError(f"ONNX encoder unavailable ({reason})") from error
         print(f"rnncap: ONNX encoder unavailable ({reason}); using torch", file=sys.stderr)
         return encoder, "torch"
 

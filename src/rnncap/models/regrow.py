@@ -12,6 +12,7 @@ import torch
 
 from rnncap.data.vocab import SPECIALS, Vocabulary
 from rnncap.models.captioner import CaptioningRNN
+from rnncap.models.folder import IncompatibleModelError
 
 _VOCAB_ROWS = ("embed.weight", "vocab_proj.weight", "vocab_proj.bias")  # (V, ...) each
 
@@ -32,7 +33,7 @@ def with_vocabulary(
     bias is the lowest of `old`'s, so no new word is more likely than the rarest old one until
     training says so."""
     if model.config.vocab_size != len(old):
-        raise ValueError(
+        raise IncompatibleModelError(
             f"the model has {model.config.vocab_size} words, its vocabulary {len(old)}"
         )
     grown = CaptioningRNN(replace(model.config, vocab_size=len(new)))

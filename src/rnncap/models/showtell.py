@@ -2,7 +2,8 @@
 
 Loads them safely (tensors only; a restricted unpickler for the vocabulary) into ResNet-152 and a
 decoder that runs rnncap's own LSTM with the decoder interface of `rnncap.decode.beam`; beam size
-1 captions images the way the original sample.py did (`rnncap.decode.showtell`).
+1 captions images the way the original sample.py did. `rnncap convert-show-tell` saves the
+loaded model as a model folder (`rnncap.models.showtell_folder`) that `rnncap.load` takes.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ HIDDEN_SIZE = 512  # LSTM hidden size
 FEATURE_SIZE = 2048  # pooled ResNet-152 output
 MAX_STEPS = 20  # words per caption at most, the decoding length of the original sample.py
 IMAGE_SIZE = 224
+ENCODER_NAME = "show_tell_resnet152"  # the encoder of `ShowTellConfig.encoder`, not a registry name
 
 
 class ShowTellError(ModelError, ValueError):
@@ -45,6 +47,15 @@ class ShowTellVocab:
 
     def __len__(self) -> int:
         return len(self.word2idx)
+
+    @property
+    def itos(self) -> list[str]:
+        """The words in id order."""
+        return [self.idx2word[i] for i in range(len(self))]
+
+    @property
+    def stoi(self) -> dict[str, int]:
+        return self.word2idx
 
     def decode(self, ids: Sequence[int]) -> str:
         """Word ids -> caption: `<start>` dropped, stops at `<end>` (as the original sample.py)."""
@@ -109,6 +120,15 @@ def load_vocab_pkl(path: str | os.PathLike) -> ShowTellVocab:
     return _vocab_from_state(obj.state, path)
 
 
+def vocab_from_words(words: list, path: str | os.PathLike) -> ShowTellVocab:
+    """The vocabulary of `words` in id order (a converted folder's vocab.json), checked as a
+    pickled one; ShowTellError names `path`."""
+    if not all(type(w) is str for w in words):
+        raise ShowTellError(f"{path}: the words must be strings")
+    state = {"word2idx": {w: i for i, w in enumerate(words)}, "idx2word": dict(enumerate(words))}
+    return _vocab_from_state(state, Path(path))
+
+
 def _vocab_from_state(state: dict, path: Path) -> ShowTellVocab:
     word2idx, idx2word = state.get("word2idx"), state.get("idx2word")
     if not isinstance(word2idx, dict) or not isinstance(idx2word, dict):
@@ -131,15 +151,29 @@ def _vocab_from_state(state: dict, path: Path) -> ShowTellVocab:
 
 
 class EncoderCNN(nn.Module):
-    """ResNet-152 without its fc -> linear 2048 -> 256 -> BatchNorm1d, as in the original."""
+    """ResNet-152 without its fc -> linear 2048 -> 256 -> BatchNorm1d, as in the original, with
+    the original's preprocessing and the attributes of an rnncap `Encoder` (a pooled vector)."""
+
+    name = ENCODER_NAME
+    spatial = False
+    image_size = IMAGE_SIZE
 
     def __init__(self, embed_size: int = EMBED_SIZE) -> None:
         super().__init__()
-        from torchvision.models import resnet152
+        from torchvision.models import ResNet152_Weights, resnet152
 
         self.resnet = nn.Sequential(*list(resnet152(weights=None).children())[:-1])
         self.linear = nn.Linear(FEATURE_SIZE, embed_size)
         self.bn = nn.BatchNorm1d(embed_size, momentum=0.01)
+        self.out_channels = embed_size
+        # the original normalised with ImageNet statistics; take them from torchvision's weights
+        transforms = ResNet152_Weights.IMAGENET1K_V1.transforms()
+        self.mean, self.std = tuple(transforms.mean), tuple(transforms.std)
+
+    def preprocess(self, image: Image.Image) -> Tensor:
+        """PIL image (any mode) -> (3, 224, 224): resize without crop (LANCZOS), normalise."""
+        rgb = to_rgb(image).resize((IMAGE_SIZE, IMAGE_SIZE), Image.LANCZOS)
+        return TF.normalize(TF.to_tensor(rgb), list(self.mean), list(self.std))
 
     def forward(self, images: Tensor) -> Tensor:
         """images (N, 3, 224, 224) -> features (N, E)."""
@@ -167,6 +201,8 @@ class ShowTellConfig:
     end_id: int
     no_word: int  # V
     max_length: int = MAX_STEPS
+    encoder: str = ENCODER_NAME  # what a `Captioner` reports, as for a `CaptionerConfig`
+    cell_type: str = "lstm"
 
     @property
     def pad_id(self) -> int:
@@ -227,31 +263,40 @@ class DecoderRNN(nn.Module):
 
 
 class ShowTell(nn.Module):
-    """The loaded checkpoint: `preprocess(pil_image)`, `encode(images)` and the `decoder`, which
-    `rnncap.decode.showtell` captions with through the one beam search."""
+    """The loaded checkpoint: `preprocess(pil_image)`, `encode(images)` and the `decoder`.
+
+    It is itself a decoder of `rnncap.decode.beam` (its `config`, `init_state` and `step` are the
+    decoder's), so a `rnncap.Captioner` captions with it as with a `CaptioningRNN`.
+    """
+
+    static_state = ()  # no entry of the state is shared by an image's hypotheses
 
     def __init__(self, encoder: EncoderCNN, decoder: DecoderRNN, vocab: ShowTellVocab) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
         self.vocab = vocab
-        from torchvision.models import ResNet152_Weights
-
-        # the original normalised with ImageNet statistics; take them from torchvision's weights
-        transforms = ResNet152_Weights.IMAGENET1K_V1.transforms()
-        self.mean, self.std = list(transforms.mean), list(transforms.std)
         self.requires_grad_(False)
         self.eval()
 
+    @property
+    def config(self) -> ShowTellConfig:
+        return self.decoder.config
+
     def preprocess(self, image: Image.Image) -> Tensor:
-        """PIL image (any mode) -> (3, 224, 224): resize without crop (LANCZOS), normalise."""
-        rgb = to_rgb(image).resize((IMAGE_SIZE, IMAGE_SIZE), Image.LANCZOS)
-        return TF.normalize(TF.to_tensor(rgb), self.mean, self.std)
+        """PIL image (any mode) -> (3, 224, 224), as the original sample.py."""
+        return self.encoder.preprocess(image)
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
         """images (N, 3, 224, 224) -> features (N, E), the decoder's first input."""
         return self.encoder(images)
+
+    def init_state(self, features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self.decoder.init_state(features)
+
+    def step(self, tokens: Tensor, state: tuple) -> tuple[Tensor, tuple, None]:
+        return self.decoder.step(tokens, state)
 
 
 # ---------------------------------------------------------------------------- loading

@@ -11,22 +11,25 @@ from pathlib import Path
 from rnncap.data.vocab import Vocabulary
 from rnncap.models.captioner import CaptioningRNN
 from rnncap.models.folder import (
+    IncompatibleModelError,
     read_captioner_config,
     read_vocabulary,
     read_weights,
     resolve_model_dir,
 )
+from rnncap.utils.config import ConfigError
 
 
 def average_models(specs) -> tuple[CaptioningRNN, Vocabulary, list[Path]]:
     """The mean of the models' weights -> (model in eval mode, vocabulary, the folders used).
 
-    Every model must have the same captioner config and the same vocabulary (a ValueError
-    names the first folder that differs). Weights are summed in float64, returned as float32.
+    Every model must have the same captioner config and the same vocabulary (an
+    IncompatibleModelError names the first folder that differs). Weights are summed in float64,
+    returned as float32.
     """
     folders = [resolve_model_dir(spec) for spec in specs]
     if not folders:
-        raise ValueError("no model to average")
+        raise ConfigError("models", "no model to average")
     config = read_captioner_config(folders[0])
     vocab = read_vocabulary(folders[0], config)
     total = {k: v.double() for k, v in read_weights(folders[0], config).items()}
@@ -35,12 +38,14 @@ def average_models(specs) -> tuple[CaptioningRNN, Vocabulary, list[Path]]:
         if other != config:
             first = config.to_dict()
             field = next(k for k, v in other.to_dict().items() if first[k] != v)
-            raise ValueError(
+            raise IncompatibleModelError(
                 f"model {folder}: captioner {field} is {getattr(other, field)!r}, "
                 f"{folders[0]} has {getattr(config, field)!r}: only the same model can be averaged"
             )
         if read_vocabulary(folder, other) != vocab:
-            raise ValueError(f"model {folder}: its vocabulary differs from that of {folders[0]}")
+            raise IncompatibleModelError(
+                f"model {folder}: its vocabulary differs from that of {folders[0]}"
+            )
         for name, weight in read_weights(folder, other).items():
             total[name] += weight.double()
     model = CaptioningRNN(config)

@@ -28,7 +28,7 @@ def config_from_dict(cls: type[T], values: dict, what: str) -> T:
         raise ConfigError(what, f"expected a JSON object, got {_describe(values)}")
     unknown = set(values) - {f.name for f in fields(cls)}
     if unknown:
-        raise ValueError(f"unknown {what}: {', '.join(sorted(unknown))}")
+        raise ConfigError(", ".join(sorted(unknown)), f"not one of the {what}")
     hints = typing.get_type_hints(cls)
     for name, value in values.items():
         check_type(name, value, hints[name])

@@ -22,7 +22,7 @@ def resolve_device(name: str = "auto"):
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceError("no CUDA device is available")
+        raise DeviceError(f"device {name}: no CUDA device is available (use cpu)")
     return torch.device(name)
 
 

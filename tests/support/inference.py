@@ -19,7 +19,7 @@ from rnncap.data.vocab import Vocabulary
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
 from rnncap.models.folder import save_model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 CAPTIONS = [
     "a cat lies on a red sofa",
