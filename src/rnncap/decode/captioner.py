@@ -359,7 +359,8 @@ class Captioner:
             raise ConfigError("batch_size", f"must be at least 1, got {batch_size}")
         options = self.decode_options(beam, max_length)
         workers = decode_workers(workers, self.device)
-        if device_decode and self.device.type == "cuda":
+        on_device = getattr(self.model.encoder, "device_preprocess", True)  # False: PIL only
+        if device_decode and self.device.type == "cuda" and on_device:
             from rnncap.decode.pipeline import caption_stream
 
             groups = caption_stream(self, paths, options, batch_size, workers)

@@ -28,6 +28,7 @@ class WeightsUnavailableError(ModelError, RuntimeError):
 
 class Encoder(nn.Module):
     """A CNN trunk kept frozen in eval mode, with the preprocessing its weights expect.
+    `device_preprocess`: `rnncap.data.gpu_images` can make its inputs on a GPU.
 
     `forward(images (N, 3, S, S))` returns a grid (N, C, h, w) when `spatial`, else (N, C).
     `train()` leaves the trunk in eval mode: BatchNorm keeps its ImageNet statistics even while
@@ -46,6 +47,7 @@ class Encoder(nn.Module):
         classifier: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        self.device_preprocess = True
         self.name = name
         self.trunk = trunk
         self.classifier = classifier  # pooled (N, C) -> ImageNet logits (N, 1000), or None

@@ -157,6 +157,7 @@ class EncoderCNN(nn.Module):
     name = ENCODER_NAME
     spatial = False
     image_size = IMAGE_SIZE
+    device_preprocess = False  # LANCZOS has no GPU twin: files always take the PIL path
 
     def __init__(self, embed_size: int = EMBED_SIZE) -> None:
         super().__init__()
