@@ -22,7 +22,7 @@ class NoTorch:
 
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in ("torch", "torchvision"):
-            raise ModuleNotFoundError(f"No module named {name!r}")
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return None
 
 
@@ -78,3 +78,25 @@ def test_runtime_needs_the_folders_encoder():
 
     with pytest.raises(rnncap.ModelError, match="encoder.onnx"):
         rnncap.load("default", backend="runtime")
+
+
+@pytest.mark.slow
+def test_command_line_without_torch(exported, tmp_path):
+    """`rnncap caption` runs on the runtime; a command that needs torch says so, exit 2."""
+    cli = "from rnncap.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    caption = subprocess.run(
+        [sys.executable, "-c", NO_TORCH + cli, "caption", "--model", str(exported),
+         str(REPO / "examples" / "cat.jpg")], capture_output=True, text=True,
+    )  # fmt: skip
+    assert caption.returncode == 0, caption.stderr
+    pinned = json.loads(EXPECTED.read_text(encoding="utf-8"))["captions"]["cat.jpg"]
+    assert caption.stdout.strip().endswith(pinned)
+    export = subprocess.run(
+        [sys.executable, "-c", NO_TORCH + cli, "export", "default", str(tmp_path / "out")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert export.returncode == 2
+    assert export.stderr.strip().splitlines() == [
+        "rnncap: error: rnncap export: needs PyTorch, which is not installed "
+        "(pip install torch torchvision)"
+    ]
