@@ -9,7 +9,7 @@ import torch
 
 from rnncap.decode.beam import beam_search, greedy
 from rnncap.models.captioner import CaptioningRNN
-from support.decoding import random_features, tiny_decoder
+from support.decoding import BACKENDS, on_backend, random_features, tiny_decoder
 
 WORDS = 3  # ordinary words: ids 4, 5, 6 after the four specials
 END = 2
@@ -59,16 +59,18 @@ def brute_force(model, feature, max_length, allowed=lambda words: True, bonus=No
     )
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cell_type", ["rnn", "lstm", "attn"])
 @pytest.mark.parametrize("n", [1, 2])
-def test_exhaustive_blocked_beam_equals_constrained_brute_force(cell_type, n):
+def test_exhaustive_blocked_beam_equals_constrained_brute_force(cell_type, n, backend):
     model = repeating_model(cell_type, seed=n)
     feats = random_features(cell_type, 3, seed=n)
     L = 4
-    plain = beam_search(model, feats, beam_size=(WORDS + 1) ** (L - 1), max_length=L)
+    decoder, searched = on_backend(model, feats, backend)
+    plain = beam_search(decoder, searched, beam_size=(WORDS + 1) ** (L - 1), max_length=L)
     assert any(has_repeat(tuple(t), n) for t in plain.tokens), "the model must want to repeat"
     out = beam_search(
-        model, feats, beam_size=(WORDS + 1) ** (L - 1), max_length=L, no_repeat_ngram=n
+        decoder, searched, beam_size=(WORDS + 1) ** (L - 1), max_length=L, no_repeat_ngram=n
     )
     for i in range(3):
         best, score = brute_force(model, feats[i], L, lambda s: not has_repeat(s, n))
@@ -76,10 +78,12 @@ def test_exhaustive_blocked_beam_equals_constrained_brute_force(cell_type, n):
         assert out.scores[i] == pytest.approx(score, abs=1e-9)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cell_type", ["rnn", "lstm", "attn"])
-def test_blocked_repeat_is_never_emitted(cell_type):
-    model = repeating_model(cell_type, seed=7)
-    feats = random_features(cell_type, 16, seed=7)
+def test_blocked_repeat_is_never_emitted(cell_type, backend):
+    model, feats = on_backend(
+        repeating_model(cell_type, seed=7), random_features(cell_type, 16, seed=7), backend
+    )
     for beam in (1, 3):
         out = beam_search(model, feats, beam_size=beam, max_length=12, no_repeat_ngram=2)
         assert not any(has_repeat(tuple(t), 2) for t in out.tokens)
@@ -88,17 +92,20 @@ def test_blocked_repeat_is_never_emitted(cell_type):
     ).tokens
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cell_type", ["rnn", "attn"])
-def test_word_bonus_equals_brute_force_with_bonus(cell_type):
+def test_word_bonus_equals_brute_force_with_bonus(cell_type, backend):
     model = repeating_model(cell_type, seed=3)
     feats = random_features(cell_type, 3, seed=3)
     L = 3
     bonus = torch.zeros(3, 4 + WORDS, dtype=torch.float64)
     bonus[:, 6] = 6.0  # word 6 is rare without the bonus
+    decoder, searched = on_backend(model, feats, backend)
+    given = bonus if backend == "torch" else bonus.numpy()
     out = beam_search(
-        model, feats, beam_size=(WORDS + 1) ** (L - 1), max_length=L, word_bonus=bonus
+        decoder, searched, beam_size=(WORDS + 1) ** (L - 1), max_length=L, word_bonus=given
     )
-    plain = beam_search(model, feats, beam_size=(WORDS + 1) ** (L - 1), max_length=L)
+    plain = beam_search(decoder, searched, beam_size=(WORDS + 1) ** (L - 1), max_length=L)
     assert sum(t.count(6) for t in out.tokens) > sum(t.count(6) for t in plain.tokens)
     for i in range(3):
         best, score = brute_force(model, feats[i], L, bonus=bonus[i])
@@ -115,17 +122,20 @@ def test_bad_arguments():
         beam_search(model, feats, word_bonus=torch.zeros(3, 4 + WORDS))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cell_type", ["rnn", "lstm", "attn"])
-def test_no_end_after_equals_constrained_brute_force(cell_type):
+def test_no_end_after_equals_constrained_brute_force(cell_type, backend):
     """No word may end a caption: only the empty caption and captions of max_length remain."""
     from test_decoding import sequence_score, tiny_model
 
     model, feats, L = tiny_model(cell_type, 1), random_features(cell_type, 6, 1), 3
     never_last = torch.zeros(8, dtype=torch.bool)
     never_last[4:] = True
-    plain = beam_search(model, feats, beam_size=(4 + 1) ** (L - 1), max_length=L)
+    decoder, searched = on_backend(model, feats, backend)
+    marked = never_last if backend == "torch" else never_last.numpy()
+    plain = beam_search(decoder, searched, beam_size=(4 + 1) ** (L - 1), max_length=L)
     out = beam_search(
-        model, feats, beam_size=(4 + 1) ** (L - 1), max_length=L, no_end_after=never_last
+        decoder, searched, beam_size=(4 + 1) ** (L - 1), max_length=L, no_end_after=marked
     )
     if cell_type == "rnn":  # images 2 and 5 end after one word without the constraint
         assert [len(t) for t in plain.tokens] == [0, 0, 1, 0, 0, 1]

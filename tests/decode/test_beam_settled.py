@@ -9,7 +9,7 @@ import torch
 import rnncap.decode.beam as beam_module
 from rnncap.decode.beam import beam_search
 from rnncap.models.captioner import CaptioningRNN
-from support.decoding import random_features, tiny_decoder
+from support.decoding import BACKENDS, on_backend, random_features, tiny_decoder
 
 WORDS = 5  # ordinary words: ids 4..8 after <pad>, <start>, <end>, <unk>
 END = 2
@@ -68,10 +68,12 @@ def reference_beam(model, feature, K: int, max_length: int, bonus=None):
     return tuple(w for w in words if w != END), score, stepped
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cell_type", ["rnn", "lstm", "attn"])
 @pytest.mark.parametrize("beam", [2, 4])
 @pytest.mark.parametrize("with_bonus", [False, True])
-def test_narrow_beam_equals_reference_and_steps_fewer_hypotheses(cell_type, beam, with_bonus):
+def test_narrow_beam_equals_reference_and_steps_fewer_hypotheses(cell_type, beam, with_bonus,
+                                                                 backend):  # fmt: skip
     searched = stepped = 0
     for seed in range(4):  # tiny models: some end at once, some run to max_length, some between
         model = tiny_model(cell_type, seed)
@@ -82,8 +84,10 @@ def test_narrow_beam_equals_reference_and_steps_fewer_hypotheses(cell_type, beam
             for i in range(6):
                 for j in range(i % 3):
                     bonus[i, 4 + (i + 2 * j) % WORDS] = 1.5 - 0.5 * j
-        counting = CountingModel(model)
-        out = beam_search(counting, feats, beam_size=beam, max_length=8, word_bonus=bonus)
+        decoder, inputs = on_backend(model, feats, backend)
+        counting = CountingModel(decoder)
+        given = bonus if bonus is None or backend == "torch" else bonus.numpy()
+        out = beam_search(counting, inputs, beam_size=beam, max_length=8, word_bonus=given)
         searched += counting.rows
         for i in range(6):
             words, score, n = reference_beam(

@@ -10,7 +10,7 @@ import torch
 
 from rnncap.decode.beam import DecodeOptions, beam_search, decode, greedy
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN, list_cell_types
-from support.decoding import random_features, tiny_decoder
+from support.decoding import BACKENDS, on_backend, random_features, tiny_decoder
 
 WORDS = 4  # ordinary words; ids 4..7 after the four specials
 END = 2
@@ -45,38 +45,42 @@ def brute_force(model, feature, max_length: int) -> tuple[tuple[int, ...], float
     return max(scored, key=lambda s: s[1])
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cell_type", list_cell_types())
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_exhaustive_beam_equals_brute_force(cell_type, seed):
+def test_exhaustive_beam_equals_brute_force(cell_type, seed, backend):
     model = tiny_model(cell_type, seed)
     feats = random_features(cell_type, 3, seed)
     L = 3
     # Emittable tokens are the 4 words and <end>: a beam of 5**(L-1) keeps every prefix, so the
     # search is exhaustive and must find the brute-force optimum exactly.
-    out = beam_search(model, feats, beam_size=(WORDS + 1) ** (L - 1), max_length=L)
+    decoder, searched = on_backend(model, feats, backend)
+    out = beam_search(decoder, searched, beam_size=(WORDS + 1) ** (L - 1), max_length=L)
     for n in range(3):
         best_seq, best_score = brute_force(model, feats[n], L)
         assert tuple(out.tokens[n]) == best_seq
         assert out.scores[n] == pytest.approx(best_score, abs=1e-9)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cell_type", list_cell_types())
-def test_beam_as_wide_as_vocabulary_length_two_is_exact(cell_type):
+def test_beam_as_wide_as_vocabulary_length_two_is_exact(cell_type, backend):
     model = tiny_model(cell_type, 5)
     feats = random_features(cell_type, 4, 5)
-    out = beam_search(model, feats, beam_size=WORDS + 1, max_length=2)
+    out = beam_search(*on_backend(model, feats, backend), beam_size=WORDS + 1, max_length=2)
     for n in range(4):
         best_seq, best_score = brute_force(model, feats[n], 2)
         assert tuple(out.tokens[n]) == best_seq
         assert out.scores[n] == pytest.approx(best_score, abs=1e-9)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cell_type", list_cell_types())
-def test_beam_one_is_greedy(cell_type):
+def test_beam_one_is_greedy(cell_type, backend):
     model = tiny_model(cell_type, 3)
     feats = random_features(cell_type, 5, 3)
-    g = greedy(model, feats, max_length=6)
-    b = beam_search(model, feats, beam_size=1, max_length=6)
+    g = greedy(*on_backend(model, feats, backend), max_length=6)
+    b = beam_search(*on_backend(model, feats, backend), beam_size=1, max_length=6)
     assert g.tokens == b.tokens
     # Greedy by hand: argmax over emittable tokens, one image at a time.
     for n in range(5):
@@ -93,17 +97,18 @@ def test_beam_one_is_greedy(cell_type):
         assert g.tokens[n] == seq
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cell_type", list_cell_types())
-def test_batch_equals_each_image_alone(cell_type):
-    model = tiny_model(cell_type, 4)
-    feats = random_features(cell_type, 6, 4)
+def test_batch_equals_each_image_alone(cell_type, backend):
+    model, feats = on_backend(tiny_model(cell_type, 4), random_features(cell_type, 6, 4), backend)
     batch = beam_search(model, feats, beam_size=3, max_length=5)
     for n in range(6):
         alone = beam_search(model, feats[n : n + 1], beam_size=3, max_length=5)
         assert alone.tokens[0] == batch.tokens[n]
         assert alone.scores[0] == pytest.approx(batch.scores[n], abs=1e-9)
         if cell_type == "attn":
-            torch.testing.assert_close(alone.attention[0], batch.attention[n])
+            torch.testing.assert_close(torch.as_tensor(alone.attention[0]),
+                                       torch.as_tensor(batch.attention[n]))  # fmt: skip
 
 
 def test_attention_weights_per_word():

@@ -25,3 +25,18 @@ def random_features(cell_type: str, n: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     shape = (n, 6, 2, 2) if cell_type == "attn" else (n, 6)
     return torch.randn(shape, generator=g, dtype=torch.float64)
+
+
+BACKENDS = ("torch", "numpy")  # the decoders the one beam search is tested with
+
+
+def on_backend(model: CaptioningRNN, features: torch.Tensor, backend: str):
+    """(decoder, features) for the search: the torch model as it is, or the NumPy decoder with
+    the same weights (in the model's dtype) and the features as a NumPy array."""
+    if backend == "torch":
+        return model, features
+    from rnncap.models.numpy_decoder import NumpyDecoder
+
+    weights = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    dtype = weights["embed.weight"].dtype
+    return NumpyDecoder(model.config, weights, dtype), features.numpy()

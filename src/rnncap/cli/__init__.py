@@ -54,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         if error.errno not in WRITE_ERRNOS:
             raise
         return fail(f"{error.filename or 'output'}: cannot write ({os.strerror(error.errno)})")
+    except ModuleNotFoundError as error:  # a command that needs torch, in a torch-free install
+        if (error.name or "").split(".")[0] not in ("torch", "torchvision"):
+            raise
+        return fail(f"rnncap {args.command}: needs PyTorch, which is not installed "
+                    f"(pip install torch torchvision)")  # fmt: skip
     except KeyboardInterrupt:
         print("rnncap: interrupted", file=sys.stderr)
         return 130

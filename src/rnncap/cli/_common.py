@@ -42,6 +42,8 @@ def add_backend_argument(parser) -> None:
 
 def check_backend(backend: str, device) -> None:
     """A backend that cannot run here (onnx on a GPU, onnx without onnxruntime) as a UsageError."""
+    if backend == "auto":  # always runs somewhere (without torch: the torch-free runtime)
+        return
     from rnncap.models.onnx_encoder import BackendError, resolve_backend
 
     try:

@@ -267,3 +267,17 @@ def collate_images(batch):
     bad = [(x, i) for x, i in batch if isinstance(x, str)]
     images = torch.stack([x for x, _ in good]) if good else None
     return images, [i for _, i in good], bad
+
+
+def preprocess_pixels(image: Image.Image, image_size: int, mean, std) -> np.ndarray:
+    """PIL image of any mode and size -> normalised float32 array (3, S, S), S = image_size.
+
+    The whole picture is resized to S x S (no crop, so nothing a caption might mention is cut
+    away) with antialiased bicubic filtering, scaled to [0, 1] and normalised per channel. Every
+    encoder backend (torch, ONNX Runtime with or without torch) preprocesses here.
+    """
+    rgb = to_rgb(image).resize((image_size, image_size), Image.BICUBIC)
+    pixels = np.asarray(rgb, dtype=np.float32) / np.float32(255)  # (S, S, 3)
+    mean = np.asarray(mean, dtype=np.float32)
+    std = np.asarray(std, dtype=np.float32)
+    return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1))  # (3, S, S)

@@ -20,24 +20,23 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from PIL import Image
 
 from rnncap.data.images import (
-    ImageError,
     ImageFiles,
     collate_images,
-    decode_image_bytes,
-    open_image,
-    to_rgb,
 )
 from rnncap.decode.beam import DecodeOptions, decode
+from rnncap.decode.inputs import (
+    CaptionError,
+    flatten,
+    float32,
+    folder_options,
+    name_of,
+    stack,
+    to_pil,
+)
 from rnncap.utils.config import ConfigError
-from rnncap.utils.errors import RnncapError
-
-
-class CaptionError(RnncapError, ValueError):
-    """An input that cannot be captioned; the message names the item (its path, or its index)."""
 
 
 @dataclass
@@ -47,7 +46,7 @@ class Caption:
     text: str
     score: float  # sum of the words' log-probabilities (divided by length**a with a penalty a)
     words: list[str]  # the caption's words, one per attention row
-    attention: torch.Tensor | None  # (L, P) float32 on the CPU: weights behind each word (attn)
+    attention: object | None  # (L, P) float32 on the CPU (a tensor, or NumPy without torch)
     grid: tuple[int, int] | None  # (h, w) of the encoder's feature grid, P = h * w
     image: str | None = None  # the file (or upload name) it came from, when there is one
 
@@ -62,7 +61,7 @@ class Failed:
 
 def load(
     model: str | os.PathLike = "default",
-    device: str | torch.device = "auto",
+    device="auto",
     backend: str | None = "auto",
 ) -> Captioner:
     """A `Captioner` for a model folder ("default": the bundled model, or a run folder).
@@ -70,12 +69,22 @@ def load(
     device: "auto" (CUDA when available), "cpu", "cuda", "cuda:N" or a torch.device.
     backend: how the image encoder runs: "onnx" (ONNX Runtime, CPU only), "torch", or "auto"
     (the default; None means the same): onnx on a CPU when onnxruntime is installed, else torch.
-    The decoder runs in torch either way. The ONNX graph is the model folder's encoder.onnx
+    The decoder runs in torch with these. The ONNX graph is the model folder's encoder.onnx
     (`rnncap export`) or one exported into the user cache on first use.
+    backend "runtime" needs no torch: the folder's encoder.onnx in ONNX Runtime and the decoder
+    in NumPy, on the CPU; "auto" chooses it where torch is not installed.
     Decoding defaults come from the folder's config.json "decoding" entry when it has one.
     A Show-and-Tell folder (`rnncap convert-show-tell`) runs its encoder in torch.
     """
-    from rnncap.models.folder import load_model, resolve_model_dir
+    from rnncap.decode.runtime import runtime_parts, torch_available
+    from rnncap.models.files import resolve_model_dir
+
+    if backend == "runtime" or (backend in ("auto", None) and not torch_available()):
+        folder = resolve_model_dir(model)
+        decoder, encoder, vocab = runtime_parts(folder)
+        return Captioner(None, vocab, folder_options(folder), name=str(model),
+                         decoder=decoder, encoder=encoder)  # fmt: skip
+    from rnncap.models.folder import load_model
     from rnncap.models.onnx_encoder import resolve_backend
     from rnncap.models.showtell_folder import is_show_tell
     from rnncap.utils.device import resolve_device
@@ -83,9 +92,11 @@ def load(
     device = resolve_device(device) if isinstance(device, str) else device
     resolve_backend(backend or "auto", device)  # a bad name or device fails before any loading
     folder = resolve_model_dir(model)
-    options = _folder_options(folder)
+    options = folder_options(folder)
     if is_show_tell(folder):
-        return _show_tell_captioner(folder, options, backend, device, str(model))
+        from rnncap.decode.showtell import show_tell_captioner
+
+        return show_tell_captioner(folder, options, backend, device, str(model))
     network, vocab = load_model(folder, device)
     from rnncap.models.fusion import load_language_models
 
@@ -95,37 +106,19 @@ def load(
     )  # fmt: skip
 
 
-def _folder_options(folder) -> DecodeOptions:
-    """The model folder's config.json "decoding" entry (absent: the defaults)."""
-    from rnncap.models.folder import CONFIG, read_config
-    from rnncap.utils.io import InvalidFileError
+def _inference(method):
+    """Run a torch captioner's method under torch.inference_mode (nothing for the runtime)."""
 
-    try:
-        return DecodeOptions.from_dict(read_config(folder).get("decoding", {}))
-    except ConfigError as error:
-        raise InvalidFileError(folder / CONFIG, error.reason, f"decoding.{error.field}") from None
+    def wrapped(self, *args, **kwargs):
+        if self.model is None:
+            return method(self, *args, **kwargs)
+        import torch
 
+        with torch.inference_mode():
+            return method(self, *args, **kwargs)
 
-# Options that need an rnncap vocabulary, classifier or language model beside the decoder.
-_NOT_FOR_SHOW_TELL = ("guidance", "no_end_after", "lm_weight", "source_lm_weight")
-
-
-def _show_tell_captioner(folder, options: DecodeOptions, backend, device, name: str):
-    """A `Captioner` of a Show-and-Tell folder; its encoder runs in torch ("onnx" is refused)."""
-    from rnncap.models.folder import CONFIG
-    from rnncap.models.onnx_encoder import BackendError
-    from rnncap.models.showtell_folder import load_show_tell_folder
-    from rnncap.utils.io import InvalidFileError
-
-    if backend == "onnx":
-        raise BackendError("a Show-and-Tell model's encoder runs in torch only")
-    for field in _NOT_FOR_SHOW_TELL:
-        if getattr(options, field) != getattr(DecodeOptions(), field):
-            raise InvalidFileError(
-                folder / CONFIG, "not available to a Show-and-Tell model", f"decoding.{field}"
-            )
-    model = load_show_tell_folder(folder, device)
-    return Captioner(model, model.vocab, options, backend=None, name=name, folder=folder)
+    wrapped.__name__, wrapped.__doc__ = method.__name__, method.__doc__
+    return wrapped
 
 
 class Captioner:
@@ -136,7 +129,8 @@ class Captioner:
     options: the default `DecodeOptions` (each call may override beam and max_length);
     backend: "auto", "onnx" or "torch" swaps the model's image encoder accordingly (see `load`),
     None leaves it alone; `self.backend` is the one in use. folder: the model folder, where an
-    exported encoder.onnx is looked for first.
+    exported encoder.onnx is looked for first. Without torch, `model` is None and `decoder`
+    (a `NumpyDecoder`) and `encoder` (a `GraphEncoder`) take its place: backend "runtime".
     """
 
     def __init__(
@@ -148,13 +142,16 @@ class Captioner:
         name: str = "",
         folder: str | os.PathLike | None = None,
         language_models: dict | None = None,
+        decoder=None,
+        encoder=None,
     ) -> None:
-        from rnncap.models.onnx_encoder import use_backend
-
         self.model = model
+        self.decoder, self.encoder = decoder, encoder  # the runtime's (model is None)
         self.vocab = vocab
         self.options = options or DecodeOptions()
-        if backend is not None:  # None: keep the model's encoder as it is
+        if backend is not None and model is not None:  # None: keep the model's encoder
+            from rnncap.models.onnx_encoder import use_backend
+
             use_backend(model, backend, folder)
         self.name = name
         self._guide = None  # classifier guidance, built on first use
@@ -163,19 +160,23 @@ class Captioner:
 
     @property
     def backend(self) -> str:
-        """How the image encoder runs: "onnx" (ONNX Runtime) or "torch"."""
+        """How the image encoder runs: "onnx" (ONNX Runtime) or "torch"; "runtime" without
+        torch (ONNX Runtime and NumPy)."""
+        if self.model is None:
+            return "runtime"
         from rnncap.models.onnx_encoder import current_backend
 
         return current_backend(self.model)
 
     @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+    def device(self):
+        """The torch device of the model; "cpu" for the runtime."""
+        return "cpu" if self.model is None else next(self.model.parameters()).device
 
     @property
     def config(self):
         """The model's `CaptionerConfig` (encoder, cell type, sizes)."""
-        return self.model.config
+        return (self.decoder if self.model is None else self.model).config
 
     def decode_options(
         self, beam: int | None = None, max_length: int | None = None
@@ -186,19 +187,27 @@ class Captioner:
         return dataclasses.replace(self.options, **changes) if changes else self.options
 
     # ------------------------------------------------------------------ features -> captions
-    @torch.inference_mode()
+    @_inference
     def caption_features(
         self,
-        features: torch.Tensor,
+        features,
         options: DecodeOptions | None = None,
         names: Sequence[str] | None = None,
+        class_logits=None,
     ) -> list[Caption]:
-        """Encoder features (N, C, h, w) or (N, C) -> a `Caption` per image (one batched search)."""
-        features = features.to(self.device, non_blocking=True).float()
+        """Encoder features (N, C, h, w) or (N, C) -> a `Caption` per image (one batched search).
+
+        class_logits: the encoder's ImageNet logits (N, 1000) of these images for classifier
+        guidance, when known (the torch encoder computes them from the features)."""
+        if self.model is None:
+            features = np.asarray(features, dtype=np.float32)
+        else:
+            features = features.to(self.device, non_blocking=True).float()
         options = options or self.options
-        bonus, no_end = self._word_bonus(features, options), self._no_end_after(options)
-        decoded = decode(self._decoder(options), features, options, bonus, no_end)
-        grid = tuple(features.shape[2:4]) if features.dim() == 4 else None
+        bonus = self._word_bonus(features, options, class_logits)
+        decoded = decode(self._decoder(options), features, options, bonus,
+                         self._no_end_after(options))  # fmt: skip
+        grid = tuple(features.shape[2:4]) if features.ndim == 4 else None
         attention = decoded.attention or [None] * len(decoded.tokens)
         names = names if names is not None else [None] * len(decoded.tokens)
         return [
@@ -206,7 +215,7 @@ class Captioner:
                 text=self.vocab.decode(tokens),
                 score=float(score),
                 words=[self.vocab.itos[t] for t in tokens],
-                attention=weights.float() if weights is not None else None,
+                attention=float32(weights) if weights is not None else None,
                 grid=grid if weights is not None else None,
                 image=None if name is None else str(name),
             )
@@ -219,7 +228,9 @@ class Captioner:
         """The model the search steps: the captioner, fused with its language models when the
         options give them a weight."""
         if options.lm_weight == 0 and options.source_lm_weight == 0:
-            return self.model
+            return self.decoder if self.model is None else self.model
+        if self.model is None:
+            raise CaptionError("language-model fusion needs torch (the runtime has no lm/)")
         from rnncap.models.fusion import FusedDecoder, fusion_terms
 
         try:
@@ -228,19 +239,28 @@ class Captioner:
             raise CaptionError(f"{self.name or 'model'}: {error}") from None
         return FusedDecoder(self.model, [(lm.to(self.device), w) for lm, w in terms])
 
-    def _no_end_after(self, options: DecodeOptions) -> torch.Tensor | None:
+    def _no_end_after(self, options: DecodeOptions) -> np.ndarray | None:
         """(V,) bool: the vocabulary's ids of the words a caption may not end on, or None."""
         if not options.no_end_after:
             return None
-        mask = torch.zeros(len(self.vocab), dtype=torch.bool)
+        mask = np.zeros(len(self.vocab), dtype=bool)
         ids = [self.vocab.stoi[w] for w in options.no_end_after if w in self.vocab.stoi]
         mask[ids] = True
         return mask
 
-    def _word_bonus(self, features: torch.Tensor, options: DecodeOptions):
+    def _word_bonus(self, features, options: DecodeOptions, class_logits=None):
         """Classifier guidance's per-image word bonus (N, V), or None when it is off."""
         if options.guidance <= 0:
             return None
+        if class_logits is not None or self.model is None:
+            if class_logits is None:
+                raise CaptionError("classifier guidance needs the images' class logits: caption "
+                                   "images, or give class_logits with the features")  # fmt: skip
+            from rnncap.models.guidance import ClassifierGuide
+
+            guide = ClassifierGuide(None, self.vocab.stoi, len(self.vocab))
+            return guide.bonus_from_logits(class_logits, options.guidance,
+                                           options.guidance_threshold)  # fmt: skip
         if self._guide is None:
             from rnncap.models.encoders import build_encoder
             from rnncap.models.guidance import ClassifierGuide
@@ -251,7 +271,7 @@ class Captioner:
 
     def caption_feature_batches(
         self,
-        features: torch.Tensor,
+        features,
         options: DecodeOptions | None = None,
         batch_size: int = 100,
         progress: bool = False,
@@ -268,22 +288,27 @@ class Captioner:
         return captions
 
     # ------------------------------------------------------------------ images -> captions
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
+    def preprocess(self, image: Image.Image):
         """An RGB PIL image -> the encoder's input (3, S, S)."""
+        if self.model is None:
+            return self.encoder.pixels(image)
         return self.model.encoder.preprocess(image)
 
-    @torch.inference_mode()
+    @_inference
     def caption_images(
         self,
-        images: torch.Tensor,
+        images,
         names: Sequence[str] | None = None,
         options: DecodeOptions | None = None,
     ) -> list[Caption]:
         """Preprocessed images (N, 3, S, S) -> a `Caption` each: one encoder call, one search."""
+        if self.model is None:
+            features, logits = self.encoder.run_with_classes(np.asarray(images, np.float32))
+            return self.caption_features(features, options, names, class_logits=logits)
         return self.caption_features(self.encode_images(images), options, names)
 
-    @torch.inference_mode()
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+    @_inference
+    def encode_images(self, images):
         """Preprocessed images (N, 3, S, S) -> encoder features (N, C, h, w) or (N, C)."""
         return self.model.encode(images.to(self.device, non_blocking=True))
 
@@ -300,35 +325,14 @@ class Captioner:
             if not x:
                 return []
             images = [self._to_pil(item, f"item {i}") for i, item in enumerate(x)]
-            names = [_name(item) for item in x]
+            names = [name_of(item) for item in x]
         else:
-            images, names = [self._to_pil(x, "input")], [_name(x)]
-        batch = torch.stack([self.preprocess(image) for image in images])  # (N, 3, S, S)
+            images, names = [self._to_pil(x, "input")], [name_of(x)]
+        batch = stack([self.preprocess(image) for image in images])  # (N, 3, S, S)
         captions = self.caption_images(batch, names, options)
         return captions if isinstance(x, list | tuple) else captions[0]
 
-    @staticmethod
-    def _to_pil(x, label: str) -> Image.Image:
-        """One input -> an RGB PIL image, or CaptionError naming it."""
-        try:
-            if isinstance(x, str | os.PathLike):
-                return open_image(x)
-            if isinstance(x, bytes | bytearray | memoryview):
-                return decode_image_bytes(bytes(x), f"{label} (bytes)")
-        except ImageError as error:
-            raise CaptionError(str(error)) from None
-        if isinstance(x, Image.Image):
-            return to_rgb(x)
-        if isinstance(x, np.ndarray):
-            if x.ndim != 3 or x.shape[2] != 3 or x.dtype != np.uint8:
-                raise CaptionError(
-                    f"{label}: an array must be (H, W, 3) uint8, got {x.shape} {x.dtype}"
-                )
-            return Image.fromarray(x, mode="RGB")
-        raise CaptionError(
-            f"{label}: cannot caption a {type(x).__name__}; give a path, a PIL image, "
-            f"an (H, W, 3) uint8 array or the bytes of an image file"
-        )
+    _to_pil = staticmethod(to_pil)
 
     # ------------------------------------------------------------------ many files
     def caption_files(
@@ -351,13 +355,18 @@ class Captioner:
         (`rnncap.data.gpu_images`; other files take the PIL path) and encoded in background
         threads on their own CUDA streams, and each beam search takes several encoder batches.
         """
-        from tqdm import tqdm
 
         from rnncap.utils.device import decode_workers
 
         if batch_size < 1:
             raise ConfigError("batch_size", f"must be at least 1, got {batch_size}")
         options = self.decode_options(beam, max_length)
+        if self.model is None:
+            from rnncap.decode.runtime import caption_file_batches
+
+            groups = caption_file_batches(self, paths, options, batch_size)
+            yield from flatten(groups, len(paths), progress)
+            return
         workers = decode_workers(workers, self.device)
         on_device = getattr(self.model.encoder, "device_preprocess", True)  # False: PIL only
         if device_decode and self.device.type == "cuda" and on_device:
@@ -366,11 +375,7 @@ class Captioner:
             groups = caption_stream(self, paths, options, batch_size, workers)
         else:
             groups = self._loader_groups(paths, options, batch_size, workers)
-        with tqdm(total=len(paths), unit="img", disable=not progress, desc="caption") as bar:
-            for results in groups:
-                for _, result in results:
-                    yield result
-                bar.update(len(results))
+        yield from flatten(groups, len(paths), progress)
 
     def _loader_groups(self, paths, options: DecodeOptions, batch_size: int, workers: int):
         """[(index, Caption | Failed)] per batch, sorted: DataLoader processes decode the images
@@ -392,7 +397,3 @@ class Captioner:
                 captions = self.caption_images(images, [names[i] for i in indices], options)
                 results += list(zip(indices, captions, strict=True))
             yield sorted(results, key=lambda r: r[0])
-
-
-def _name(x) -> str | None:
-    return str(x) if isinstance(x, str | os.PathLike) else None

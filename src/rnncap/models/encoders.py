@@ -11,11 +11,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-import torchvision.transforms.functional as TF
 from PIL import Image
 from torch import Tensor, nn
 
-from rnncap.data.images import to_rgb
+from rnncap.data.images import preprocess_pixels
 from rnncap.utils.config import ConfigError
 from rnncap.utils.errors import ModelError
 
@@ -97,9 +96,7 @@ def preprocess_image(
     The whole picture is resized to S x S (no crop, so nothing a caption might mention is cut
     away) with antialiased bicubic filtering. Every encoder backend shares this function.
     """
-    rgb = to_rgb(image).resize((image_size, image_size), Image.BICUBIC)
-    pixels = TF.to_tensor(rgb)  # (3, S, S) in [0, 1]
-    return TF.normalize(pixels, list(mean), list(std))
+    return torch.from_numpy(preprocess_pixels(image, image_size, mean, std))  # (3, S, S)
 
 
 def _check_image_size(name: str, image_size: int | None, allowed: Sequence[int]) -> int:

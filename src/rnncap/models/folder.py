@@ -14,29 +14,21 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from rnncap.data.vocab import Vocabulary
-from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
-from rnncap.utils.config import ConfigError
-from rnncap.utils.errors import ModelError
-from rnncap.utils.io import (
-    MAX_CONFIG_BYTES,
-    InvalidFileError,
-    atomic_write,
-    first_line,
-    read_json_file,
+from rnncap.models.captioner import CaptioningRNN
+from rnncap.models.files import (  # noqa: F401 - re-exported: the folder's plain files
+    CONFIG,
+    DEFAULT_MODEL,
+    VOCAB,
+    WEIGHTS,
+    IncompatibleModelError,
+    ModelNotFoundError,
+    check_weight_shapes,
+    read_captioner_config,
+    read_config,
+    read_vocabulary,
+    resolve_model_dir,
 )
-
-CONFIG, VOCAB, WEIGHTS = "config.json", "vocab.json", "model.safetensors"
-
-
-class ModelNotFoundError(ModelError, FileNotFoundError):
-    """No model at the path or name given (a FileNotFoundError too)."""
-
-
-class IncompatibleModelError(ModelError, ValueError):
-    """A model that does not fit what it is used with: other features, another vocabulary,
-    another model's shape; the message names the model."""
-
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "default"
+from rnncap.utils.io import InvalidFileError, atomic_write, first_line
 
 
 def save_model(
@@ -76,70 +68,6 @@ def save_model(
     return atomic_write(folder, write, folder=True)
 
 
-def resolve_model_dir(spec: str | Path) -> Path:
-    """'default' | a model folder | a run folder (its best/ model) | a model.safetensors file."""
-    if str(spec) == "default":
-        path = DEFAULT_MODEL
-        if not (path / WEIGHTS).is_file():
-            raise ModelNotFoundError(f"the bundled default model is missing from {path}")
-        return path
-    path = Path(spec)
-    if path.is_file() and path.name.endswith(".safetensors"):
-        path = path.parent
-    for candidate in (path, path / "best", path / "last"):
-        if (candidate / WEIGHTS).is_file() and (candidate / CONFIG).is_file():
-            return candidate
-    if not path.exists():
-        raise ModelNotFoundError(f"model {spec}: no such file or folder")
-    raise ModelNotFoundError(f"model {spec}: no {CONFIG} + {WEIGHTS} found (nor in best/ or last/)")
-
-
-def read_config(folder: str | Path) -> dict:
-    """config.json as a dict; InvalidFileError when it is not a JSON object."""
-    path = Path(folder) / CONFIG
-    try:
-        data = read_json_file(path, MAX_CONFIG_BYTES)
-    except FileNotFoundError:
-        raise InvalidFileError(path, "no such file") from None
-    if not isinstance(data, dict):
-        raise InvalidFileError(path, "expected a JSON object")
-    return data
-
-
-def read_captioner_config(folder: str | Path) -> CaptionerConfig:
-    """The CaptionerConfig of a model folder, validated (types, ranges, ids in the vocabulary)."""
-    path = Path(folder) / CONFIG
-    config = read_config(folder)
-    section = config.get("captioner")
-    if config.get("kind") == "show_tell":  # rnncap.models.showtell_folder
-        raise InvalidFileError(path, "a Show-and-Tell model: it captions (rnncap.load), no more")
-    if section is None:
-        raise InvalidFileError(path, "no 'captioner' section (not an rnncap model config)")
-    try:
-        config = CaptionerConfig.from_dict(section)
-    except ConfigError as error:
-        raise InvalidFileError(path, error.reason, field=f"captioner.{error.field}") from None
-    return config
-
-
-def read_vocabulary(folder: str | Path, config: CaptionerConfig) -> Vocabulary:
-    """vocab.json, checked against the config's vocab_size and special ids."""
-    path = Path(folder) / VOCAB
-    vocab = Vocabulary.load(path)
-    if len(vocab) != config.vocab_size:
-        raise InvalidFileError(
-            path, f"{len(vocab)} words, but {CONFIG} says vocab_size {config.vocab_size}"
-        )
-    for name in ("pad_id", "start_id", "end_id", "unk_id"):
-        if getattr(config, name) != getattr(vocab, name):
-            raise InvalidFileError(
-                Path(folder) / CONFIG,
-                f"{getattr(config, name)}, but the vocabulary's id is {getattr(vocab, name)}",
-                field=f"captioner.{name}",
-            )
-    return vocab
-
-
 def read_weights(folder: str | Path, config, build=CaptioningRNN) -> dict[str, torch.Tensor]:
     """model.safetensors as float32 tensors, after checking its names and shapes against the
     model `build(config)` (read from the file's header: nothing is allocated before)."""
@@ -153,18 +81,7 @@ def read_weights(folder: str | Path, config, build=CaptioningRNN) -> dict[str, t
         raise InvalidFileError(
             path, f"truncated or not a safetensors file ({first_line(error)})"
         ) from None
-    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
-    if missing or unexpected:
-        problem = f"missing tensor {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}"
-        raise InvalidFileError(
-            path, f"{problem}: the weights do not belong to the model {CONFIG} describes"
-        )
-    for name, shape in expected.items():
-        if found[name] != shape:
-            raise InvalidFileError(
-                path,
-                f"tensor {name!r} has shape {list(found[name])}, {CONFIG} implies {list(shape)}",
-            )
+    check_weight_shapes(path, expected, found)
     try:
         state = load_file(str(path))
     except (OSError, SafetensorError) as error:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
+import numpy as np
+from array_api_compat import array_namespace, is_torch_array
 
 WORDS_FILE = Path(__file__).resolve().parents[1] / "assets" / "imagenet_words.json"
 
@@ -24,25 +25,40 @@ def imagenet_words() -> dict[int, list[str]]:
 class ClassifierGuide:
     """Per-image word bonus (N, V) from encoder features, through the encoder's classifier.
 
-    classify: features (N, ...) -> ImageNet logits (N, 1000); stoi: the captioner's vocabulary
-    (word -> id); words that the vocabulary lacks are left out.
+    classify: features (N, ...) -> ImageNet logits (N, 1000), torch or NumPy; stoi: the
+    captioner's vocabulary (word -> id); words that the vocabulary lacks are left out.
     """
 
     def __init__(self, classify, stoi: dict[str, int], vocab_size: int) -> None:
         self.classify = classify
         table = imagenet_words()
-        self.class_to_word = torch.zeros(len(table), vocab_size)  # (1000, V) 0/1
+        self.class_to_word = np.zeros((len(table), vocab_size), dtype=np.float32)  # (1000, V)
         for index, words in table.items():
             for word in words:
                 if word in stoi:
                     self.class_to_word[index, stoi[word]] = 1.0
 
-    @torch.no_grad()
-    def bonus(self, features: torch.Tensor, weight: float, threshold: float) -> torch.Tensor:
-        """features (N, ...) -> word bonus (N, V): weight * the probability of the most likely
-        confident class that names the word (0 where no class reaches `threshold`)."""
-        probs = torch.softmax(self.classify(features).float(), dim=-1)  # (N, 1000)
-        strength = torch.zeros(len(probs), self.class_to_word.shape[1])  # (N, V)
-        for n, c in (probs >= threshold).nonzero().tolist():  # at most 1/threshold per image
-            strength[n] = torch.maximum(strength[n], probs[n, c].cpu() * self.class_to_word[c])
+    def bonus(self, features, weight: float, threshold: float):
+        """features (N, ...) -> word bonus (N, V), an array of the logits' kind (torch or
+        NumPy, on the CPU)."""
+        logits = self.classify(features)
+        return array_namespace(logits).asarray(self.bonus_from_logits(logits, weight, threshold))
+
+    def bonus_from_logits(self, logits, weight: float, threshold: float) -> np.ndarray:
+        """ImageNet logits (N, 1000) -> word bonus (N, V) float32: weight * the probability of
+        the most likely confident class that names the word (0 where no class reaches
+        `threshold`)."""
+        probs = _softmax(logits)  # (N, 1000)
+        strength = np.zeros((len(probs), self.class_to_word.shape[1]), dtype=np.float32)
+        for n, c in zip(*np.nonzero(probs >= threshold), strict=True):  # <= 1/threshold each
+            strength[n] = np.maximum(strength[n], probs[n, c] * self.class_to_word[c])
         return weight * strength
+
+
+def _softmax(logits) -> np.ndarray:
+    """Class probabilities as float32 NumPy; torch logits through torch's own softmax."""
+    if is_torch_array(logits):
+        return logits.detach().float().softmax(dim=-1).cpu().numpy()
+    logits = np.asarray(logits, dtype=np.float32)
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)

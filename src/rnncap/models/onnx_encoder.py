@@ -19,15 +19,20 @@ from pathlib import Path
 import torch
 
 from rnncap.models import onnx_check
-from rnncap.models.encoders import preprocess_image
+from rnncap.models.onnx_graph import (  # noqa: F401 - re-exported
+    _META,
+    CLASSES,
+    ENCODER_FILE,
+    INPUT,
+    OUTPUT,
+    GraphEncoder,
+    _open_session,
+)
 from rnncap.utils.config import ConfigError
-from rnncap.utils.io import InvalidFileError, atomic_write, first_line
+from rnncap.utils.io import InvalidFileError, atomic_write
 
-ENCODER_FILE = "encoder.onnx"  # the exported encoder's name inside a model folder
 OPSET = 17
-INPUT, OUTPUT = "images", "features"
 BACKENDS = ("auto", "onnx", "torch")
-_META = "rnncap."  # prefix of the metadata keys written into an exported graph
 
 
 class BackendError(ConfigError):
@@ -53,6 +58,8 @@ def export_encoder(encoder: torch.nn.Module, path: str | Path, opset: int = OPSE
 
     The batch axis is dynamic; the encoder's name, output layout, preprocessing constants and
     weights digest travel in the graph's metadata, so `OnnxEncoder(path)` needs nothing else.
+    An encoder with an ImageNet classifier gets a second output, its class logits (N, 1000)
+    (`Encoder.classify` of the features), for classifier guidance without torch.
     Uses torch's TorchScript-based exporter (`dynamo=False`): it needs the `onnx` package only,
     where the default torch.export-based one also needs `onnxscript`.
     """
@@ -65,15 +72,16 @@ def export_encoder(encoder: torch.nn.Module, path: str | Path, opset: int = OPSE
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # the exporter's deprecation and constant-folding notes
         warnings.simplefilter("ignore")
+        outputs = [OUTPUT, CLASSES] if encoder.classifier is not None else [OUTPUT]
         torch.onnx.export(
-            encoder,
+            _WithClasses(encoder) if len(outputs) > 1 else encoder,
             (example,),
             buffer,
             dynamo=False,
             opset_version=opset,
             input_names=[INPUT],
-            output_names=[OUTPUT],
-            dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+            output_names=outputs,
+            dynamic_axes={name: {0: "batch"} for name in [INPUT, *outputs]},
         )
     encoder.train(was_training)
     graph = onnx.load_model_from_string(buffer.getvalue())
@@ -93,8 +101,20 @@ def export_encoder(encoder: torch.nn.Module, path: str | Path, opset: int = OPSE
     return path
 
 
+class _WithClasses(torch.nn.Module):
+    """An encoder returning (features, its class logits), for the export."""
+
+    def __init__(self, encoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, images: torch.Tensor):
+        features = self.encoder(images)
+        return features, self.encoder.classify(features)
+
+
 # ------------------------------------------------------------------------ the encoder
-class OnnxEncoder:
+class OnnxEncoder(GraphEncoder):
     """An exported encoder run by ONNX Runtime, with the interface of the torch `Encoder`.
 
     `name`, `out_channels`, `spatial`, `image_size`, `mean`, `std`, `preprocess(pil)` and a call
@@ -104,49 +124,12 @@ class OnnxEncoder:
     """
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        self.path = Path(path)
+        super().__init__(path, threads or torch.get_num_threads())
         self.threads = threads
-        try:
-            self._session = _open_session(self.path, threads or torch.get_num_threads())
-        except Exception as error:  # ONNX Runtime's InvalidProtobuf, Fail, RuntimeException...
-            raise InvalidFileError(
-                self.path, f"not a usable ONNX graph ({first_line(error)})"
-            ) from None
-        meta = self._session.get_modelmeta().custom_metadata_map
-        if _META + "encoder" not in meta:
-            raise InvalidFileError(self.path, "not an encoder exported by rnncap (no metadata)")
-        try:
-            self.name = meta[_META + "encoder"]
-            self.out_channels = int(meta[_META + "out_channels"])
-            self.spatial = bool(json.loads(meta[_META + "spatial"]))
-            self.image_size = int(meta[_META + "image_size"])
-            self.mean = tuple(float(x) for x in json.loads(meta[_META + "mean"]))
-            self.std = tuple(float(x) for x in json.loads(meta[_META + "std"]))
-            self.weights_sha256 = meta[_META + "weights_sha256"]
-        except (KeyError, TypeError, ValueError) as error:
-            raise InvalidFileError(
-                self.path, f"broken rnncap metadata ({first_line(error)})"
-            ) from None
 
     def preprocess(self, image) -> torch.Tensor:
         """PIL image of any mode and size -> normalised tensor (3, S, S), as the torch encoder."""
-        return preprocess_image(image, self.image_size, self.mean, self.std)
-
-    def run(self, images):
-        """NumPy float32 images (N, 3, S, S) -> NumPy features (N, C, h, w) or (N, C).
-        A graph that fails or returns another shape is an InvalidFileError naming the file."""
-        try:
-            features = self._session.run([OUTPUT], {INPUT: images})[0]
-        except Exception as error:  # ONNX Runtime's Fail, RuntimeException (allocation)...
-            raise InvalidFileError(
-                self.path, f"ONNX Runtime could not run it ({first_line(error)})"
-            ) from None
-        onnx_check.check_output(self.path, features, len(images), self.out_channels, self.spatial)
-        return features
-
-    def declared_output_shape(self) -> list:
-        """The graph's declared output shape: ints and names of dynamic axes."""
-        return list(self._session.get_outputs()[0].shape)
+        return torch.from_numpy(self.pixels(image))
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """images (N, 3, S, S) -> features (N, C, h, w) if spatial else (N, C), on the CPU."""
@@ -170,32 +153,6 @@ class OnnxEncoder:
         """Always eval, like the torch encoder: a frozen feature extractor."""
         return self
 
-    def __getstate__(self) -> dict:  # a session does not pickle: reopen the file instead
-        return {"path": self.path, "threads": self.threads}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["path"], state["threads"])
-
-    def __repr__(self) -> str:
-        return (
-            f"OnnxEncoder(name={self.name!r}, out_channels={self.out_channels}, "
-            f"spatial={self.spatial}, image_size={self.image_size}, path='{self.path}')"
-        )
-
-
-def _open_session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 4  # fatal only: a failed run is raised as one InvalidFileError
-    # Idle threads sleep instead of spinning: the DataLoader workers decoding JPEGs and torch's
-    # beam search need those cores between encoder calls.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
 
 # ------------------------------------------------------------------------ where the file lives
 def cache_dir() -> Path:
@@ -207,7 +164,7 @@ def cache_dir() -> Path:
 def cached_path(encoder: torch.nn.Module, digest: str | None = None) -> Path:
     """Where the user cache keeps `encoder`'s export: keyed by its weights, torch and opset."""
     digest = digest or weights_digest(encoder)
-    key = hashlib.sha256(f"{digest}:torch {torch.__version__}:opset {OPSET}".encode())
+    key = hashlib.sha256(f"{digest}:torch {torch.__version__}:opset {OPSET}:classes".encode())
     return cache_dir() / "encoders" / f"{encoder.name}-{key.hexdigest()[:16]}.onnx"
 
 

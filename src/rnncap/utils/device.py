@@ -16,8 +16,14 @@ class DeviceError(RnncapError, ValueError):
 
 
 def resolve_device(name: str = "auto"):
-    """'auto' -> cuda when available else cpu; a CUDA device without CUDA raises DeviceError."""
-    import torch
+    """'auto' -> cuda when available else cpu; a CUDA device without CUDA raises DeviceError.
+    Without torch installed, 'auto' and 'cpu' are the string "cpu" (the torch-free runtime)."""
+    try:
+        import torch
+    except ModuleNotFoundError:
+        if name in ("auto", "cpu"):
+            return "cpu"
+        raise
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
