@@ -18,6 +18,12 @@ HELP = "train an RNN/LSTM language model on captions (Flickr8k or a text file), 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    _data_arguments(parser.add_argument_group("data"))
+    _model_arguments(parser.add_argument_group("model and training"))
+    _output_arguments(parser.add_argument_group("output"))
+
+
+def _data_arguments(parser: argparse._ArgumentGroup) -> None:
     parser.add_argument("--data", type=Path, default=None,
                         help="Flickr8k folder (captions.txt, Flickr_8k.*Images.txt, Images/); "
                              "required unless --load")
@@ -28,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vocab", type=Path, default=None,
                         help="use this vocabulary (a vocab.json, e.g. a captioner's, so the "
                              "model can be fused into its decoding) instead of building one")
+    parser.add_argument("--min-count", type=int, default=5,
+                        help="words seen fewer times in the train split become <unk> (default: 5)")
+
+
+def _model_arguments(parser: argparse._ArgumentGroup) -> None:
     parser.add_argument("--dropout", type=float, default=0.1,
                         help="dropout on word vectors and hidden states (default: 0.1)")
     parser.add_argument("--cell", default="lstm", choices=["rnn", "lstm", "torch-lstm"],
@@ -41,10 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="captions per batch (default: 64)")
     parser.add_argument("--lr", type=float, default=2e-3,
                         help="Adam learning rate, halved every epoch (default: 2e-3)")
-    parser.add_argument("--min-count", type=int, default=5,
-                        help="words seen fewer times in the train split become <unk> (default: 5)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+
+
+def _output_arguments(parser: argparse._ArgumentGroup) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder: model.safetensors, config.json, vocab.json, "
                              "history.json, curve.png (default: runs/lm-CELL)")

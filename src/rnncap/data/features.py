@@ -332,9 +332,8 @@ def build_cache(
     encoding overlap (`rnncap.data.cache_build`). `mirrored`: encode the mirror images into a
     cache named `cache_name(encoder, True)`."""
     import torch
-    from tqdm import tqdm
 
-    from rnncap.data.cache_build import ShardWriter, encoded_batches
+    from rnncap.data.cache_build import encoded_batches
 
     name = getattr(encoder, "name", None)
     if name is not None and cache_name(name, mirrored) != cache.encoder_name:
@@ -349,8 +348,24 @@ def build_cache(
     encoder = encoder.to(device).eval()
     batches = encoded_batches([by_key[k] for k in todo], encoder, device, batch_size, workers,
                               device_decode, mirrored)  # fmt: skip
-    pending_keys, pending = [], []  # keys and (B, C, h, w) features not yet in a shard
     start = time.perf_counter()
+    _write_shards(batches, todo, cache, stats, shard_size, progress)
+    stats.seconds = time.perf_counter() - start
+    for message in stats.failed:
+        print(f"warning: {message} (skipped)", file=sys.stderr)
+    return stats
+
+
+def _write_shards(batches, todo: list[str], cache: FeatureCache, stats: BuildStats,
+                  shard_size: int, progress: bool) -> None:
+    """Gather `encoded_batches` into shards of `shard_size` images, written in the background;
+    failures and counts go to `stats`."""
+    import torch
+    from tqdm import tqdm
+
+    from rnncap.data.cache_build import ShardWriter
+
+    pending_keys, pending = [], []  # keys and (B, C, h, w) features not yet in a shard
     with (
         ShardWriter(cache) as writer,
         tqdm(total=len(todo), unit="img", disable=not progress, desc=cache.encoder_name) as bar,
@@ -367,10 +382,6 @@ def build_cache(
             bar.update(len(indices) + len(bad))
         if pending_keys:
             writer.add(pending_keys, torch.cat(pending))
-    stats.seconds = time.perf_counter() - start
-    for message in stats.failed:
-        print(f"warning: {message} (skipped)", file=sys.stderr)
-    return stats
 
 
 def _missing(paths: list, cache: FeatureCache, threads: int) -> tuple[dict[str, Path], list[str]]:

@@ -27,6 +27,7 @@ from rnncap.decode.beam import DecodeOptions
 from rnncap.decode.captioner import Captioner
 from rnncap.engine.cider import CiderD, cider_d
 from rnncap.engine.loop import train_epoch
+from rnncap.engine.model_init import build_model, init_model
 from rnncap.engine.objectives import OBJECTIVES, batch_loss
 from rnncap.engine.optim import dist_setup, lr_lambda, optimizer
 from rnncap.engine.resume import TRAIN_STATE, Checkpoint, load_checkpoint, prepare_run_folder
@@ -40,11 +41,10 @@ from rnncap.engine.splits import (
     load_split,
     load_text,
     mirror_masks,
-    train_vocabulary,
 )
 from rnncap.engine.train_config import TrainConfig
-from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
-from rnncap.models.folder import IncompatibleModelError, load_model, save_model
+from rnncap.models.captioner import CaptioningRNN
+from rnncap.models.folder import save_model
 from rnncap.utils.io import atomic_write_text
 from rnncap.utils.plotting import plot_training_curves
 
@@ -161,9 +161,9 @@ def _start(cfg: TrainConfig) -> _Run:
         dist.barrier()  # the other ranks read last/ once it is back in place
     checkpoint = load_checkpoint(cfg) if cfg.resume else None  # every file checked first
     vocab = checkpoint.vocab if checkpoint is not None else None
-    init_model = None
+    start_model = None
     if cfg.init:
-        init_model, vocab = _init_model(cfg, vocab)
+        start_model, vocab = init_model(cfg, vocab)
     train_split, vocab = load_split(cfg, "train", vocab, mirrored=cfg.mirror > 0)
     dev_split, _ = load_split(cfg, "dev", vocab)
     if cfg.dry_run:
@@ -173,7 +173,7 @@ def _start(cfg: TrainConfig) -> _Run:
         f"train: {len(train_split.names)} images, dev: {len(dev_split.names)} images, "
         f"vocabulary {len(vocab)}"
     )
-    model = _build_model(cfg, train_split.features.shape[1], vocab, device, init_model)
+    model = build_model(cfg, train_split.features.shape[1], vocab, device, start_model)
     run = make_run(cfg, model, vocab, train_split, dev_split, device, rank, world, log)
     if checkpoint is not None:
         _restore(run, checkpoint)
@@ -209,47 +209,6 @@ def make_run(
                                   cfg.mirror > 0)  # fmt: skip
     run.net = model
     return run
-
-
-def _init_model(cfg: TrainConfig, vocab: Vocabulary | None) -> tuple[CaptioningRNN, Vocabulary]:
-    """The --init model and the run's vocabulary: the model's own, or with grow_vocab its words
-    then this run's new ones (`vocab`, when resuming, is the one the run already grew)."""
-    from rnncap.models.regrow import grown_vocabulary, with_vocabulary
-
-    model, init_vocab = load_model(cfg.init)
-    if model.config.encoder != cfg.encoder:
-        raise IncompatibleModelError(
-            f"--init {cfg.init}: trained on {model.config.encoder} features, "
-            f"not {cfg.encoder} (pass --encoder {model.config.encoder})"
-        )
-    if not cfg.grow_vocab:
-        return model, vocab or init_vocab
-    vocab = vocab or grown_vocabulary(init_vocab, train_vocabulary(cfg))
-    return with_vocabulary(model, init_vocab, vocab, cfg.seed), vocab
-
-
-def _build_model(
-    cfg: TrainConfig, feature_dim: int, vocab: Vocabulary, device, init: CaptioningRNN | None
-) -> CaptioningRNN:
-    """A new model from the flags, or the --init model (its own sizes, cell type and weights)."""
-    if init is not None:
-        if init.config.feature_dim != feature_dim:
-            raise IncompatibleModelError(
-                f"--init {cfg.init}: expects {init.config.feature_dim}-channel features, "
-                f"the cache holds {feature_dim}"
-            )
-        if len(vocab) != init.config.vocab_size:
-            raise IncompatibleModelError(
-                f"--init {cfg.init}: its vocabulary differs from this run's"
-            )
-        return init.to(device)
-    model_cfg = CaptionerConfig(
-        encoder=cfg.encoder, feature_dim=feature_dim, cell_type=cfg.cell_type,
-        wordvec_dim=cfg.wordvec_dim, hidden_dim=cfg.hidden_dim, vocab_size=len(vocab),
-        max_length=cfg.max_length, dropout=cfg.dropout, deep_output=cfg.deep_output,
-    )  # fmt: skip
-    torch.manual_seed(cfg.seed)
-    return CaptioningRNN(model_cfg).to(device)
 
 
 def _restore(run: _Run, checkpoint: Checkpoint) -> None:

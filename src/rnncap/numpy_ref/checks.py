@@ -75,6 +75,16 @@ def layer_checks(seed: int = 0) -> list[GradCheck]:
         return rng.standard_normal(shape)
 
     results: list[GradCheck] = []
+    cases = _recurrent_cases(randn, N, T, D, H, P) + _affine_cases(randn, N, T, D, H)
+    for function, forward, backward, inputs, n_outputs in cases:
+        wrt = [name for name in inputs]  # every input is differentiable here
+        results += check_layer(function, forward, backward, inputs, wrt, n_outputs, rng)
+    return results + _embedding_and_loss_checks(rng, N, T, D, V)
+
+
+def _recurrent_cases(randn: Callable, N: int, T: int, D: int, H: int, P: int) -> list[tuple]:
+    """(name, forward, backward, inputs in argument order, number of outputs) of every RNN, LSTM
+    and attention layer, step and sequence."""
     rnn_params = {"Wx": randn(D, H) * 0.5, "Wh": randn(H, H) * 0.5, "b": randn(H)}
     lstm_params = {"Wx": randn(D, 4 * H) * 0.5, "Wh": randn(H, 4 * H) * 0.5, "b": randn(4 * H)}
     attn_params = {
@@ -83,33 +93,34 @@ def layer_checks(seed: int = 0) -> list[GradCheck]:
         "Wattn": randn(H, 4 * H) * 0.5,
         "b": lstm_params["b"],
     }  # in argument order
-    # (name, forward, backward, inputs in argument order, number of outputs)
-    cases = [
-        ("rnn_step", rnn.rnn_step_forward, rnn.rnn_step_backward,
-         {"x": randn(N, D), "prev_h": randn(N, H), **rnn_params}, 1),
+    step = {"x": randn(N, D), "prev_h": randn(N, H)}
+    lstm_step = {**step, "prev_c": randn(N, H)}
+    return [
+        ("rnn_step", rnn.rnn_step_forward, rnn.rnn_step_backward, {**step, **rnn_params}, 1),
         ("rnn", rnn.rnn_forward, rnn.rnn_backward,
          {"x": randn(N, T, D), "h0": randn(N, H), **rnn_params}, 1),
         ("lstm_step", lstm.lstm_step_forward, lstm.lstm_step_backward,
-         {"x": randn(N, D), "prev_h": randn(N, H), "prev_c": randn(N, H), **lstm_params}, 2),
+         {**lstm_step, **lstm_params}, 2),
         ("lstm", lstm.lstm_forward, lstm.lstm_backward,
          {"x": randn(N, T, D), "h0": randn(N, H), **lstm_params}, 1),
         ("attention", attention.attention_forward, attention.attention_backward,
          {"prev_h": randn(N, H), "A": randn(N, H, P)}, 1),
         ("attention_lstm_step", attention.attention_lstm_step_forward,
          attention.attention_lstm_step_backward,
-         {"x": randn(N, D), "prev_h": randn(N, H), "prev_c": randn(N, H), "A": randn(N, H, P),
-          **attn_params}, 2),
+         {**lstm_step, "A": randn(N, H, P), **attn_params}, 2),
         ("attention_lstm", attention.attention_lstm_forward, attention.attention_lstm_backward,
          {"x": randn(N, T, D), "A": randn(N, H, P), **attn_params}, 1),
+    ]
+
+
+def _affine_cases(randn: Callable, N: int, T: int, D: int, H: int) -> list[tuple]:
+    """The affine layer, per position and over a sequence."""
+    return [
         ("affine", layers.affine_forward, layers.affine_backward,
          {"x": randn(N, D), "w": randn(D, H), "b": randn(H)}, 1),
         ("temporal_affine", layers.temporal_affine_forward, layers.temporal_affine_backward,
          {"x": randn(N, T, D), "w": randn(D, H), "b": randn(H)}, 1),
-    ]  # fmt: skip
-    for function, forward, backward, inputs, n_outputs in cases:
-        wrt = [name for name in inputs]  # every input is differentiable here
-        results += check_layer(function, forward, backward, inputs, wrt, n_outputs, rng)
-    return results + _embedding_and_loss_checks(rng, N, T, D, V)
+    ]
 
 
 def _embedding_and_loss_checks(rng: np.random.Generator, N: int, T: int, D: int, V: int):
