@@ -27,6 +27,8 @@ CASES = [  # (arguments, packages blocked, command named, extra, module named)
      "rnncap caption --backend torch", "train", "torch"),
     (["caption", "--device", "cuda", str(EXAMPLES / "cat.jpg")], TORCH,
      "rnncap caption --device cuda", "train", "torch"),
+    (["caption", "--attention-out", "maps", str(EXAMPLES / "cat.jpg")], TORCH,
+     "rnncap caption --attention-out maps", "train", "torch"),
     # torch installed by hand, without the rest of the extra: scores need pycocoevalcap
     (["evaluate", "--data", "d"], ("pycocoevalcap",), "rnncap evaluate", "train",
      "pycocoevalcap"),

@@ -47,12 +47,16 @@ def missing_extra(error: ModuleNotFoundError, command: str) -> str | None:
             f"pip install 'rnncap[{extra}]'")  # fmt: skip
 
 
+# flags whose other values need torch -> the values the runtime serves
+_RUNTIME_VALUES = {"backend": ("auto",), "device": ("auto", "cpu"), "attention_out": ()}
+
+
 def command_line(args) -> str:
-    """'rnncap COMMAND', with --backend and --device when they were given another value than
-    one the runtime serves (a torch backend, a GPU)."""
+    """'rnncap COMMAND', with the flags given a value that needs torch (--backend torch, a GPU
+    --device, --attention-out)."""
     words = ["rnncap", args.command]
-    for flag in ("backend", "device"):
+    for flag, served in _RUNTIME_VALUES.items():
         value = getattr(args, flag, None)
-        if value not in (None, "auto", "cpu"):
-            words.append(f"--{flag} {value}")
+        if value is not None and value not in served:
+            words.append(f"--{flag.replace('_', '-')} {value}")
     return " ".join(words)
