@@ -1,21 +1,28 @@
 # One virtual environment in .venv, created on first use; every target below uses it.
-PYTHON ?= python3
-VENV   := .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# `make demo` installs only the runtime (pip install -e .: no torch); the other targets add torch
+# and the dev extra (train, serve and the tools) to the same environment.
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+RUNTIME := $(VENV)/.runtime
+STAMP   := $(VENV)/.installed
 
 .PHONY: demo test lint docs bench clean
 
-$(STAMP): pyproject.toml
+$(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $(RUNTIME)
+
+$(STAMP): $(RUNTIME)
 	# The torch/torchvision pair that installs offline here; pyproject.toml itself accepts any recent one.
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-## demo: caption the bundled sample photos with the bundled default model
-demo: $(STAMP)
+## demo: caption the bundled sample photos with the bundled default model (runtime install only)
+demo: $(RUNTIME)
 	$(BIN)/rnncap caption examples/
 
 ## test: the whole test suite (CPU; GPU tests skip without CUDA)

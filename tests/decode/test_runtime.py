@@ -10,24 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from support.blocked import blocker
+
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED = REPO / "tests" / "expected" / "default_model_captions.json"
 
-NO_TORCH = '''
-import sys
-
-
-class NoTorch:
-    """Behave as if torch were not installed."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "torchvision"):
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-
-
-sys.meta_path.insert(0, NoTorch())
-'''
+NO_TORCH = blocker(["torch", "torchvision"])
 
 CAPTION = '''
 import json, pathlib, rnncap
@@ -97,6 +85,6 @@ def test_command_line_without_torch(exported, tmp_path):
     )  # fmt: skip
     assert export.returncode == 2
     assert export.stderr.strip().splitlines() == [
-        "rnncap: error: rnncap export: needs PyTorch, which is not installed "
-        "(pip install torch torchvision)"
+        "rnncap: error: 'rnncap export' needs the train extra (torch is not installed): "
+        "pip install 'rnncap[train]'"
     ]

@@ -1,9 +1,10 @@
 """The `rnncap` command line: a thin dispatcher over one module per sub-command in this package.
 
 Each command module (`rnncap.cli.caption`, `.train`, ...) defines NAME, HELP,
-`add_arguments(parser)` and `run(args) -> int`; it imports heavy libraries (torch, matplotlib)
-inside `run`, so `rnncap --help` stays fast. This package is the only place that knows argparse
-and flag wording.
+`add_arguments(parser)` and `run(args) -> int`, and EXTRA when it needs an optional install
+("train", "serve"); it imports heavy libraries (torch, matplotlib) inside `run`, so `rnncap --help`
+stays fast and runs on a plain `pip install rnncap`. This package is the only place that knows
+argparse and flag wording.
 """
 
 from __future__ import annotations
@@ -33,16 +34,18 @@ def build_parser() -> argparse.ArgumentParser:
     for module in _command_modules():
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _extra=getattr(module, "EXTRA", None))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from rnncap.cli._common import fail
+    from rnncap.cli._extras import command_line, missing_extra, require
     from rnncap.utils.errors import RnncapError
 
     args = build_parser().parse_args(argv)
     try:
+        require(args._extra)
         return int(args._run(args) or 0)
     except RnncapError as error:  # a bad model, data file, option, input or flag: one line, exit 2
         return fail(str(error))
@@ -54,11 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         if error.errno not in WRITE_ERRNOS:
             raise
         return fail(f"{error.filename or 'output'}: cannot write ({os.strerror(error.errno)})")
-    except ModuleNotFoundError as error:  # a command that needs torch, in a torch-free install
-        if (error.name or "").split(".")[0] not in ("torch", "torchvision"):
+    except ModuleNotFoundError as error:  # a command that needs an extra the install lacks
+        message = missing_extra(error, command_line(args))
+        if message is None:
             raise
-        return fail(f"rnncap {args.command}: needs PyTorch, which is not installed "
-                    f"(pip install torch torchvision)")  # fmt: skip
+        return fail(message)
     except KeyboardInterrupt:
         print("rnncap: interrupted", file=sys.stderr)
         return 130

@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 
 from rnncap.cli._common import UsageError, add_backend_argument, check_backend, fail
+from rnncap.cli._extras import require
 
 NAME = "caption"
 HELP = "caption image files or folders (prints path<TAB>caption, or JSON lines with --json)"
@@ -107,6 +108,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.max_length is not None and not 1 <= args.max_length <= MAX_LENGTH:
         raise UsageError(f"--max-length must be between 1 and {MAX_LENGTH}")
     if args.attention_out is not None:
+        require("train")  # the heatmaps are drawn by torch and matplotlib
         out = Path(args.attention_out)
         if out.exists() and not out.is_dir():
             raise UsageError(f"--attention-out {out}: exists and is not a folder")

@@ -13,6 +13,7 @@ from rnncap.cli._common import UsageError
 
 NAME = "convert-show-tell"
 HELP = "turn the classic Show-and-Tell checkpoint (encoder, decoder, vocab.pkl) into a model folder"
+EXTRA = "train"  # torch (rnncap.cli._extras)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

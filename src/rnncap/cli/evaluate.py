@@ -11,6 +11,7 @@ from rnncap.data.datasets import list_formats
 
 NAME = "evaluate"
 HELP = "caption a data set split and score it with the COCO caption metrics"
+EXTRA = "train"  # torch, and pycocoevalcap for the scores (rnncap.cli._extras)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ from rnncap.cli._common import UsageError
 
 NAME = "export"
 HELP = "export a model's image encoder to ONNX into a model folder (for ONNX Runtime on a CPU)"
+EXTRA = "train"  # torch and onnx (rnncap.cli._extras)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

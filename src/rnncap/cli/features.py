@@ -13,6 +13,7 @@ from rnncap.data.datasets import list_formats
 
 NAME = "features"
 HELP = "encode every image of a data set once and cache the features (float16, resumable)"
+EXTRA = "train"  # torch and the pretrained encoders (rnncap.cli._extras)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -15,6 +15,7 @@ from rnncap.cli._common import UsageError
 
 NAME = "lm"
 HELP = "train an RNN/LSTM language model on captions (Flickr8k or a text file), sample from it"
+EXTRA = "train"  # torch (rnncap.cli._extras)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,6 +12,7 @@ from rnncap.cli._common import UsageError, add_backend_argument, check_backend, 
 
 NAME = "serve"
 HELP = "serve captions over HTTP: POST /caption, GET /healthz, and a web page at /"
+EXTRA = "serve"  # fastapi, uvicorn, python-multipart (rnncap.cli._extras)
 
 _UNITS = {"": 1, "B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
 

@@ -13,6 +13,7 @@ from rnncap.data.datasets import list_formats
 
 NAME = "train"
 HELP = "train a captioning model (rnn | lstm | attn) on cached encoder features"
+EXTRA = "train"  # torch (rnncap.cli._extras)
 
 _HELP = {
     "data": "data set root folder",

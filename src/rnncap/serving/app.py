@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import PurePath
 
-import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -30,9 +29,9 @@ from starlette.exceptions import HTTPException
 from rnncap.decode.captioner import Caption, Captioner
 from rnncap.serving.batcher import Arrival, MicroBatcher
 from rnncap.serving.bodies import FREE_BYTES, Body, BodyBudget, ClientGone
+from rnncap.serving.calls import batch_runner, image_encoder, request_encoder
 from rnncap.serving.errors import ApiError
 from rnncap.serving.uploads import MAX_FILES, Decoder, read_uploads
-from rnncap.utils.device import torch_threads
 
 log = logging.getLogger("rnncap.serve")
 
@@ -55,12 +54,14 @@ class ServeConfig:
     max_pixels_in_flight: int = 100_000_000  # decoded pixels held by all requests together
     decode_threads: int = 2
     # torch threads of the beam search (None: all the model's). Its steps are small products
-    # that a second thread speeds up little, while the HTTP side needs that core.
+    # that a second thread speeds up little, while the HTTP side needs that core. (The
+    # torch-free runtime searches in NumPy and leaves this alone.)
     search_threads: int | None = 1
     # Encode each request's images on their own, one thread each, as soon as they are decoded,
-    # and batch only the beam searches; the model's threads (torch.get_num_threads()) take the
-    # encodings and the searches alike. None: with the ONNX Runtime encoder, whose cost an image
-    # does not fall with the batch; torch's does, and encodes whole batches.
+    # and batch only the beam searches; the model's threads (torch.get_num_threads(), or the
+    # runtime's ONNX Runtime threads) take the encodings and the searches alike. None: with an
+    # ONNX Runtime encoder (also the runtime's), whose cost an image does not fall with the
+    # batch; torch's does, and encodes whole batches.
     encode_per_request: bool | None = None
 
     def __post_init__(self) -> None:
@@ -138,8 +139,8 @@ def create_app(
     options = captioner.decode_options(beam=config.beam_size)
     model_name = captioner.name if model_name is None else model_name
     model_name = PurePath(model_name).name or model_name
-    encoder = captioner.model.encoder  # build the CNN now, not on the first request
-    encode, threads = _request_encoder(captioner, encoder, config)  # None: batches encoded whole
+    encoder = image_encoder(captioner)  # built now, not on the first request
+    encode, threads = request_encoder(captioner, encoder, config.encode_per_request)
     run_batch = _batch_runner(captioner, options, config, encode is None)
 
     def batcher() -> MicroBatcher:
@@ -279,47 +280,16 @@ async def _caption_uploads(
 
 
 def _batch_runner(captioner: Captioner, options, config: ServeConfig, encodes: bool):
-    """run_batch(rows, names) -> captions for the batcher: rows are the batch's images
-    (N, 3, S, S), encoded here when `encodes`, else their features."""
+    """`rnncap.serving.calls.batch_runner`, giving freed memory back after each batch."""
+    run = batch_runner(captioner, options, config.search_threads, encodes)
 
-    def run_batch(rows: torch.Tensor, names: Sequence[str]) -> list[Caption]:
+    def run_batch(rows, names: Sequence[str]) -> list[Caption]:
         try:
-            features = captioner.encode_images(rows) if encodes else rows
-            with torch_threads(config.search_threads):  # searches never overlap
-                return captioner.caption_features(features, options, list(names))
+            return run(rows, names)
         finally:
             release_free_memory()
 
     return run_batch
-
-
-def _request_encoder(captioner: Captioner, encoder, config: ServeConfig):
-    """(encode, threads) for encoding each request on its own: encode(images (n, 3, S, S),
-    alone) -> features, and the worker threads that take the encodings and the searches;
-    (None, 1) when batches are encoded whole (see ServeConfig.encode_per_request). `encoder` is
-    the captioner's, already built.
-
-    ONNX Runtime: one thread a call on each of the model's threads, or all of them when nothing
-    else was running (a lone client; calls that start meanwhile add at most threads - 1 more).
-    Torch: every call on all the model's threads, calls side by side on as many workers.
-    """
-    from rnncap.models.onnx_encoder import OnnxEncoder
-
-    onnx = isinstance(encoder, OnnxEncoder)
-    if not (onnx if config.encode_per_request is None else config.encode_per_request):
-        return None, 1
-    if onnx:
-        one_thread = OnnxEncoder(encoder.path, threads=1)  # the same graph
-
-        def encode(images: torch.Tensor, alone: bool) -> torch.Tensor:
-            return (encoder if alone else one_thread)(images)
-
-    else:
-
-        def encode(images: torch.Tensor, alone: bool) -> torch.Tensor:
-            return captioner.encode_images(images)
-
-    return encode, torch.get_num_threads()
 
 
 def _lifespan(new_batcher, decoder):

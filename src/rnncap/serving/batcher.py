@@ -17,8 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import torch
-
+from rnncap.decode.inputs import stack
 from rnncap.serving.errors import ApiError
 
 
@@ -29,7 +28,7 @@ def _model_error(error: Exception) -> ApiError:
 
 @dataclass
 class _Job:
-    images: list[torch.Tensor]  # preprocessed (3, S, S) each
+    images: list  # preprocessed (3, S, S) each (tensors or arrays), or their encodings
     names: list[str]
     future: asyncio.Future
 
@@ -64,17 +63,17 @@ class MicroBatcher:
 
     run_batch(images (N, 3, S, S), names) -> one result per image; batches never overlap. A job
     with more images than `max_batch` runs as a batch of its own. prepare(images (n, 3, S, S),
-    alone) -> (n, ...), when given, runs on each request's images before it is queued (run_batch
-    then gets the prepared rows), `alone` telling it that nothing else was running; `threads`
-    worker threads take the preparations and the batches alike.
+    alone) -> n rows, when given, runs on each request's images before it is queued (run_batch
+    then gets the prepared rows, stacked by `stack_rows`), `alone` telling it that nothing else
+    was running; `threads` worker threads take the preparations and the batches alike.
     """
 
-    run_batch: Callable[[torch.Tensor, list[str]], list]
+    run_batch: Callable[[object, list[str]], list]
     max_batch: int = 16
     max_wait_ms: float = 10.0
     max_queue: int = 1024
     stats: BatchStats = field(default_factory=BatchStats)
-    prepare: Callable[[torch.Tensor, bool], torch.Tensor] | None = None
+    prepare: Callable[[object, bool], object] | None = None
     threads: int = 1
 
     def __post_init__(self) -> None:
@@ -110,9 +109,7 @@ class MicroBatcher:
         finally:
             arrival.done()
 
-    async def submit(
-        self, images: list[torch.Tensor], names: list[str], arrival: Arrival | None = None
-    ) -> list:
+    async def submit(self, images: list, names: list[str], arrival: Arrival | None = None) -> list:
         """Queue one request's images (prepared first, with `prepare`); resolves to their
         results. ApiError 503 when full, 500 when preparing fails. Images count as waiting from
         here, also while being prepared."""
@@ -133,13 +130,13 @@ class MicroBatcher:
                 self._queued_images -= len(images)
         return await job.future
 
-    async def _prepared(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+    async def _prepared(self, images: list) -> list:
         """`prepare` on one request's images, in a worker thread: one row per image."""
         try:
-            rows = await self._in_worker(self.prepare, torch.stack(images), self._running == 0)
+            rows = await self._in_worker(self.prepare, stack(images), self._running == 0)
         except Exception as error:
             raise _model_error(error) from None
-        return list(rows.unbind(0))
+        return list(rows)
 
     async def _in_worker(self, fn, *args):
         """fn(*args) in a worker thread, counted in `_running` until the call ends: a caller that
@@ -216,7 +213,7 @@ class MicroBatcher:
             jobs = await self._collect()
             if not jobs:
                 continue
-            images = torch.stack([x for job in jobs for x in job.images])  # (N, 3, S, S)
+            images = stack_rows([x for job in jobs for x in job.images])  # (N, 3, S, S)
             names = [n for job in jobs for n in job.names]
             try:
                 results = await self._in_worker(self.run_batch, images, names)
@@ -235,3 +232,11 @@ class MicroBatcher:
                 start += len(job.images)
                 if not job.future.done():
                     job.future.set_result(part)
+
+
+def stack_rows(rows: list):
+    """One batch of rows: tensors stacked by torch, arrays by NumPy, tuples (an image's features
+    and class logits) field by field."""
+    if isinstance(rows[0], tuple):
+        return tuple(stack(list(field)) for field in zip(*rows, strict=True))
+    return stack(rows)

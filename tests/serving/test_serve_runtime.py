@@ -1,0 +1,65 @@
+"""The web service on the torch-free runtime: in a process that cannot import torch, the default
+model (with its encoder.onnx) answers POST /caption with the pinned captions of examples/,
+encoding each request on its own or whole batches, and torch is never imported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from support.blocked import blocker
+from support.inference import EXAMPLES, REPO
+from support.runtime import default_with_encoder
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")  # fastapi's TestClient
+
+EXPECTED = REPO / "tests" / "expected" / "default_model_captions.json"
+
+SERVE = """
+import json, pathlib
+from concurrent.futures import ThreadPoolExecutor
+from fastapi.testclient import TestClient
+import rnncap
+from rnncap.serving.app import ServeConfig, create_app
+
+captioner = rnncap.load(sys.argv[1])
+paths = sorted(pathlib.Path(sys.argv[2]).glob("*.jpg"))
+files = [("file", (p.name, p.read_bytes(), "image/jpeg")) for p in paths]
+out = {}
+for per_request in (True, False):
+    config = ServeConfig(encode_per_request=per_request, timeout=300, max_batch=4)
+    with TestClient(create_app(captioner, config)) as client:
+        together = client.post("/caption?attention=1", files=files).json()["results"]
+        with ThreadPoolExecutor(len(files)) as pool:
+            alone = list(pool.map(lambda f: client.post("/caption", files=[f]).json(), files))
+        health = client.get("/healthz").json()
+    out[str(per_request)] = {
+        "backend": health["backend"],
+        "per_request": health["config"]["encode_per_request"],
+        "together": {r["image"]: r["caption"] for r in together},
+        "alone": {r["results"][0]["image"]: r["results"][0]["caption"] for r in alone},
+        "attention_rows": [len(r["attention"]) == len(r["words"]) for r in together],
+    }
+assert not any(m.split(".")[0] == "torch" for m in sys.modules)
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_serving_without_torch_gives_the_pinned_captions(tmp_path_factory):
+    model = default_with_encoder(tmp_path_factory.mktemp("runtime"))
+    run = subprocess.run(
+        [sys.executable, "-c", blocker(["torch", "torchvision"]) + SERVE, str(model),
+         str(EXAMPLES)], capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    pinned = json.loads(EXPECTED.read_text(encoding="utf-8"))["captions"]
+    for per_request, result in json.loads(run.stdout).items():
+        assert result["backend"] == "runtime"
+        assert str(result["per_request"]) == per_request
+        assert result["together"] == pinned and result["alone"] == pinned
+        assert all(result["attention_rows"])

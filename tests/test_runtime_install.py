@@ -1,0 +1,104 @@
+"""`pip install rnncap` captions without torch: the wheel built from this tree, installed into a
+fresh virtual environment with its runtime dependencies from the package index, gives the pinned
+captions of examples/ with `rnncap caption`, and torch cannot be imported there.
+
+Skips when the package index cannot be reached; the captions, when the bundled default model
+has no encoder.onnx (the runtime's image encoder).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from rnncap.models.files import DEFAULT_MODEL
+from rnncap.models.onnx_graph import ENCODER_FILE
+
+REPO = Path(__file__).resolve().parents[1]
+EXPECTED = REPO / "tests" / "expected" / "default_model_captions.json"
+INDEX = "https://pypi.org/simple/"
+# what the copy of the tree the wheel is built from leaves out
+BUILD_LEFTOVERS = (".git", ".venv", "build", "dist", "site", "*.egg-info", "__pycache__",
+                   ".pytest_cache", ".ruff_cache", "runs", "cache", "features")  # fmt: skip
+
+
+def _clean_env() -> dict[str, str]:
+    """This environment without what points Python at the source tree or the test's packages."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+
+
+def _run(command: list, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in command], cwd=cwd, capture_output=True, text=True,
+                          env=_clean_env(), timeout=timeout)  # fmt: skip
+
+
+def _index_unreachable() -> str | None:
+    """Why the package index cannot be reached, or None when it can."""
+    index = os.environ.get("PIP_INDEX_URL", INDEX)
+    try:
+        with urllib.request.urlopen(index.rstrip("/") + "/onnxruntime/", timeout=20):
+            return None
+    except OSError as error:  # URLError, timeouts
+        return f"{index}: {error}"
+
+
+def _or_skip(step: subprocess.CompletedProcess, what: str) -> None:
+    """A failed pip step: a skip when the index is unreachable, else a failure with pip's words."""
+    if step.returncode == 0:
+        return
+    reason = _index_unreachable()
+    if reason is not None:
+        pytest.skip(f"{what}: the package index is unreachable ({reason})")
+    pytest.fail(f"{what} failed:\n{step.stdout[-3000:]}\n{step.stderr[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def runtime_venv(tmp_path_factory) -> Path:
+    """A fresh virtual environment holding the wheel and its runtime dependencies only."""
+    tmp = tmp_path_factory.mktemp("runtime-install")
+    source = tmp / "source"  # a clean copy: nothing stale from an earlier build/ gets in
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*BUILD_LEFTOVERS))
+    wheel = _run([sys.executable, "-m", "pip", "wheel", source, "--no-deps", "-w", tmp / "wheel"],
+                 cwd=tmp)  # fmt: skip
+    _or_skip(wheel, "pip wheel")
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True, env=_clean_env())
+    (built,) = (tmp / "wheel").glob("rnncap-*.whl")
+    _or_skip(_run([venv / "bin" / "python", "-m", "pip", "install", built], cwd=tmp), "pip install")
+    return venv
+
+
+@pytest.mark.slow
+def test_the_runtime_install_has_no_torch(runtime_venv, tmp_path):
+    for module in ("torch", "torchvision", "matplotlib", "fastapi"):
+        found = _run([runtime_venv / "bin" / "python", "-c", f"import {module}"], cwd=tmp_path)
+        assert found.returncode != 0, f"{module} is installed by plain `pip install rnncap`"
+
+
+@pytest.mark.slow
+def test_the_runtime_install_captions_the_examples(runtime_venv, tmp_path):
+    if not (DEFAULT_MODEL / ENCODER_FILE).is_file():
+        pytest.skip(f"the bundled default model has no {ENCODER_FILE} yet: the runtime install "
+                    f"cannot caption with it")  # fmt: skip
+    run = _run([runtime_venv / "bin" / "rnncap", "caption", REPO / "examples"], cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    captions = dict(line.split("\t") for line in run.stdout.splitlines())
+    pinned = json.loads(EXPECTED.read_text(encoding="utf-8"))["captions"]
+    assert {Path(path).name: text for path, text in captions.items()} == pinned
+
+
+@pytest.mark.slow
+def test_the_runtime_install_names_the_extra_a_command_needs(runtime_venv, tmp_path):
+    run = _run([runtime_venv / "bin" / "rnncap", "train", "--data", "d"], cwd=tmp_path)
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == [
+        "rnncap: error: 'rnncap train' needs the train extra (torch is not installed): "
+        "pip install 'rnncap[train]'"
+    ]
