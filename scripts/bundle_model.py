@@ -1,4 +1,5 @@
-"""Write a trained model as a small model folder: float16 weights plus its decoding settings.
+"""Write a trained model as a small model folder: float16 weights, its decoding settings and its
+image encoder as encoder.onnx (float32).
 
     python scripts/bundle_model.py runs/scst/best src/rnncap/assets/default \\
         --decoding '{"beam_size": 3, "length_penalty": 0.5, "no_repeat_ngram": 2}'
@@ -12,7 +13,10 @@ their weights (`rnncap.models.soup`), with each one's training record under "ave
 model's vocabulary (float16), fused at decoding time by the weights in --decoding.
 
 The settings are validated as `DecodeOptions`; `rnncap.load`, every command and the web service
-then use them with no flags.
+then use them with no flags. The encoder is exported as `rnncap export` does it (checked against
+torch, its SHA-256 recorded in config.json), so the folder captions without torch
+(`rnncap.load(folder, backend="runtime")`); `--no-encoder` leaves it out, and the ONNX backend
+then exports one into the user cache on first use.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 import torch
 
 from rnncap.decode.beam import DecodeOptions
+from rnncap.models.encoder_export import export_into
 from rnncap.models.folder import read_config, save_model
 from rnncap.models.soup import average_models
 
@@ -35,6 +40,11 @@ def main() -> None:
     parser.add_argument("--decoding", default="{}", help="JSON DecodeOptions for the model")
     parser.add_argument("--lm", help="language model folder (`rnncap lm`): the folder's lm/")
     parser.add_argument("--source-lm", help="language model folder: the folder's source_lm/")
+    parser.add_argument(
+        "--no-encoder",
+        action="store_true",
+        help="write no encoder.onnx (the folder then needs torch to export one on first use)",
+    )
     args = parser.parse_args()
     decoding = DecodeOptions.from_dict(json.loads(args.decoding)).to_dict()
     model, vocab, folders = average_models(args.models)
@@ -46,6 +56,8 @@ def main() -> None:
             _add_language_model(folder, Path(args.out) / name, vocab)
     what = "weights" if len(folders) == 1 else f"the mean of {len(folders)} models' weights"
     print(f"wrote {args.out}: {what} in float16, decoding {json.dumps(decoding)}")
+    if not args.no_encoder:
+        print(export_into(Path(args.out)))
 
 
 def _add_language_model(folder: str, out: Path, vocab) -> None:

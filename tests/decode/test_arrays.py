@@ -28,6 +28,21 @@ def test_numpy_topk_is_sorted_with_ties_by_index(k):
         assert indices[r].tolist() == want_indices
 
 
+@pytest.mark.parametrize("k", [1, 5, 16])
+def test_numpy_topk_rows_with_and_without_ties(k):
+    """Wide rows as in the search (beams x vocabulary): distinct values, and rows where the
+    k-th value recurs beyond the k chosen."""
+    rng = np.random.default_rng(k)
+    x = rng.standard_normal((30, 400)).astype(np.float32)
+    x[::3] = rng.integers(-4, 4, size=(10, 400))  # every third row: ties everywhere
+    x[1::3, rng.integers(0, 400, 100)] = -np.inf
+    values, indices = numpy_ops.topk(x, k)
+    for r in range(len(x)):
+        want_values, want_indices = reference_topk(x[r].tolist(), k)
+        assert values[r].tolist() == want_values
+        assert indices[r].tolist() == want_indices
+
+
 def test_numpy_topk_values_equal_torch_topk_values():
     x = np.random.default_rng(0).standard_normal((6, 50))
     values, indices = numpy_ops.topk(x, 5)

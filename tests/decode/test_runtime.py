@@ -1,14 +1,34 @@
 """Captioning without torch: the default model exported with its encoder.onnx, captioned in a
-process where torch cannot be imported, gives the pinned captions of examples/."""
+process where torch cannot be imported, gives the pinned captions of examples/; a folder's
+encoder.onnx is used as it is (never exported again) once its SHA-256 matches, and a tiny model
+captions the photos as the torch path does."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+
+import rnncap
+import rnncap.decode.runtime as runtime
+import rnncap.models.encoders as encoders
+from rnncap.data.images import open_image
+from rnncap.models.encoder_export import export_into
+from support.inference import (
+    example_images,
+    forbid_encoder_export,
+    make_tiny_encoder_model,
+    make_tiny_model,
+    reference_captions,
+    shared_encoder,
+    tiny_encoder,
+)
 
 from support.blocked import blocker
 
@@ -46,26 +66,88 @@ def test_default_model_without_torch_gives_the_pinned_captions(exported):
     assert result["captions"] == json.loads(EXPECTED.read_text(encoding="utf-8"))["captions"]
 
 
+@pytest.fixture
+def tiny_encoders(tmp_path, monkeypatch):
+    """build_encoder gives the tiny 16-channel encoder; the user cache is the test's own."""
+    monkeypatch.setattr(encoders, "build_encoder", lambda *args, **kwargs: tiny_encoder())
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def test_the_folders_encoder_is_used_without_exporting(tmp_path, tiny_encoders, monkeypatch):
+    folder = make_tiny_encoder_model(tmp_path / "m")
+    export_into(folder)
+    forbid_encoder_export(monkeypatch)
+    captioner = rnncap.load(folder, backend="runtime")
+    assert captioner.backend == "runtime" and captioner.encoder.path == folder / "encoder.onnx"
+    assert len(captioner(example_images()[:2])) == 2
+    assert not (tmp_path / "cache").exists()  # nothing went to the user cache
+
+
+def test_a_changed_encoder_is_refused_in_one_line(tmp_path, tiny_encoders):
+    folder = make_tiny_encoder_model(tmp_path / "m")
+    graph = export_into(folder).path
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside the weights: still a graph ONNX Runtime would run
+    graph.write_bytes(bytes(data))
+    with pytest.raises(rnncap.RnncapError) as error:  # the onnx backend's check: tests/cli
+        rnncap.load(folder, backend="runtime")
+    assert str(error.value) == (
+        f"{graph}: its SHA-256 differs from the one config.json records: the file changed "
+        "after rnncap export (export it again)"
+    )
+
+
+def test_another_encoders_graph_is_refused(tmp_path, monkeypatch):
+    folder = make_tiny_encoder_model(tmp_path / "m")
+    pooled = tiny_encoder(spatial=False)
+    pooled.name = "pooled"
+    monkeypatch.setattr(encoders, "build_encoder", lambda *args, **kwargs: pooled)
+    export_into(folder)
+    with pytest.raises(rnncap.RnncapError, match="a pooled encoder of 16 channels, but the "
+                                                 "model's is tiny of 16"):  # fmt: skip
+        rnncap.load(folder, backend="runtime")
+
+
+def test_a_folder_without_encoder_exports_once_into_the_cache(
+    tmp_path, tiny_encoders, monkeypatch, capsys
+):
+    """With torch installed; without it, the folder's encoder.onnx is required."""
+    folder = make_tiny_encoder_model(tmp_path / "m")
+    first = rnncap.load(folder, backend="runtime")
+    assert "exporting encoder tiny to ONNX once" in capsys.readouterr().err
+    assert first.encoder.path.parent == tmp_path / "cache" / "rnncap" / "encoders"
+    forbid_encoder_export(monkeypatch)
+    again = rnncap.load(folder, backend="runtime")
+    assert again.encoder.path == first.encoder.path and capsys.readouterr().err == ""
+    monkeypatch.setattr(runtime, "torch_available", lambda: False)
+    with pytest.raises(rnncap.ModelError, match="no encoder.onnx; captioning without torch"):
+        rnncap.load(folder, backend="runtime")
+
+
 @pytest.mark.slow
-def test_a_changed_encoder_file_is_refused(exported, tmp_path):
-    import shutil
-
-    import rnncap
-    from rnncap.utils.io import InvalidFileError
-
-    changed = tmp_path / "m"
-    shutil.copytree(exported, changed)
-    with open(changed / "encoder.onnx", "ab") as f:
-        f.write(b"\0")
-    with pytest.raises(InvalidFileError, match="SHA-256"):
-        rnncap.load(changed, backend="runtime")
-
-
-def test_runtime_needs_the_folders_encoder():
-    import rnncap
-
-    with pytest.raises(rnncap.ModelError, match="encoder.onnx"):
-        rnncap.load("default", backend="runtime")
+def test_runtime_captions_are_the_torch_captions(tmp_path, monkeypatch):
+    """A tiny model on the pretrained encoder: the folder's encoder.onnx and the NumPy decoder
+    against the plain torch beam search image by image, then with classifier guidance (the
+    graph's class logits against the torch classifier's) against the torch captioner."""
+    pretrained = shared_encoder()  # built before build_encoder is patched to return it
+    monkeypatch.setattr(encoders, "build_encoder", lambda *args, **kwargs: pretrained)
+    folder = make_tiny_model(tmp_path / "m")
+    export_into(folder)
+    forbid_encoder_export(monkeypatch)
+    by_runtime = rnncap.load(folder, backend="runtime")
+    by_torch = rnncap.load(folder, device="cpu", backend="torch")
+    by_torch.model.set_encoder(pretrained)
+    paths = example_images()
+    expected = reference_captions(by_torch.model, by_torch.vocab, paths)
+    for got, (text, score, _) in zip(by_runtime(paths), expected, strict=True):
+        assert got.text == text and got.score == pytest.approx(score, abs=1e-4)
+    guided = dataclasses.replace(by_runtime.options, guidance=3.0, guidance_threshold=0.1)
+    pixels = np.stack([by_runtime.preprocess(open_image(p)) for p in paths])
+    got = by_runtime.caption_images(pixels, options=guided)
+    want = by_torch.caption_images(torch.from_numpy(pixels), options=guided)
+    assert [c.text for c in got] == [c.text for c in want]
+    assert [c.score for c in got] == pytest.approx([c.score for c in want], abs=1e-4)
+    assert [c.text for c in got] != [c.text for c in by_runtime.caption_images(pixels)]
 
 
 @pytest.mark.slow

@@ -9,7 +9,6 @@ import pickle
 
 import pytest
 import torch
-from torch import nn
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -25,20 +24,9 @@ from rnncap.models.onnx_encoder import (  # noqa: E402
     resolve_backend,
     use_backend,
 )
-from support.inference import example_images, shared_encoder  # noqa: E402
+from support.inference import example_images, shared_encoder, tiny_encoder  # noqa: E402
 
 ATTRIBUTES = ("name", "out_channels", "spatial", "image_size", "mean", "std")
-
-
-def tiny_encoder(spatial: bool = True, seed: int = 0) -> Encoder:
-    """A two-layer CNN with the Encoder interface: 16 channels, 4 x 4 grid at 32 px."""
-    torch.manual_seed(seed)
-    layers = [nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU6()]
-    layers += [nn.Conv2d(8, 16, 3, stride=4, padding=1)]
-    if not spatial:
-        layers.append(nn.AdaptiveAvgPool2d(1))
-    trunk = nn.Sequential(*layers)
-    return Encoder("tiny", trunk, 16, spatial, 32, mean=[0.5] * 3, std=[0.25] * 3)
 
 
 @pytest.fixture(autouse=True)

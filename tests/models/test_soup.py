@@ -62,11 +62,12 @@ def test_different_models_are_refused(tmp_path):
 
 
 def test_bundle_script_writes_the_float16_average_with_both_records(tmp_path):
+    """Without encoder.onnx (its writing: tests/models/test_encoder_export.py)."""
     a, b = saved(tmp_path / "a", 0, info={"run": "a"}), saved(tmp_path / "b", 1, info={"run": "b"})
     out = tmp_path / "bundle"
     done = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bundle_model.py"), str(a), str(b), str(out),
-         "--decoding", '{"beam_size": 5}'],
+         "--decoding", '{"beam_size": 5}', "--no-encoder"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -81,3 +82,4 @@ def test_bundle_script_writes_the_float16_average_with_both_records(tmp_path):
     config = json.loads((out / CONFIG).read_text())
     assert config["info"] == {"averaged": [{"run": "a"}, {"run": "b"}]}
     assert config["decoding"]["beam_size"] == 5
+    assert not (out / "encoder.onnx").exists()

@@ -1,5 +1,6 @@
-"""Helpers for the caption, viz and serve tests: a tiny attention model saved to disk, the
-sample photos, broken image files, a reference captioner, and a server started as a subprocess."""
+"""Helpers for the caption, viz and serve tests: a tiny attention model saved to disk, a tiny
+encoder, the sample photos, broken image files, a reference captioner, and a server started as a
+subprocess."""
 
 from __future__ import annotations
 
@@ -53,6 +54,41 @@ def shared_encoder():
     from rnncap.models.encoders import build_encoder
 
     return build_encoder("efficientnet_lite0")
+
+
+def tiny_encoder(spatial: bool = True, seed: int = 0):
+    """A two-layer CNN with the Encoder interface: 16 channels, 4 x 4 grid at 32 px."""
+    from torch import nn
+
+    from rnncap.models.encoders import Encoder
+
+    torch.manual_seed(seed)
+    layers = [nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU6()]
+    layers += [nn.Conv2d(8, 16, 3, stride=4, padding=1)]
+    if not spatial:
+        layers.append(nn.AdaptiveAvgPool2d(1))
+    trunk = nn.Sequential(*layers)
+    return Encoder("tiny", trunk, 16, spatial, 32, mean=[0.5] * 3, std=[0.25] * 3)
+
+
+def make_tiny_encoder_model(folder: Path, seed: int = 0) -> Path:
+    """Save an untrained attention captioner on `tiny_encoder`'s 16 channels to `folder` (its
+    config names the encoder "tiny": patch build_encoder to return `tiny_encoder()`)."""
+    torch.manual_seed(seed)
+    vocab = Vocabulary.build(CAPTIONS)
+    config = CaptionerConfig(encoder="tiny", feature_dim=16, cell_type="attn", wordvec_dim=8,
+                             hidden_dim=16, vocab_size=len(vocab), max_length=5)  # fmt: skip
+    return save_model(folder, CaptioningRNN(config).eval(), vocab)
+
+
+def forbid_encoder_export(monkeypatch) -> None:
+    """Make any export of an encoder to ONNX fail the test."""
+    from rnncap.models import onnx_encoder
+
+    def export(*args, **kwargs):
+        raise AssertionError("an encoder was exported to ONNX")
+
+    monkeypatch.setattr(onnx_encoder, "export_encoder", export)
 
 
 def make_tiny_model(folder: Path, cell_type: str = "attn", seed: int = 0) -> Path:

@@ -72,18 +72,19 @@ def load(
     The decoder runs in torch with these. The ONNX graph is the model folder's encoder.onnx
     (`rnncap export`) or one exported into the user cache on first use.
     backend "runtime" needs no torch: the folder's encoder.onnx in ONNX Runtime and the decoder
-    in NumPy, on the CPU; "auto" chooses it where torch is not installed.
+    in NumPy, on the CPU; "auto" chooses it where torch is not installed. A folder without an
+    encoder.onnx needs torch: the encoder is exported into the user cache once.
     Decoding defaults come from the folder's config.json "decoding" entry when it has one.
     A Show-and-Tell folder (`rnncap convert-show-tell`) runs its encoder in torch.
     """
-    from rnncap.decode.runtime import runtime_parts, torch_available
+    from rnncap.decode.runtime import runtime_captioner, torch_available
     from rnncap.models.files import resolve_model_dir
 
     if backend == "runtime" or (backend in ("auto", None) and not torch_available()):
-        folder = resolve_model_dir(model)
-        decoder, encoder, vocab = runtime_parts(folder)
-        return Captioner(None, vocab, folder_options(folder), name=str(model),
-                         decoder=decoder, encoder=encoder)  # fmt: skip
+        export = None
+        if torch_available():  # for a folder without encoder.onnx: the user cache's export
+            from rnncap.models.onnx_encoder import cached_encoder_file as export
+        return runtime_captioner(resolve_model_dir(model), str(model), export)
     from rnncap.models.folder import load_model
     from rnncap.models.onnx_encoder import resolve_backend
     from rnncap.models.showtell_folder import is_show_tell

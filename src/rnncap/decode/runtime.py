@@ -15,6 +15,7 @@ import numpy as np
 
 from rnncap.data.images import ImageError, open_image
 from rnncap.utils.errors import ModelError
+from rnncap.utils.io import InvalidFileError
 
 
 def torch_available() -> bool:
@@ -24,9 +25,10 @@ def torch_available() -> bool:
         return False
 
 
-def runtime_parts(folder: Path, threads: int | None = None):
-    """(NumpyDecoder, GraphEncoder, Vocabulary) of a model folder; ModelError when the folder
-    has no encoder.onnx (exported with `rnncap export`, which needs torch)."""
+def runtime_parts(folder: Path, threads: int | None = None, export=None):
+    """(NumpyDecoder, GraphEncoder, Vocabulary) of a model folder: its own encoder.onnx (never
+    exported again). A folder without one takes `export(encoder name)`'s file, when given (with
+    torch: the user cache's export), else it is a ModelError."""
     from rnncap.models.files import read_captioner_config, read_vocabulary
     from rnncap.models.numpy_decoder import NumpyDecoder
     from rnncap.models.onnx_graph import ENCODER_FILE, GraphEncoder
@@ -34,12 +36,31 @@ def runtime_parts(folder: Path, threads: int | None = None):
     config = read_captioner_config(folder)
     vocab = read_vocabulary(folder, config)
     decoder = NumpyDecoder.from_folder(folder, config)
-    if not (Path(folder) / ENCODER_FILE).is_file():
+    if (Path(folder) / ENCODER_FILE).is_file():
+        encoder = GraphEncoder.from_folder(folder, threads)
+    elif export is not None:
+        encoder = GraphEncoder(export(config.encoder), threads)
+    else:
         raise ModelError(
             f"{folder}: no {ENCODER_FILE}; captioning without torch needs the encoder exported "
             f"into the model folder (rnncap export MODEL OUT, with torch installed)"
         )
-    return decoder, GraphEncoder.from_folder(folder, threads), vocab
+    if (encoder.name, encoder.out_channels) != (config.encoder, config.feature_dim):
+        raise InvalidFileError(encoder.path, f"a {encoder.name} encoder of {encoder.out_channels} "
+                               f"channels, but the model's is {config.encoder} of "
+                               f"{config.feature_dim}")  # fmt: skip
+    return decoder, encoder, vocab
+
+
+def runtime_captioner(folder: Path, name: str, export=None):
+    """The `Captioner` of backend "runtime" for a model folder (`runtime_parts`), with the
+    folder's decoding options."""
+    from rnncap.decode.captioner import Captioner
+    from rnncap.decode.inputs import folder_options
+
+    decoder, encoder, vocab = runtime_parts(folder, export=export)
+    return Captioner(None, vocab, folder_options(folder), name=name, decoder=decoder,
+                     encoder=encoder)  # fmt: skip
 
 
 def stack_pixels(encoder, images) -> np.ndarray:

@@ -55,7 +55,8 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 def log_softmax(x: np.ndarray) -> np.ndarray:
     """log softmax over the last axis, (B, V) -> (B, V)."""
     shifted = x - x.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    shifted -= np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    return shifted
 
 
 class NumpyDecoder:
@@ -72,6 +73,8 @@ class NumpyDecoder:
         # every word's input term x Wx + b of the gates, (V, G): a lookup per step
         self.word_table = self.w["embed.weight"] @ self.w["cell.Wx"] + self.w["cell.b"]
         self.vocab_t = np.ascontiguousarray(self.w["vocab_proj.weight"].T)  # (D, V)
+        if config.cell_type == "attn":  # [h, context] x [Wh; Wattn]: one product per step
+            self.w_hc = np.concatenate([self.w["cell.Wh"], self.w["cell.Wattn"]])  # (2H, 4H)
         self.static_state = (2,) if config.cell_type == "attn" else ()
 
     @classmethod
@@ -93,8 +96,7 @@ class NumpyDecoder:
                 raise ValueError(
                     "the attention model needs a spatial grid of features (N, C, h, w)"
                 )
-            grid = features.reshape(N, C, -1).transpose(0, 2, 1)  # (N, P, C)
-            return (grid @ weight.T + bias).transpose(0, 2, 1)  # (N, H, P)
+            return weight @ features.reshape(N, C, -1) + bias[:, None]  # (N, H, P)
         pooled = features.reshape(N, C, -1).mean(2) if features.ndim > 2 else features
         return pooled @ weight.T + bias  # (N, H)
 
@@ -120,12 +122,13 @@ class NumpyDecoder:
             new_state = (h, c)
         else:
             prev_h, prev_c, A, image = state
-            grids = A[image]  # (B, H, P) each row's image
-            context, weights = _attention(prev_h, grids)
-            a = xw + prev_h @ self.w["cell.Wh"] + context @ self.w["cell.Wattn"]  # (B, 4H)
+            context, weights = _attention(prev_h, A, image)
+            a = np.concatenate([prev_h, context], axis=1) @ self.w_hc  # (B, 4H)
+            a += xw
             h, c = _lstm_update(a, prev_c)
             new_state = (h, c, A, image)
-        logits = self._output(self.w["embed.weight"][tokens], h, context)
+        words = self.w["embed.weight"][tokens] if self.config.deep_output else None  # (B, W)
+        logits = self._output(words, h, context)
         return log_softmax(logits), new_state, weights
 
     def _output(self, x: np.ndarray, h: np.ndarray, context: np.ndarray | None) -> np.ndarray:
@@ -136,7 +139,9 @@ class NumpyDecoder:
             if context is not None:
                 z = z + context @ self.w["out_context.weight"].T + self.w["out_context.bias"]
             z = np.tanh(z)
-        return z @ self.vocab_t + self.w["vocab_proj.bias"]
+        logits = z @ self.vocab_t  # (B, V)
+        logits += self.w["vocab_proj.bias"]
+        return logits
 
 
 def _lstm_update(a: np.ndarray, prev_c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -148,11 +153,29 @@ def _lstm_update(a: np.ndarray, prev_c: np.ndarray) -> tuple[np.ndarray, np.ndar
     return o * np.tanh(c), c
 
 
-def _attention(prev_h: np.ndarray, grids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Scaled dot-product attention: prev_h (B, H), grids (B, H, P) -> (context (B, H),
-    weights (B, P))."""
-    H = grids.shape[1]
-    scores = (prev_h[:, None, :] @ grids)[:, 0] / prev_h.dtype.type(np.sqrt(H))  # (B, P)
-    scores = np.exp(scores - scores.max(1, keepdims=True))
+def _attention(prev_h: np.ndarray, A: np.ndarray, image: np.ndarray):
+    """Scaled dot-product attention of rows sharing grids: prev_h (B, H), A (N, H, P), image (B,)
+    the grid of each row -> (context (B, H), weights (B, P)).
+
+    As `rnncap.nn.attention`'s shared-grid attention: each image's rows are padded to the
+    largest count k and multiplied with their grid at once, (N, k, H) x (N, H, P), so that a
+    grid is read once per step rather than copied for every row.
+    """
+    N, H, P = A.shape
+    B = len(prev_h)
+    counts = np.bincount(image, minlength=N)  # (N,) rows per image
+    k = int(counts.max())
+    order = np.argsort(image, kind="stable")  # rows grouped by image, in row order
+    starts = np.cumsum(counts) - counts  # (N,) where each image's group begins
+    slot = np.empty_like(image)
+    slot[order] = np.arange(B) - starts[image[order]]
+    pos = image * k + slot  # (B,) each row's place in the padded (N * k) layout
+    padded = np.zeros((N * k, H), prev_h.dtype)
+    padded[pos] = prev_h
+    scores = (padded.reshape(N, k, H) @ A).reshape(N * k, P)[pos]  # (B, P)
+    scores = np.exp((scores - scores.max(1, keepdims=True)) / prev_h.dtype.type(np.sqrt(H)))
     weights = scores / scores.sum(1, keepdims=True)
-    return (grids @ weights[:, :, None])[:, :, 0], weights
+    padded_weights = np.zeros((N * k, P), weights.dtype)
+    padded_weights[pos] = weights
+    context = padded_weights.reshape(N, k, P) @ A.transpose(0, 2, 1)  # (N, k, H)
+    return context.reshape(N * k, H)[pos], weights

@@ -203,6 +203,14 @@ def onnx_encoder_for(
     return cached
 
 
+def cached_encoder_file(name: str) -> Path:
+    """The user cache's ONNX file of the pretrained encoder `name`, exported there once (checked
+    as `onnx_encoder_for` checks it): the runtime's encoder for a folder without encoder.onnx."""
+    from rnncap.models.encoders import build_encoder
+
+    return onnx_encoder_for(build_encoder(name), threads=1).path
+
+
 def _folder_encoder(folder: Path, threads: int | None) -> OnnxEncoder:
     """The folder's encoder.onnx, opened only once its digest matches config.json's record."""
     from rnncap.models.folder import read_config
