@@ -19,17 +19,11 @@
 # Usage: scripts/reproduce_default.sh [DATA_DIR (holding flickr8k, coco_train409, coco_text, coco_dev)]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA=${1:-../shared/data}
-F8K=$DATA/flickr8k COCO409=$DATA/coco_train409 TEXT=$DATA/coco_text/captions.jsonl
-COCO=$DATA/coco_dev
-BIN=.venv/bin
+source scripts/_mixed_data.sh "${1:-}"  # DATA, F8K, COCO409, TEXT, COCO, BIN, DECODING
 start=$(date +%s)
 if [ ! -f runs/bundle/model.safetensors ]; then
     scripts/reproduce_flickr8k.sh "$F8K" "$COCO"
 fi
-# beam 5, no word pair twice, classifier guidance, no caption ending on a word that needs more
-DECODING=$($BIN/python -c 'import json; print(json.dumps(json.load(open(
-    "src/rnncap/assets/default/config.json"))["decoding"]))')
 mkdir -p runs/eval
 stage() { echo "== $1: $(( $(date +%s) - t0 )) s" | tee -a runs/stages.txt; t0=$(date +%s); }
 t0=$(date +%s)

@@ -20,13 +20,8 @@
 # Usage: scripts/reproduce_joint.sh [DATA_DIR (holding flickr8k, coco_train409, coco_text, coco_dev)]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA=${1:-../shared/data}
-F8K=$DATA/flickr8k COCO409=$DATA/coco_train409 TEXT=$DATA/coco_text/captions.jsonl
-COCO=$DATA/coco_dev
-BIN=.venv/bin
-# the default model's decoding settings, and rows 29 and 30's variations of them
-DECODING=$($BIN/python -c 'import json; print(json.dumps(json.load(open(
-    "src/rnncap/assets/default/config.json"))["decoding"]))')
+source scripts/_mixed_data.sh "${1:-}"  # DATA, F8K, COCO409, TEXT, COCO, BIN, DECODING
+# the default model's decoding settings (DECODING), and rows 29 and 30's variations of them
 GRID=$($BIN/python -c 'import json, sys; d = json.loads(sys.argv[1])
 print(json.dumps([d, {**d, "guidance": 6.0}, {**d, "lm_weight": 0.2, "source_lm_weight": 0.2}]))' "$DECODING")
 mkdir -p runs/eval
