@@ -11,14 +11,20 @@ import torch
 def add_variant_options(parser: argparse.ArgumentParser) -> None:
     """--threads N [N ...] and --backends {torch,onnx} [...]."""
     parser.add_argument(
-        "--threads", type=int, nargs="+", default=None,
+        "--threads",
+        type=int,
+        nargs="+",
+        default=None,
         help="torch (and ONNX Runtime) intra-op thread counts, e.g. 1 2 (default: torch's)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--backends", nargs="+", default=["torch"], choices=("torch", "onnx"),
+        "--backends",
+        nargs="+",
+        default=["torch"],
+        choices=("torch", "onnx"),
         help="encoder backends (default: torch); torch is always measured, as the reference; "
         "onnx is CPU only",
-    )  # fmt: skip
+    )
 
 
 def variants(args: argparse.Namespace, device: torch.device):

@@ -46,8 +46,10 @@ def main() -> None:
     for name, fn in (("batched", run_batched), ("one image at a time", run_one_by_one)):
         fn()  # warm-up
         rows.append((name, timed(fn, args.device)))
-    print(f"beam search, {args.images} images, beam {args.beam}, {args.cell_type}, V={args.vocab}, "
-          f"{args.max_length} steps, {args.device}, {torch.get_num_threads()} threads")  # fmt: skip
+    print(
+        f"beam search, {args.images} images, beam {args.beam}, {args.cell_type}, V={args.vocab}, "
+        f"{args.max_length} steps, {args.device}, {torch.get_num_threads()} threads"
+    )
     print(f"{'mode':<22}{'seconds':>10}{'images/s':>12}")
     for name, sec in rows:
         print(f"{name:<22}{sec:>10.3f}{args.images / sec:>12.1f}")

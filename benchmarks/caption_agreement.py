@@ -63,8 +63,10 @@ def main() -> int:
         f"{torch.get_num_threads()} threads"
     )
     print(f"identical captions torch vs onnx: {same}/{len(names)} = {same / len(names):.1%}")
-    print(f"largest feature difference: {feature_diff:.1e}; largest score difference: "
-          f"{score_diff:.1e}")  # fmt: skip
+    print(
+        f"largest feature difference: {feature_diff:.1e}; largest score difference: "
+        f"{score_diff:.1e}"
+    )
     for name, a, b in differ:
         print(f"  {name}: torch {a!r} | onnx {b!r}")
     return 0

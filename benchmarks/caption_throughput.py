@@ -78,9 +78,12 @@ def set_backend(model, torch_encoder, backend: str, threads: int) -> None:
 
 def caption_into(results: list, captioner, paths, args, device_decode: bool) -> None:
     results[:] = captioner.caption_files(
-        paths, progress=False, batch_size=args.batch_size, workers=args.workers,
+        paths,
+        progress=False,
+        batch_size=args.batch_size,
+        workers=args.workers,
         device_decode=device_decode,
-    )  # fmt: skip
+    )
 
 
 def measure(model, vocab, paths, images, args, device: torch.device):

@@ -41,8 +41,9 @@ def main() -> int:
     keys = sorted(cache.entries)[: args.limit]
     features = cache.get_keys(keys).float()  # (I, C, h, w)
     decoder = NumpyDecoder.from_folder(resolve_model_dir(args.model), config)
-    numpy_captioner = Captioner(None, torch_captioner.vocab, torch_captioner.options,
-                                decoder=decoder)  # fmt: skip
+    numpy_captioner = Captioner(
+        None, torch_captioner.vocab, torch_captioner.options, decoder=decoder
+    )
     classifier = build_encoder(config.encoder).classify
     times, results = {}, {}
     for name, captioner in (("torch", torch_captioner), ("numpy", numpy_captioner)):
@@ -58,10 +59,14 @@ def main() -> int:
     same = len(pairs) - len(differ)
     score_diff = max(abs(a.score - b.score) for _, a, b in pairs)
     print(f"model {args.model}, {len(pairs)} cached images, options {torch_captioner.options}")
-    print(f"identical captions torch vs numpy decoder: {same}/{len(pairs)} = "
-          f"{same / len(pairs):.1%}; largest score difference {score_diff:.1e}")  # fmt: skip
-    print(f"seconds: torch {times['torch']:.1f}, numpy {times['numpy']:.1f} "
-          f"({torch.get_num_threads()} torch threads)")  # fmt: skip
+    print(
+        f"identical captions torch vs numpy decoder: {same}/{len(pairs)} = "
+        f"{same / len(pairs):.1%}; largest score difference {score_diff:.1e}"
+    )
+    print(
+        f"seconds: torch {times['torch']:.1f}, numpy {times['numpy']:.1f} "
+        f"({torch.get_num_threads()} torch threads)"
+    )
     for key, a, b in differ:
         print(f"  {key}: torch {a!r} | numpy {b!r}")
     return 0

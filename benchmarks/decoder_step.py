@@ -52,11 +52,18 @@ class OrtStepModel:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                _Step(model).eval(), example, buffer, dynamo=False, opset_version=17,
-                input_names=names, output_names=["log_probs", "h_out", "c_out", "weights"],
-                dynamic_axes={n: {0: "batch"} for n in [*names, "log_probs", "h_out", "c_out",
-                                                         "weights"]} | {"A": {0: "b", 2: "p"}},
-            )  # fmt: skip
+                _Step(model).eval(),
+                example,
+                buffer,
+                dynamo=False,
+                opset_version=17,
+                input_names=names,
+                output_names=["log_probs", "h_out", "c_out", "weights"],
+                dynamic_axes={
+                    n: {0: "batch"} for n in [*names, "log_probs", "h_out", "c_out", "weights"]
+                }
+                | {"A": {0: "b", 2: "p"}},
+            )
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -106,16 +113,20 @@ def main() -> int:
             for _ in range(args.repeats):
                 for name, searcher in searchers.items():
                     out = []
-                    seconds = timed(lambda s=searcher, out=out: out.extend(
-                        beam_search(s, f, beam_size=args.beam).tokens for f in features
-                    ))  # fmt: skip
+                    seconds = timed(
+                        lambda s=searcher, out=out: out.extend(
+                            beam_search(s, f, beam_size=args.beam).tokens for f in features
+                        )
+                    )
                     best[name] = min(best[name], seconds)
                     captions[name] = [t for batch in out for t in batch]
         for name in searchers:
             same = sum(a == b for a, b in zip(captions[name], captions["torch eager"], strict=True))
             rate = len(paths) / best[name]
-            print(f"{threads:>7}  {name:<22}{rate:>10.1f}{best['torch eager'] / best[name]:>9.2f}"
-                  f"  {same}/{len(paths)}")  # fmt: skip
+            print(
+                f"{threads:>7}  {name:<22}{rate:>10.1f}{best['torch eager'] / best[name]:>9.2f}"
+                f"  {same}/{len(paths)}"
+            )
     return 0
 
 

@@ -39,8 +39,9 @@ def main() -> None:
     captioner = rnncap.load(args.model, device="cpu", backend="torch")
     photos = sorted((REPO / "examples").glob("*.jpg"))
     with torch.inference_mode():
-        images = torch.stack([captioner.preprocess(rnncap.decode.captioner.open_image(p))
-                              for p in photos])  # fmt: skip
+        images = torch.stack(
+            [captioner.preprocess(rnncap.decode.captioner.open_image(p)) for p in photos]
+        )
         grids = captioner.model.encode(images)
     features = grids.repeat((args.images + len(photos) - 1) // len(photos), 1, 1, 1)[: args.images]
     limit = captioner_module.MAX_DECODING_COPY_BYTES
@@ -48,8 +49,10 @@ def main() -> None:
     def run(copies: bool) -> list[str]:
         captioner_module.MAX_DECODING_COPY_BYTES = limit if copies else 0
         with torch.inference_mode():
-            batches = [captioner.caption_features(features[i : i + args.batch])
-                       for i in range(0, args.images, args.batch)]  # fmt: skip
+            batches = [
+                captioner.caption_features(features[i : i + args.batch])
+                for i in range(0, args.images, args.batch)
+            ]
         return [c.text for batch in batches for c in batch]
 
     texts = {mode: run(mode) for mode in (False, True)}  # warm-up (and the copies are made)

@@ -40,8 +40,10 @@ def main() -> int:
     images = torch.stack([encoders[NAMES[0]].preprocess(open_image(p)) for p in paths])
     batches = list(images.split(args.batch_size))  # same preprocessing for every Lite variant
     print(f"{len(images)} Flickr8k test images, batch {args.batch_size}, best of {args.repeats}")
-    print(f"{'threads':>7}  {'encoder':<20}{'params':>8}{'torch img/s':>13}{'onnx img/s':>12}"
-          f"{'onnx vs Lite0':>15}")  # fmt: skip
+    print(
+        f"{'threads':>7}  {'encoder':<20}{'params':>8}{'torch img/s':>13}{'onnx img/s':>12}"
+        f"{'onnx vs Lite0':>15}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         paths = {n: export_encoder(e, Path(tmp) / f"{n}.onnx") for n, e in encoders.items()}
         for threads in args.threads:
@@ -60,8 +62,10 @@ def main() -> int:
                 torch_rate = len(images) / best[name, "torch"]
                 onnx_rate = len(images) / best[name, "onnx"]
                 ratio = best[NAMES[0], "onnx"] / best[name, "onnx"]
-                print(f"{threads:>7}  {name:<20}{params:>7.1f}M{torch_rate:>13.1f}"
-                      f"{onnx_rate:>12.1f}{ratio:>15.2f}")  # fmt: skip
+                print(
+                    f"{threads:>7}  {name:<20}{params:>7.1f}M{torch_rate:>13.1f}"
+                    f"{onnx_rate:>12.1f}{ratio:>15.2f}"
+                )
     return 0
 
 

@@ -58,9 +58,17 @@ def bare(encoder, images: torch.Tensor, batch_size: int, device: torch.device) -
 def cache_build(encoder, paths, args, device: torch.device, device_decode: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cache = FeatureCache(tmp, encoder.name)
-        stats = build_cache(paths, encoder, cache, device, args.batch_size, args.workers,
-                            args.shard_size, progress=False,
-                            device_decode=device_decode)  # fmt: skip
+        stats = build_cache(
+            paths,
+            encoder,
+            cache,
+            device,
+            args.batch_size,
+            args.workers,
+            args.shard_size,
+            progress=False,
+            device_decode=device_decode,
+        )
         assert stats.computed == len(paths), stats
 
 

@@ -78,12 +78,16 @@ def main() -> int:
         differ += [(name, photo.name, a, b) for photo, a, b in pairs if a != b]
         same = len(photos) - sum(1 for d in differ if d[0] == name)
         ratio = rates["runtime"] / rates["default"]
-        rows.append(f"| {name} | {len(photos)} | {same} | {same / len(photos):.1%} | "
-                    f"{rates['default']:.2f} | {rates['runtime']:.2f} | {ratio:.2f} |")  # fmt: skip
+        rows.append(
+            f"| {name} | {len(photos)} | {same} | {same / len(photos):.1%} | "
+            f"{rates['default']:.2f} | {rates['runtime']:.2f} | {ratio:.2f} |"
+        )
     options = paths["runtime"].options
-    print(f"model {args.model}: beam {options.beam_size}, guidance {options.guidance}; "
-          f"{torch.get_num_threads()} torch threads, ONNX Runtime threads "
-          f"{paths['runtime'].encoder.threads or 'one per core'}")  # fmt: skip
+    print(
+        f"model {args.model}: beam {options.beam_size}, guidance {options.guidance}; "
+        f"{torch.get_num_threads()} torch threads, ONNX Runtime threads "
+        f"{paths['runtime'].encoder.threads or 'one per core'}"
+    )
     print("| photos | n | identical | % | default photos/s | runtime photos/s | runtime/default |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))

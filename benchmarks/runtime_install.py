@@ -91,9 +91,11 @@ def main() -> None:
         caption = ["caption", "--model", args.model, "--quiet", IMAGE]
         paths = {
             "runtime": ([runtime / "bin" / "rnncap", *caption], PLAIN),
-            "torch": ([python, "-m", "rnncap.cli", *caption, "--backend", "torch"],
-                      dict(PLAIN, PYTHONPATH=str(REPO / "src"))),
-        }  # fmt: skip
+            "torch": (
+                [python, "-m", "rnncap.cli", *caption, "--backend", "torch"],
+                dict(PLAIN, PYTHONPATH=str(REPO / "src")),
+            ),
+        }
         runs = {name: [] for name in paths}
         for round_ in range(args.repeats + 1):  # round 0 is untimed
             for name, (command, env) in paths.items():
@@ -121,8 +123,10 @@ def report(runs: dict, sizes: dict, full_site: Path, repeats: int) -> None:
         print(f"{name} caption: {results[0][2].rsplit(chr(9), 1)[-1]}")  # path<TAB>caption
     budget = {"site-packages": sizes["runtime"], "wall": wall["runtime"], "rss": rss["runtime"]}
     over = [name for name, value in budget.items() if value > TARGETS[name]]
-    print(f"runtime targets (site-packages <= 250 MB, wall <= 1.0 s, RSS <= 350 MB): "
-          f"{'met' if not over else 'over on ' + ', '.join(over)}")  # fmt: skip
+    print(
+        f"runtime targets (site-packages <= 250 MB, wall <= 1.0 s, RSS <= 350 MB): "
+        f"{'met' if not over else 'over on ' + ', '.join(over)}"
+    )
 
 
 if __name__ == "__main__":

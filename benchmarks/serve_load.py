@@ -234,15 +234,19 @@ def main() -> None:
         "--beam", type=int, default=None, help="server --beam (default: the model's setting)"
     )
     parser.add_argument(
-        "--client", default="socket", choices=("socket", "httpx"),
+        "--client",
+        default="socket",
+        choices=("socket", "httpx"),
         help="load generator: pre-built requests on raw keep-alive sockets, or httpx "
         "(default: socket)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--repeats", type=int, default=3,
+        "--repeats",
+        type=int,
+        default=3,
         help="measurements per row, taken in turn across the servers; the median is shown "
         "(default: 3)",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:

@@ -90,8 +90,9 @@ def base_split(args, cfg: TrainConfig) -> tuple[CaptionSplit, Vocabulary, str]:
         try:
             split, vocab = load_split(cfg, "train", None)
             n = args.base_images
-            split = CaptionSplit(split.names[:n], split.features[:n], split.captions[:n],
-                                 split.references[:n])  # fmt: skip
+            split = CaptionSplit(
+                split.names[:n], split.features[:n], split.captions[:n], split.references[:n]
+            )
             return split, vocab, f"real features of {len(split.names)} cached photos"
         except (OSError, KeyError, ValueError) as error:
             print(f"note: no cached features ({error}); random ones instead", file=sys.stderr)
@@ -101,10 +102,16 @@ def base_split(args, cfg: TrainConfig) -> tuple[CaptionSplit, Vocabulary, str]:
     n = args.base_images
     grid = [int(x) for x in args.grid.split(",")]
     features = torch.randn((n, *grid), generator=generator).to(torch.float16)
-    references = [[" ".join(words[int(w)] for w in torch.randint(len(words), (int(length),),
-                                                                   generator=generator))
-                   for length in torch.randint(8, 17, (5,), generator=generator)]
-                  for _ in range(n)]  # fmt: skip
+    references = [
+        [
+            " ".join(
+                words[int(w)]
+                for w in torch.randint(len(words), (int(length),), generator=generator)
+            )
+            for length in torch.randint(8, 17, (5,), generator=generator)
+        ]
+        for _ in range(n)
+    ]
     captions = [[vocab.encode(c) for c in refs] for refs in references]
     names = [f"photo{k}" for k in range(n)]
     return CaptionSplit(names, features, captions, references), vocab, "random features"
@@ -112,9 +119,12 @@ def base_split(args, cfg: TrainConfig) -> tuple[CaptionSplit, Vocabulary, str]:
 
 def big_split(base: CaptionSplit, rows: int) -> CaptionSplit:
     n = len(base.names)
-    return CaptionSplit([f"{i}" for i in range(rows)], RepeatedFeatures(base.features, rows),
-                        [base.captions[i % n] for i in range(rows)],
-                        [base.references[i % n] for i in range(rows)])  # fmt: skip
+    return CaptionSplit(
+        [f"{i}" for i in range(rows)],
+        RepeatedFeatures(base.features, rows),
+        [base.captions[i % n] for i in range(rows)],
+        [base.references[i % n] for i in range(rows)],
+    )
 
 
 # self-critical training asks for a starting model; the throughput is that of an untrained one,
@@ -124,11 +134,18 @@ UNTRAINED = "(untrained model)"
 
 def new_model(cfg: TrainConfig, base: CaptionSplit, vocab: Vocabulary, dropout: float):
     torch.manual_seed(cfg.seed)
-    return CaptioningRNN(CaptionerConfig(
-        encoder=cfg.encoder, feature_dim=base.features.shape[1], cell_type=cfg.cell_type,
-        wordvec_dim=cfg.wordvec_dim, hidden_dim=cfg.hidden_dim, vocab_size=len(vocab),
-        max_length=cfg.max_length, dropout=dropout,
-    ))  # fmt: skip
+    return CaptioningRNN(
+        CaptionerConfig(
+            encoder=cfg.encoder,
+            feature_dim=base.features.shape[1],
+            cell_type=cfg.cell_type,
+            wordvec_dim=cfg.wordvec_dim,
+            hidden_dim=cfg.hidden_dim,
+            vocab_size=len(vocab),
+            max_length=cfg.max_length,
+            dropout=dropout,
+        )
+    )
 
 
 def measure(cfg, base, vocab, split, device, steps: int, warmup: int) -> float:
@@ -159,17 +176,31 @@ def loss_curves(cfg, base, vocab, device, steps: int) -> tuple[list[float], list
 def main() -> int:
     args = parse_args()
     device = torch.device(args.device)
-    cfg = TrainConfig(data=args.data or "", features=args.features or "", cell_type=args.cell,
-                      hidden_dim=args.hidden_dim, wordvec_dim=args.wordvec_dim,
-                      batch_images=args.batch_images, amp=False, progress=False,
-                      max_caption_words=TrainConfig.max_caption_words, epochs=1)  # fmt: skip
+    cfg = TrainConfig(
+        data=args.data or "",
+        features=args.features or "",
+        cell_type=args.cell,
+        hidden_dim=args.hidden_dim,
+        wordvec_dim=args.wordvec_dim,
+        batch_images=args.batch_images,
+        amp=False,
+        progress=False,
+        max_caption_words=TrainConfig.max_caption_words,
+        epochs=1,
+    )
     base, vocab, source = base_split(args, cfg)
     split = big_split(base, args.images)
     variants = [("xe", "float32", cfg, args.steps)]
     if args.amp:
         variants.append(("xe", "bf16 autocast", dataclasses.replace(cfg, amp=True), args.steps))
-    variants.append(("scst", "float32", dataclasses.replace(cfg, objective="scst", init=UNTRAINED),
-                     args.scst_steps))  # fmt: skip
+    variants.append(
+        (
+            "scst",
+            "float32",
+            dataclasses.replace(cfg, objective="scst", init=UNTRAINED),
+            args.scst_steps,
+        )
+    )
     rows = []
     for objective, precision, variant, steps in variants:
         seconds = measure(variant, base, vocab, split, device, steps, args.warmup)
@@ -178,25 +209,35 @@ def main() -> int:
     cpu, other = loss_curves(cfg, base, vocab, device, args.curve_steps)
     worst = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(cpu, other, strict=True))
     verdict = "match" if worst < 1e-3 else "DIFFER"
-    print(f"loss curve, {len(cpu)} batches of {min(8, cfg.batch_images)} photos from one seed, "
-          f"cpu vs {device}: {verdict} (largest relative difference {worst:.1e}; first "
-          f"{cpu[0]:.4f} / {other[0]:.4f}, last {cpu[-1]:.4f} / {other[-1]:.4f})")  # fmt: skip
+    print(
+        f"loss curve, {len(cpu)} batches of {min(8, cfg.batch_images)} photos from one seed, "
+        f"cpu vs {device}: {verdict} (largest relative difference {worst:.1e}; first "
+        f"{cpu[0]:.4f} / {other[0]:.4f}, last {cpu[-1]:.4f} / {other[-1]:.4f})"
+    )
     return 0
 
 
 def report(args, cfg: TrainConfig, source: str, device, rows) -> None:
-    print(f"training throughput: {cfg.cell_type} H={cfg.hidden_dim} W={cfg.wordvec_dim}, "
-          f"{cfg.batch_images} photos (x5 captions) a batch, {source} repeated to "
-          f"{args.images:,} photos, device {device}")  # fmt: skip
-    print(f"{'objective':<10}{'precision':<15}{'batches':>8}{'seconds':>9}{'photos/s':>10}"
-          f"{'min/epoch':>11}{'x xe fp32':>11}")  # fmt: skip
+    print(
+        f"training throughput: {cfg.cell_type} H={cfg.hidden_dim} W={cfg.wordvec_dim}, "
+        f"{cfg.batch_images} photos (x5 captions) a batch, {source} repeated to "
+        f"{args.images:,} photos, device {device}"
+    )
+    print(
+        f"{'objective':<10}{'precision':<15}{'batches':>8}{'seconds':>9}{'photos/s':>10}"
+        f"{'min/epoch':>11}{'x xe fp32':>11}"
+    )
     reference = rows[0][4]
     for objective, precision, steps, seconds, rate in rows:
         minutes = args.images / rate / 60
-        print(f"{objective:<10}{precision:<15}{steps:>8}{seconds:>9.2f}{rate:>10.1f}"
-              f"{minutes:>11.1f}{rate / reference:>11.2f}")  # fmt: skip
-    print(f"min/epoch: {args.images:,} photos at the rate of the timed batches (extrapolated, "
-          f"after {args.warmup} warm-up batches; no dev evaluation)")
+        print(
+            f"{objective:<10}{precision:<15}{steps:>8}{seconds:>9.2f}{rate:>10.1f}"
+            f"{minutes:>11.1f}{rate / reference:>11.2f}"
+        )
+    print(
+        f"min/epoch: {args.images:,} photos at the rate of the timed batches (extrapolated, "
+        f"after {args.warmup} warm-up batches; no dev evaluation)"
+    )
 
 
 if __name__ == "__main__":

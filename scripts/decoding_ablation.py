@@ -34,16 +34,24 @@ def repeats_a_word_pair(caption: str) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", required=True, help="model folder (repeat)")
-    parser.add_argument("--set", action="append", required=True, help="NAME:DATA_ROOT:SPLIT "
-                        "(format flickr8k, or coco when NAME starts with coco)")  # fmt: skip
+    parser.add_argument(
+        "--set",
+        action="append",
+        required=True,
+        help="NAME:DATA_ROOT:SPLIT (format flickr8k, or coco when NAME starts with coco)",
+    )
     parser.add_argument("--features", required=True, help="feature cache folder")
     parser.add_argument("--grid", default='[{"beam_size": 3}]', help="JSON list of settings")
     parser.add_argument("--full", action="store_true", help="BLEU-4 and METEOR too (Java)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--lm", help="language model folder (`rnncap lm`) for lm_weight; "
-                        "default: the model folder's lm/")  # fmt: skip
-    parser.add_argument("--source-lm", help="language model folder for source_lm_weight; "
-                        "default: the model folder's source_lm/")  # fmt: skip
+    parser.add_argument(
+        "--lm",
+        help="language model folder (`rnncap lm`) for lm_weight; default: the model folder's lm/",
+    )
+    parser.add_argument(
+        "--source-lm",
+        help="language model folder for source_lm_weight; default: the model folder's source_lm/",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     grid = [DecodeOptions(**options) for options in json.loads(args.grid)]
@@ -51,8 +59,9 @@ def main() -> None:
         model, vocab = load_model(spec)
         lms = _language_models(spec, vocab, args)
         for name, root, split in (s.split(":") for s in args.set):
-            samples = list(load_dataset(root, "coco" if name.startswith("coco") else "flickr8k",
-                                        split))  # fmt: skip
+            samples = list(
+                load_dataset(root, "coco" if name.startswith("coco") else "flickr8k", split)
+            )
             cache = FeatureCache(args.features, model.config.encoder)
             features, names = cache.load_split(samples)
             references = {s.name: list(s.captions) for s in samples}
@@ -69,8 +78,9 @@ def main() -> None:
                     full = score(references, predictions, metrics=("BLEU", "METEOR"))
                     row.update({k: round(full[k], 4) for k in ("BLEU-4", "METEOR")})
                 row["repeats"] = sum(map(repeats_a_word_pair, predictions.values()))
-                row["words"] = round(sum(len(p.split()) for p in predictions.values())
-                                     / len(predictions), 2)  # fmt: skip
+                row["words"] = round(
+                    sum(len(p.split()) for p in predictions.values()) / len(predictions), 2
+                )
                 row["seconds"] = round(time.time() - start, 1)
                 print(json.dumps(row), flush=True)
 

@@ -25,8 +25,14 @@ VOCAB = Vocabulary("a dog cat runs on the grass red".split())  # 12 tokens with 
 
 def _model(cell_type: str, feature_dim: int = 16, encoder: str = "efficientnet_lite0"):
     torch.manual_seed(0)
-    config = CaptionerConfig(encoder=encoder, feature_dim=feature_dim, cell_type=cell_type,
-                             wordvec_dim=8, hidden_dim=16, vocab_size=len(VOCAB))  # fmt: skip
+    config = CaptionerConfig(
+        encoder=encoder,
+        feature_dim=feature_dim,
+        cell_type=cell_type,
+        wordvec_dim=8,
+        hidden_dim=16,
+        vocab_size=len(VOCAB),
+    )
     return CaptioningRNN(config).eval()
 
 
@@ -111,9 +117,11 @@ def _coco(root: Path) -> None:
         images = SPLITS[split]
         _write_images(root / tag, images)
         listed = [{"id": i, "file_name": name} for i, name in enumerate(images)]
-        annotations = [{"image_id": i, "id": 100 * i + k, "caption": c}
-                       for i, captions in enumerate(images.values())
-                       for k, c in enumerate(captions)]  # fmt: skip
+        annotations = [
+            {"image_id": i, "id": 100 * i + k, "caption": c}
+            for i, captions in enumerate(images.values())
+            for k, c in enumerate(captions)
+        ]
         data = {"images": listed, "annotations": annotations}
         (root / f"captions_{tag}.json").write_text(json.dumps(data))
 
@@ -122,9 +130,15 @@ def _karpathy(root: Path) -> None:
     entries = []
     for split, images in SPLITS.items():
         _write_images(root / "images", images)
-        entries += [{"filepath": "", "filename": name, "split": {"dev": "val"}.get(split, split),
-                     "sentences": [{"raw": c} for c in captions]}
-                    for name, captions in images.items()]  # fmt: skip
+        entries += [
+            {
+                "filepath": "",
+                "filename": name,
+                "split": {"dev": "val"}.get(split, split),
+                "sentences": [{"raw": c} for c in captions],
+            }
+            for name, captions in images.items()
+        ]
     (root / "dataset_tiny.json").write_text(json.dumps({"images": entries}))
 
 

@@ -25,8 +25,20 @@ REPO = Path(__file__).resolve().parents[1]
 EXPECTED = REPO / "tests" / "expected" / "default_model_captions.json"
 INDEX = "https://pypi.org/simple/"
 # what the copy of the tree the wheel is built from leaves out
-BUILD_LEFTOVERS = (".git", ".venv", "build", "dist", "site", "*.egg-info", "__pycache__",
-                   ".pytest_cache", ".ruff_cache", "runs", "cache", "features")  # fmt: skip
+BUILD_LEFTOVERS = (
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "site",
+    "*.egg-info",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    "runs",
+    "cache",
+    "features",
+)
 
 
 def _clean_env() -> dict[str, str]:
@@ -35,8 +47,14 @@ def _clean_env() -> dict[str, str]:
 
 
 def _run(command: list, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([str(c) for c in command], cwd=cwd, capture_output=True, text=True,
-                          env=_clean_env(), timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [str(c) for c in command],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        timeout=timeout,
+    )
 
 
 def _index_unreachable() -> str | None:
@@ -65,8 +83,9 @@ def runtime_venv(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("runtime-install")
     source = tmp / "source"  # a clean copy: nothing stale from an earlier build/ gets in
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*BUILD_LEFTOVERS))
-    wheel = _run([sys.executable, "-m", "pip", "wheel", source, "--no-deps", "-w", tmp / "wheel"],
-                 cwd=tmp)  # fmt: skip
+    wheel = _run(
+        [sys.executable, "-m", "pip", "wheel", source, "--no-deps", "-w", tmp / "wheel"], cwd=tmp
+    )
     _or_skip(wheel, "pip wheel")
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", venv], check=True, env=_clean_env())
@@ -85,8 +104,10 @@ def test_the_runtime_install_has_no_torch(runtime_venv, tmp_path):
 @pytest.mark.slow
 def test_the_runtime_install_captions_the_examples(runtime_venv, tmp_path):
     if not (DEFAULT_MODEL / ENCODER_FILE).is_file():
-        pytest.skip(f"the bundled default model has no {ENCODER_FILE} yet: the runtime install "
-                    f"cannot caption with it")  # fmt: skip
+        pytest.skip(
+            f"the bundled default model has no {ENCODER_FILE} yet: the runtime install "
+            f"cannot caption with it"
+        )
     run = _run([runtime_venv / "bin" / "rnncap", "caption", REPO / "examples"], cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     captions = dict(line.split("\t") for line in run.stdout.splitlines())

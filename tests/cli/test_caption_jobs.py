@@ -33,9 +33,24 @@ def photos(tmp_path_factory) -> Path:
 
 def _command(model_dir: Path, photos: Path, *flags: str) -> list[str]:
     # one image per batch: every caption and score is computed alone, the same in every process
-    return [sys.executable, "-m", "rnncap.cli", "caption", str(photos), "--model", str(model_dir),
-            "--device", "cpu", "--backend", "torch", "--batch-size", "1", "--workers", "0",
-            *flags]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "rnncap.cli",
+        "caption",
+        str(photos),
+        "--model",
+        str(model_dir),
+        "--device",
+        "cpu",
+        "--backend",
+        "torch",
+        "--batch-size",
+        "1",
+        "--workers",
+        "0",
+        *flags,
+    ]
 
 
 def _env() -> dict:
@@ -77,10 +92,13 @@ def test_shards_and_a_killed_run_resumed_equal_one_run(model_dir, photos, tmp_pa
     shards = [tmp_path / f"shard{i}.jsonl" for i in range(2)]
     pattern = str(tmp_path / "shard{shard}.jsonl")  # each process fills in its number
     running = [
-        subprocess.Popen(_command(model_dir, photos, "--shard", f"{i}/2", "--out", pattern),
-                         stderr=subprocess.PIPE, env=_env())
+        subprocess.Popen(
+            _command(model_dir, photos, "--shard", f"{i}/2", "--out", pattern),
+            stderr=subprocess.PIPE,
+            env=_env(),
+        )
         for i in range(2)
-    ]  # fmt: skip
+    ]
     for process in running:
         _, err = process.communicate(timeout=300)
         assert process.returncode == 0, err.decode()

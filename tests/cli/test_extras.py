@@ -21,29 +21,57 @@ CASES = [  # (arguments, packages blocked, command named, extra, module named)
     (["lm", "--data", "d"], TORCH, "rnncap lm", "train", "torch"),
     (["evaluate", "--data", "d"], TORCH, "rnncap evaluate", "train", "torch"),
     (["features", "--data", "d", "--out", "o"], TORCH, "rnncap features", "train", "torch"),
-    (["convert-show-tell", "e", "d", "v", "o"], TORCH, "rnncap convert-show-tell", "train",
-     "torch"),
-    (["caption", "--backend", "torch", str(EXAMPLES / "cat.jpg")], TORCH,
-     "rnncap caption --backend torch", "train", "torch"),
-    (["caption", "--device", "cuda", str(EXAMPLES / "cat.jpg")], TORCH,
-     "rnncap caption --device cuda", "train", "torch"),
-    (["caption", "--attention-out", "maps", str(EXAMPLES / "cat.jpg")], TORCH,
-     "rnncap caption --attention-out maps", "train", "torch"),
+    (
+        ["convert-show-tell", "e", "d", "v", "o"],
+        TORCH,
+        "rnncap convert-show-tell",
+        "train",
+        "torch",
+    ),
+    (
+        ["caption", "--backend", "torch", str(EXAMPLES / "cat.jpg")],
+        TORCH,
+        "rnncap caption --backend torch",
+        "train",
+        "torch",
+    ),
+    (
+        ["caption", "--device", "cuda", str(EXAMPLES / "cat.jpg")],
+        TORCH,
+        "rnncap caption --device cuda",
+        "train",
+        "torch",
+    ),
+    (
+        ["caption", "--attention-out", "maps", str(EXAMPLES / "cat.jpg")],
+        TORCH,
+        "rnncap caption --attention-out maps",
+        "train",
+        "torch",
+    ),
     # torch installed by hand, without the rest of the extra: scores need pycocoevalcap
-    (["evaluate", "--data", "d"], ("pycocoevalcap",), "rnncap evaluate", "train",
-     "pycocoevalcap"),
-    (["serve"], ("fastapi", "starlette", "uvicorn", "python_multipart"), "rnncap serve",
-     "serve", "fastapi"),
+    (["evaluate", "--data", "d"], ("pycocoevalcap",), "rnncap evaluate", "train", "pycocoevalcap"),
+    (
+        ["serve"],
+        ("fastapi", "starlette", "uvicorn", "python_multipart"),
+        "rnncap serve",
+        "serve",
+        "fastapi",
+    ),
     (["serve"], ("python_multipart",), "rnncap serve", "serve", "python_multipart"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("args, blocked, command, extra, module", CASES)
 def test_a_missing_extra_is_named_in_one_line(tmp_path, args, blocked, command, extra, module):
     run = subprocess.run(
-        [sys.executable, "-m", "rnncap.cli", *args], cwd=tmp_path, capture_output=True,
-        text=True, env=blocked_env(blocked, tmp_path / "site"), timeout=300,
-    )  # fmt: skip
+        [sys.executable, "-m", "rnncap.cli", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=blocked_env(blocked, tmp_path / "site"),
+        timeout=300,
+    )
     assert run.returncode == 2, run.stderr
     assert run.stderr.splitlines() == [
         f"rnncap: error: '{command}' needs the {extra} extra ({module} is not installed): "
@@ -55,9 +83,12 @@ def test_a_missing_extra_is_named_in_one_line(tmp_path, args, blocked, command, 
 def test_help_needs_no_extra(tmp_path):
     blocked = [module for modules in EXTRAS.values() for module in modules]
     run = subprocess.run(
-        [sys.executable, "-m", "rnncap.cli", "--help"], capture_output=True, text=True,
-        env=blocked_env(blocked, tmp_path / "site"), timeout=300,
-    )  # fmt: skip
+        [sys.executable, "-m", "rnncap.cli", "--help"],
+        capture_output=True,
+        text=True,
+        env=blocked_env(blocked, tmp_path / "site"),
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     assert "caption" in run.stdout and "train" in run.stdout
 

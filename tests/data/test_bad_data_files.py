@@ -146,8 +146,7 @@ def test_a_corrupt_shard_of_the_right_size_is_caught_by_its_checksum(cache_dir):
     with pytest.raises(InvalidFileError, match="shard_0001.safetensors: damaged feature shard"):
         cache.get(paths)
     assert file_key(paths[0]) in cache and file_key(paths[5]) not in cache
-    stats = build_cache(paths, TinyEncoder(), FeatureCache(root, "tiny"), workers=0,
-                        progress=False)  # fmt: skip
+    stats = build_cache(paths, TinyEncoder(), FeatureCache(root, "tiny"), workers=0, progress=False)
     assert stats.computed == 3
 
 

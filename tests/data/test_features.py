@@ -214,8 +214,7 @@ def test_mirrored_cache_holds_the_mirror_images_features(tmp_path):
     paths = _write_images(tmp_path / "img", 3)
     cache = FeatureCache(tmp_path / "cache", cache_name("tiny", mirrored=True))
     assert cache.dir.name == "tiny-mirrored"
-    build_cache(paths, TinyEncoder(), cache, batch_size=2, workers=0, progress=False,
-                mirrored=True)  # fmt: skip
+    build_cache(paths, TinyEncoder(), cache, batch_size=2, workers=0, progress=False, mirrored=True)
     encoder = TinyEncoder()
     with torch.no_grad():
         expected = torch.cat(
@@ -225,17 +224,35 @@ def test_mirrored_cache_holds_the_mirror_images_features(tmp_path):
     torch.testing.assert_close(got, expected, atol=2e-3, rtol=2e-3)
     assert not torch.allclose(got, _reference(TinyEncoder(), paths), atol=0.1)  # not the originals
     with pytest.raises(ValueError, match="does not match"):
-        build_cache(paths, TinyEncoder(), FeatureCache(tmp_path / "cache", "tiny"),
-                    workers=0, progress=False, mirrored=True)  # fmt: skip
+        build_cache(
+            paths,
+            TinyEncoder(),
+            FeatureCache(tmp_path / "cache", "tiny"),
+            workers=0,
+            progress=False,
+            mirrored=True,
+        )
 
 
-def test_command_caches_several_sources_and_resumes_a_mixed_cache(tmp_path, capsys,
-                                                                  fake_encoders):
+def test_command_caches_several_sources_and_resumes_a_mixed_cache(tmp_path, capsys, fake_encoders):
     first = _flickr_folder(tmp_path / "first", 3)
     second = _flickr_folder(tmp_path / "second", 2, seed=5)
-    argv = ["features", "--data", str(tmp_path / "first"), "--encoder", "tiny", "--out",
-            str(tmp_path / "cache"), "--workers", "0", "--device", "cpu", "--quiet",
-            "--backend", "torch"]  # fmt: skip
+    argv = [
+        "features",
+        "--data",
+        str(tmp_path / "first"),
+        "--encoder",
+        "tiny",
+        "--out",
+        str(tmp_path / "cache"),
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--backend",
+        "torch",
+    ]
     assert cli.main(argv) == 0  # the first source alone, as if the mixed run had been cut short
     assert "3 images, 0 already cached, 3 encoded" in capsys.readouterr().out
     mixed = argv + ["--extra-data", f"flickr8k:{tmp_path / 'second'}@2"]

@@ -81,8 +81,9 @@ def _check_against_pil_path(paths, device, batch_size=4) -> tuple[dict, dict]:
     encoder = _encoder()
     got_images, got_bad = {}, {}
     for images, indices, bad in device_batches(paths, encoder, device, batch_size, workers=0):
-        assert images is None or (images.device.type == torch.device(device).type
-                                  and images.shape[1:] == (3, 224, 224))  # fmt: skip
+        assert images is None or (
+            images.device.type == torch.device(device).type and images.shape[1:] == (3, 224, 224)
+        )
         for row, index in enumerate(indices):
             got_images[index] = images[row]
         got_bad.update({index: message for message, index in bad})
@@ -144,13 +145,20 @@ def test_caption_files_decoding_on_the_gpu_matches_the_pil_path(tmp_path):
 
     paths = [*EXAMPLES, *_bad_and_odd_files(tmp_path)]
     captioner = load("default", device="cuda")
-    runs = [list(captioner.caption_files(paths, progress=False, batch_size=4, workers=2,
-                                         device_decode=on)) for on in (True, False)]  # fmt: skip
+    runs = [
+        list(
+            captioner.caption_files(
+                paths, progress=False, batch_size=4, workers=2, device_decode=on
+            )
+        )
+        for on in (True, False)
+    ]
     gpu, pil = ({str(r.image): r for r in run} for run in runs)
     assert gpu.keys() == pil.keys() == {str(p) for p in paths}
     failed = {k for k, r in pil.items() if isinstance(r, Failed)}
     assert failed == {k for k, r in gpu.items() if isinstance(r, Failed)} and len(failed) == 4
     assert all(gpu[k].reason == pil[k].reason for k in failed)
-    differ = [(k, gpu[k].text, pil[k].text) for k in pil.keys() - failed
-              if gpu[k].text != pil[k].text]  # fmt: skip
+    differ = [
+        (k, gpu[k].text, pil[k].text) for k in pil.keys() - failed if gpu[k].text != pil[k].text
+    ]
     print(f"{len(differ)} of {len(pil) - len(failed)} captions differ: {differ}")

@@ -12,8 +12,10 @@ from rnncap.data.images import preprocess_pixels
 
 
 @pytest.mark.parametrize("size", [(37, 53), (400, 300)])
-@pytest.mark.parametrize("mean, std", [([127 / 255] * 3, [128 / 255] * 3),
-                                       ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+@pytest.mark.parametrize(
+    "mean, std",
+    [([127 / 255] * 3, [128 / 255] * 3), ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])],
+)
 def test_identical_to_torchvision(size, mean, std):
     rng = np.random.default_rng(size[0])
     image = Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8), mode="RGB")

@@ -87,9 +87,10 @@ def test_blocked_repeat_is_never_emitted(cell_type, backend):
     for beam in (1, 3):
         out = beam_search(model, feats, beam_size=beam, max_length=12, no_repeat_ngram=2)
         assert not any(has_repeat(tuple(t), 2) for t in out.tokens)
-    assert greedy(model, feats, max_length=12, no_repeat_ngram=2).tokens == beam_search(
-        model, feats, beam_size=1, max_length=12, no_repeat_ngram=2
-    ).tokens
+    assert (
+        greedy(model, feats, max_length=12, no_repeat_ngram=2).tokens
+        == beam_search(model, feats, beam_size=1, max_length=12, no_repeat_ngram=2).tokens
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -147,7 +148,6 @@ def test_no_end_after_equals_constrained_brute_force(cell_type, backend):
         best, score = max(scored, key=lambda s: s[1])
         assert tuple(out.tokens[i]) == best
         assert out.scores[i] == pytest.approx(score, abs=1e-9)
-
 
 
 def test_no_end_after_in_decode_options_round_trips():

@@ -72,8 +72,9 @@ def reference_beam(model, feature, K: int, max_length: int, bonus=None):
 @pytest.mark.parametrize("cell_type", ["rnn", "lstm", "attn"])
 @pytest.mark.parametrize("beam", [2, 4])
 @pytest.mark.parametrize("with_bonus", [False, True])
-def test_narrow_beam_equals_reference_and_steps_fewer_hypotheses(cell_type, beam, with_bonus,
-                                                                 backend):  # fmt: skip
+def test_narrow_beam_equals_reference_and_steps_fewer_hypotheses(
+    cell_type, beam, with_bonus, backend
+):
     searched = stepped = 0
     for seed in range(4):  # tiny models: some end at once, some run to max_length, some between
         model = tiny_model(cell_type, seed)
@@ -115,16 +116,22 @@ def test_length_penalty_keeps_stepping_until_every_hypothesis_ends():
 
 @pytest.mark.parametrize("cell_type", ["rnn", "attn"])
 @pytest.mark.parametrize("length_penalty", [0.0, 1.0])
-def test_stepping_every_row_as_on_a_gpu_gives_the_same_result(monkeypatch, cell_type,
-                                                              length_penalty):  # fmt: skip
+def test_stepping_every_row_as_on_a_gpu_gives_the_same_result(
+    monkeypatch, cell_type, length_penalty
+):
     # On a GPU every hypothesis is stepped, finished and impossible ones too, and the search
     # must discard what the model says for them: the same captions, scores and attention.
     model = tiny_model(cell_type, seed=7)
     feats = random_features(cell_type, 6, seed=7)
     bonus = torch.zeros(6, 4 + WORDS, dtype=torch.float64)
     bonus[:, 5] = 1.0
-    kwargs = dict(beam_size=3, max_length=8, length_penalty=length_penalty, word_bonus=bonus,
-                  no_repeat_ngram=2)  # fmt: skip
+    kwargs = dict(
+        beam_size=3,
+        max_length=8,
+        length_penalty=length_penalty,
+        word_bonus=bonus,
+        no_repeat_ngram=2,
+    )
     live = beam_search(model, feats, **kwargs)
     monkeypatch.setattr(beam_module, "_rows_to_step", lambda finished, scores: None)
     counting = CountingModel(model)

@@ -107,8 +107,9 @@ def test_batch_equals_each_image_alone(cell_type, backend):
         assert alone.tokens[0] == batch.tokens[n]
         assert alone.scores[0] == pytest.approx(batch.scores[n], abs=1e-9)
         if cell_type == "attn":
-            torch.testing.assert_close(torch.as_tensor(alone.attention[0]),
-                                       torch.as_tensor(batch.attention[n]))  # fmt: skip
+            torch.testing.assert_close(
+                torch.as_tensor(alone.attention[0]), torch.as_tensor(batch.attention[n])
+            )
 
 
 def test_attention_weights_per_word():

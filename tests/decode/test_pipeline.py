@@ -47,16 +47,18 @@ def _serial(captioner, paths, options, batch_size, search_images):
 
 
 @pytest.mark.parametrize("batch_size, search_images, workers", [(2, 5, 2), (4, 1, 0)])
-def test_stream_equals_the_stages_run_in_turn(tiny_loaded, files, batch_size, search_images,
-                                              workers):  # fmt: skip
+def test_stream_equals_the_stages_run_in_turn(
+    tiny_loaded, files, batch_size, search_images, workers
+):
     options = tiny_loaded.decode_options()
     groups = list(caption_stream(tiny_loaded, files, options, batch_size, workers, search_images))
     results = [result for group in groups for _, result in group]
     assert [r.image for r in results] == [str(p) for p in files]  # input order, every file
     assert len(groups) < len(files) / batch_size + 1
     pil_path = ImageFiles(files, tiny_loaded.preprocess)
-    expected_bad = {str(files[i]): pil_path[i][0] for i in range(len(files))
-                    if isinstance(pil_path[i][0], str)}  # fmt: skip
+    expected_bad = {
+        str(files[i]): pil_path[i][0] for i in range(len(files)) if isinstance(pil_path[i][0], str)
+    }
     reference = _serial(tiny_loaded, files, options, batch_size, search_images)
     for result in results:
         if isinstance(result, Failed):

@@ -20,6 +20,7 @@ import rnncap.decode.runtime as runtime
 import rnncap.models.encoders as encoders
 from rnncap.data.images import open_image
 from rnncap.models.encoder_export import export_into
+from support.blocked import blocker
 from support.inference import (
     example_images,
     forbid_encoder_export,
@@ -30,28 +31,29 @@ from support.inference import (
     tiny_encoder,
 )
 
-from support.blocked import blocker
-
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED = REPO / "tests" / "expected" / "default_model_captions.json"
 
 NO_TORCH = blocker(["torch", "torchvision"])
 
-CAPTION = '''
+CAPTION = """
 import json, pathlib, rnncap
 captioner = rnncap.load(sys.argv[1])
 paths = sorted(pathlib.Path(sys.argv[2]).glob("*.jpg"))
 captions = {p.name: r.text for p, r in zip(paths, captioner.caption_files(paths, progress=False))}
 assert not any(m.split(".")[0] == "torch" for m in sys.modules)
 print(json.dumps({"backend": captioner.backend, "captions": captions}))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runtime") / "default"
-    subprocess.run([sys.executable, "-m", "rnncap.cli", "export", "default", str(out)],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "rnncap.cli", "export", "default", str(out)],
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
@@ -59,8 +61,10 @@ def exported(tmp_path_factory) -> Path:
 def test_default_model_without_torch_gives_the_pinned_captions(exported):
     run = subprocess.run(
         [sys.executable, "-c", NO_TORCH + CAPTION, str(exported), str(REPO / "examples")],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     result = json.loads(run.stdout)
     assert result["backend"] == "runtime"
     assert result["captions"] == json.loads(EXPECTED.read_text(encoding="utf-8"))["captions"]
@@ -103,8 +107,9 @@ def test_another_encoders_graph_is_refused(tmp_path, monkeypatch):
     pooled.name = "pooled"
     monkeypatch.setattr(encoders, "build_encoder", lambda *args, **kwargs: pooled)
     export_into(folder)
-    with pytest.raises(rnncap.RnncapError, match="a pooled encoder of 16 channels, but the "
-                                                 "model's is tiny of 16"):  # fmt: skip
+    with pytest.raises(
+        rnncap.RnncapError, match="a pooled encoder of 16 channels, but the model's is tiny of 16"
+    ):
         rnncap.load(folder, backend="runtime")
 
 
@@ -155,16 +160,26 @@ def test_command_line_without_torch(exported, tmp_path):
     """`rnncap caption` runs on the runtime; a command that needs torch says so, exit 2."""
     cli = "from rnncap.cli import main\nsys.exit(main(sys.argv[1:]))\n"
     caption = subprocess.run(
-        [sys.executable, "-c", NO_TORCH + cli, "caption", "--model", str(exported),
-         str(REPO / "examples" / "cat.jpg")], capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            NO_TORCH + cli,
+            "caption",
+            "--model",
+            str(exported),
+            str(REPO / "examples" / "cat.jpg"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert caption.returncode == 0, caption.stderr
     pinned = json.loads(EXPECTED.read_text(encoding="utf-8"))["captions"]["cat.jpg"]
     assert caption.stdout.strip().endswith(pinned)
     export = subprocess.run(
         [sys.executable, "-c", NO_TORCH + cli, "export", "default", str(tmp_path / "out")],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     assert export.returncode == 2
     assert export.stderr.strip().splitlines() == [
         "rnncap: error: 'rnncap export' needs the train extra (torch is not installed): "

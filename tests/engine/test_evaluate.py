@@ -23,9 +23,14 @@ def setup(tmp_path_factory):
     vocab = Vocabulary(WORDS)
     torch.manual_seed(0)
     cfg = CaptionerConfig(
-        encoder="efficientnet_lite0", feature_dim=1280, cell_type="attn", wordvec_dim=8,
-        hidden_dim=16, vocab_size=len(vocab), max_length=6,
-    )  # fmt: skip
+        encoder="efficientnet_lite0",
+        feature_dim=1280,
+        cell_type="attn",
+        wordvec_dim=8,
+        hidden_dim=16,
+        vocab_size=len(vocab),
+        max_length=6,
+    )
     model_dir = save_model(root / "model", CaptioningRNN(cfg), vocab)
     return root, model_dir
 
@@ -33,8 +38,22 @@ def setup(tmp_path_factory):
 def test_evaluate_scores_the_split_and_writes_json(setup, tmp_path, capsys):
     root, model_dir = setup
     out = tmp_path / "eval.json"
-    argv = ["evaluate", "--model", str(model_dir), "--data", str(root), "--split", "dev",
-            "--beam", "2", "--json", str(out), "--workers", "0", "--quiet"]  # fmt: skip
+    argv = [
+        "evaluate",
+        "--model",
+        str(model_dir),
+        "--data",
+        str(root),
+        "--split",
+        "dev",
+        "--beam",
+        "2",
+        "--json",
+        str(out),
+        "--workers",
+        "0",
+        "--quiet",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     result = json.loads(out.read_text())

@@ -70,8 +70,9 @@ def test_sampling_reproduces_a_memorised_sentence(cell):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    samples = lm_train.sample(model, vocab, 3, temperature=0.05,
-                        generator=torch.Generator().manual_seed(0))
+    samples = lm_train.sample(
+        model, vocab, 3, temperature=0.05, generator=torch.Generator().manual_seed(0)
+    )
     assert samples == [sentence] * 3
 
 
@@ -90,9 +91,28 @@ def _toy_flickr8k(root):
 def test_cli_trains_saves_and_samples(tmp_path, capsys):
     _toy_flickr8k(tmp_path / "data")
     out = tmp_path / "run"
-    args = ["lm", "--data", str(tmp_path / "data"), "--cell", "rnn", "--epochs", "2",
-            "--embed", "8", "--hidden", "8", "--min-count", "1", "--device", "cpu",
-            "--out", str(out), "--sample", "2", "--no-progress"]
+    args = [
+        "lm",
+        "--data",
+        str(tmp_path / "data"),
+        "--cell",
+        "rnn",
+        "--epochs",
+        "2",
+        "--embed",
+        "8",
+        "--hidden",
+        "8",
+        "--min-count",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--sample",
+        "2",
+        "--no-progress",
+    ]
     assert main(args) == 0
     for name in ("model.safetensors", "config.json", "vocab.json", "history.json", "curve.png"):
         assert (out / name).is_file()
@@ -128,10 +148,30 @@ def test_cli_trains_on_caption_text_with_a_given_vocabulary(tmp_path, capsys):
     text = tmp_path / "text.jsonl"
     text.write_text("".join(json.dumps({"captions": g}) + "\n" for g in groups))
     out = tmp_path / "lm"
-    args = ["lm", "--text", str(text), "--vocab", str(tmp_path / "vocab.json"), "--epochs", "3",
-            "--batch-size", "4", "--lr", "0.02",
-            "--embed", "8", "--hidden", "8", "--device", "cpu", "--out", str(out), "--sample",
-            "0", "--no-progress"]  # fmt: skip
+    args = [
+        "lm",
+        "--text",
+        str(text),
+        "--vocab",
+        str(tmp_path / "vocab.json"),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "4",
+        "--lr",
+        "0.02",
+        "--embed",
+        "8",
+        "--hidden",
+        "8",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--sample",
+        "0",
+        "--no-progress",
+    ]
     assert main(args) == 0
     model, saved = lm_train.load(out, torch.device("cpu"))
     assert saved == vocab  # the given vocabulary, not one built from the text

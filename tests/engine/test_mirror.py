@@ -132,8 +132,18 @@ def test_mirror_without_its_cache_or_with_bad_values_fails_clearly(tmp_path, cap
     from rnncap.cli import main
 
     root = make_dataset(tmp_path / "data")
-    common = ["train", "--data", str(root), "--features", str(root / "cache"), "--encoder",
-              "fake", "--out", str(tmp_path / "run"), "--no-progress"]  # fmt: skip
+    common = [
+        "train",
+        "--data",
+        str(root),
+        "--features",
+        str(root / "cache"),
+        "--encoder",
+        "fake",
+        "--out",
+        str(tmp_path / "run"),
+        "--no-progress",
+    ]
     assert main([*common, "--mirror", "0.5"]) != 0
     err = capsys.readouterr().err
     assert "fake-mirrored" in err and "rnncap features --mirrored" in err

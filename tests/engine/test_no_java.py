@@ -20,10 +20,19 @@ def no_java(monkeypatch):
 def test_training_runs_without_java(tmp_path, no_java):
     root = make_dataset(tmp_path / "data")
     cfg = TrainConfig(
-        data=str(root), features=str(root / "cache"), encoder="fake", out=str(tmp_path / "run"),
-        wordvec_dim=8, hidden_dim=16, min_count=1, epochs=1, batch_images=4, eval_images=0,
-        progress=False, device="cpu",
-    )  # fmt: skip
+        data=str(root),
+        features=str(root / "cache"),
+        encoder="fake",
+        out=str(tmp_path / "run"),
+        wordvec_dim=8,
+        hidden_dim=16,
+        min_count=1,
+        epochs=1,
+        batch_images=4,
+        eval_images=0,
+        progress=False,
+        device="cpu",
+    )
     best = train(cfg)
     assert best["epoch"] == 1 and 0.0 <= best["dev_cider"] <= 10.0
 

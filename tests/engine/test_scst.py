@@ -30,9 +30,14 @@ NEVER = (0, 1, 3)  # padding, <start>, <unk>: never sampled
 def tiny(cell_type: str = "attn", seed: int = 0) -> CaptioningRNN:
     torch.manual_seed(seed)
     cfg = CaptionerConfig(
-        encoder="none", feature_dim=6, cell_type=cell_type, wordvec_dim=5, hidden_dim=7,
-        vocab_size=9, max_length=5,
-    )  # fmt: skip
+        encoder="none",
+        feature_dim=6,
+        cell_type=cell_type,
+        wordvec_dim=5,
+        hidden_dim=7,
+        vocab_size=9,
+        max_length=5,
+    )
     return CaptioningRNN(cfg).double().eval()
 
 
@@ -98,8 +103,10 @@ def test_end_word_follows_finished_samples_only():
     samples = torch.tensor([[4, 5, 2, 0], [4, 5, 6, 7], [2, 0, 0, 0]])  # ended, cut, empty
     assert caption_words(samples, itos, cfg) == [["w4", "w5"], ["w4", "w5", "w6", "w7"], []]
     assert end_closed(caption_words(samples, itos, cfg), samples, cfg.end_id) == [
-        ["w4", "w5", END_WORD], ["w4", "w5", "w6", "w7"], [END_WORD],
-    ]  # fmt: skip
+        ["w4", "w5", END_WORD],
+        ["w4", "w5", "w6", "w7"],
+        [END_WORD],
+    ]
 
 
 def test_end_aware_reward_is_cider_d_with_an_end_word_on_both_sides():
@@ -107,16 +114,20 @@ def test_end_aware_reward_is_cider_d_with_an_end_word_on_both_sides():
         ["a dog runs on the grass .", "A brown dog is running on grass", "a dog on the grass"],
         ["two people ride bikes", "Two men are riding bicycles .", "people riding on a road"],
     ]
-    candidates = [["a", "dog", "runs", "on", "the", "grass", END_WORD],
-                  ["a", "dog", "runs", "on", "the", END_WORD],  # cut after "the"
-                  ["two", "men", "riding", "a", END_WORD],
-                  ["two", "men", "riding", "bicycles", END_WORD]]  # fmt: skip
+    candidates = [
+        ["a", "dog", "runs", "on", "the", "grass", END_WORD],
+        ["a", "dog", "runs", "on", "the", END_WORD],  # cut after "the"
+        ["two", "men", "riding", "a", END_WORD],
+        ["two", "men", "riding", "bicycles", END_WORD],
+    ]
     images = [0, 0, 1, 1]
     got = reward_scorer(references, reward_end=True).score(images, candidates)
     closed = [[ptb_tokenize(c) + [END_WORD] for c in refs] for refs in references]
     # document frequencies over the two images' references, as the scorer has them
-    want = [brute_force_cider_d(closed, [c if j == i else [] for j in range(2)])[i]
-            for i, c in zip(images, candidates, strict=True)]  # fmt: skip
+    want = [
+        brute_force_cider_d(closed, [c if j == i else [] for j in range(2)])[i]
+        for i, c in zip(images, candidates, strict=True)
+    ]
     assert got == pytest.approx(want, abs=1e-12)
     assert got[0] > got[1] and got[3] > got[2]  # an ending the references have pays
 
@@ -163,9 +174,15 @@ def xe_run(tmp_path_factory):
 
 def scst(root, out, **kw):
     options = dict(
-        objective="scst", epochs=2, lr=1e-2, warmup_steps=0, min_lr_ratio=1.0, weight_decay=0.0,
-        samples_per_image=4, patience=10,
-    )  # fmt: skip
+        objective="scst",
+        epochs=2,
+        lr=1e-2,
+        warmup_steps=0,
+        min_lr_ratio=1.0,
+        weight_decay=0.0,
+        samples_per_image=4,
+        patience=10,
+    )
     options.update(kw, init=str(kw["init"]))
     return tiny_train_config(root, out, **options)
 

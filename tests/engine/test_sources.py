@@ -37,9 +37,16 @@ def two_sets(tmp_path_factory):
 
 def test_parse_sources_reads_format_folder_and_weight():
     assert [(s.format, s.path, s.weight) for s in parse_sources("coco:/d/c@2.5, flickr8k:x")] == [
-        ("coco", "/d/c", 2.5), ("flickr8k", "x", 1.0)]  # fmt: skip
-    for bad, reason in [("coco", "FORMAT:DIR"), ("nope:x", "format"), ("coco:x@y", "weight"),
-                        ("coco:x@0", "weight"), ("coco:x@inf", "weight")]:  # fmt: skip
+        ("coco", "/d/c", 2.5),
+        ("flickr8k", "x", 1.0),
+    ]
+    for bad, reason in [
+        ("coco", "FORMAT:DIR"),
+        ("nope:x", "format"),
+        ("coco:x@y", "weight"),
+        ("coco:x@0", "weight"),
+        ("coco:x@inf", "weight"),
+    ]:
         with pytest.raises(ValueError, match=reason):
             parse_sources(bad)
 
@@ -88,8 +95,13 @@ def test_text_groups_join_a_batch_with_blank_features():
 
 def test_extra_source_and_text_build_the_split_and_the_vocabulary(two_sets, tmp_path):
     first, second, text = two_sets
-    cfg = tiny_train_config(first, tmp_path / "run", extra_data=f"flickr8k:{second}@2",
-                            text_data=str(text), text_ratio=0.5)  # fmt: skip
+    cfg = tiny_train_config(
+        first,
+        tmp_path / "run",
+        extra_data=f"flickr8k:{second}@2",
+        text_data=str(text),
+        text_ratio=0.5,
+    )
     split, vocab = load_split(cfg, "train", None)
     assert len(split.names) == 8 + 4
     assert split.weights.tolist() == [1.0] * 8 + [2.0] * 4
@@ -116,9 +128,16 @@ def test_a_model_trained_with_text_batches_loads_captions_and_learned_the_text(t
     losses = {}
     for ratio in (0.0, 1.0):
         out = tmp_path / f"run{ratio}"
-        cfg = tiny_train_config(first, out, extra_data=f"flickr8k:{second}@2",
-                                text_data=str(text), text_ratio=ratio, epochs=3, lr=3e-2,
-                                patience=10)  # fmt: skip
+        cfg = tiny_train_config(
+            first,
+            out,
+            extra_data=f"flickr8k:{second}@2",
+            text_data=str(text),
+            text_ratio=ratio,
+            epochs=3,
+            lr=3e-2,
+            patience=10,
+        )
         train(cfg)
         captioner = load(out / "last", device="cpu", backend="torch")
         assert "giraffe" in captioner.vocab
@@ -136,17 +155,26 @@ def test_self_critical_rewards_use_each_sources_document_frequencies():
     from rnncap.engine.scst import mirror_text, split_scorer
 
     refs_a = [["a dog runs on the left", "a dog is running"], ["a man rides a bike", "a man"]]
-    refs_b = [["a cat on a bed", "a cat sleeps"], ["a cup of coffee", "coffee in a cup"],
-              ["a giraffe eats", "a tall giraffe"]]  # fmt: skip
+    refs_b = [
+        ["a cat on a bed", "a cat sleeps"],
+        ["a cup of coffee", "coffee in a cup"],
+        ["a giraffe eats", "a tall giraffe"],
+    ]
     scorer = split_scorer(refs_a + refs_b, [2, 3], reward_end=False, mirrored=True)
-    captions = [["a", "dog", "runs"], ["a", "cat", "on", "a", "bed"], ["a", "cup"],
-                ["a", "dog", "on", "the", "right"]]  # fmt: skip
+    captions = [
+        ["a", "dog", "runs"],
+        ["a", "cat", "on", "a", "bed"],
+        ["a", "cup"],
+        ["a", "dog", "on", "the", "right"],
+    ]
     rows = np.array([0, 2, 3, 5 + 0])  # image 0, images 0 and 1 of b, image 0 mirrored
     swapped_a = [[mirror_text(c) for c in refs] for refs in refs_a]
-    want = [CiderD(refs_a).score(np.array([0]), [captions[0]])[0],
-            CiderD(refs_b).score(np.array([0]), [captions[1]])[0],
-            CiderD(refs_b).score(np.array([1]), [captions[2]])[0],
-            CiderD(swapped_a).score(np.array([0]), [captions[3]])[0]]  # fmt: skip
+    want = [
+        CiderD(refs_a).score(np.array([0]), [captions[0]])[0],
+        CiderD(refs_b).score(np.array([0]), [captions[1]])[0],
+        CiderD(refs_b).score(np.array([1]), [captions[2]])[0],
+        CiderD(swapped_a).score(np.array([0]), [captions[3]])[0],
+    ]
     assert scorer.score(rows, captions) == pytest.approx(want, abs=1e-12)
     pooled = CiderD(refs_a + refs_b).score(np.array([2]), [captions[1]])[0]
     assert pooled != pytest.approx(want[1])  # pooled document frequencies would differ

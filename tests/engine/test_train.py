@@ -124,8 +124,18 @@ def test_ddp_two_processes_match_one_process_with_the_global_batch(dataset, tmp_
         "train(TrainConfig(**json.loads(sys.argv[1])))\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-           "--no-python", sys.executable, "-c", code, args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        "--no-python",
+        sys.executable,
+        "-c",
+        code,
+        args,
+    ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     a, b = weights(single / "last"), weights(ddp / "last")

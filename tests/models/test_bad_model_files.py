@@ -199,7 +199,7 @@ def test_commands_print_one_line_and_exit_2(good_model, tiny8k, tmp_path, capsys
             "--split",
             "dev",
             "--quiet",
-        ],  # fmt: skip
+        ],
     }[command]
     assert main(argv) == 2
     captured = capsys.readouterr()
@@ -239,9 +239,12 @@ def test_special_files_are_refused_unread(tmp_path, special):
     else:
         os.symlink(special, path)
     done = subprocess.run(
-        [sys.executable, "-c", SPECIAL_FILE, str(path)], capture_output=True, text=True,
-        timeout=60, preexec_fn=_limited_memory,
-    )  # fmt: skip
+        [sys.executable, "-c", SPECIAL_FILE, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_limited_memory,
+    )
     assert done.returncode == 0, done.stderr
     expected = f"{path}: not a regular file (a device, FIFO, socket or folder)\n"
     assert done.stdout == expected
@@ -298,10 +301,20 @@ def test_config_validation_in_the_dataclass():
 # ------------------------------------------------------------------------ training runs
 def _train_cfg(root: Path, out: Path, **changes) -> TrainConfig:
     base = dict(
-        data=str(root), features=str(root / "cache"), encoder="fake", out=str(out),
-        cell_type="lstm", wordvec_dim=8, hidden_dim=16, min_count=1, epochs=1,
-        batch_images=4, eval_images=0, progress=False, device="cpu",
-    )  # fmt: skip
+        data=str(root),
+        features=str(root / "cache"),
+        encoder="fake",
+        out=str(out),
+        cell_type="lstm",
+        wordvec_dim=8,
+        hidden_dim=16,
+        min_count=1,
+        epochs=1,
+        batch_images=4,
+        eval_images=0,
+        progress=False,
+        device="cpu",
+    )
     return TrainConfig(**{**base, **changes})
 
 
@@ -391,8 +404,9 @@ def test_language_model_folder_damaged(tmp_path, capsys):
     from rnncap.models.lm import LanguageModel, LMConfig
 
     vocab = Vocabulary(["a", "dog"])
-    config = lm_train.LMTrainConfig(model=LMConfig(vocab_size=len(vocab), embed_dim=4,
-                                                   hidden_dim=5))  # fmt: skip
+    config = lm_train.LMTrainConfig(
+        model=LMConfig(vocab_size=len(vocab), embed_dim=4, hidden_dim=5)
+    )
     out = tmp_path / "lm"
     lm_train.save(LanguageModel(config.model), vocab, config, lm_train.History(), out)
     assert main(["lm", "--load", str(out), "--sample", "1"]) == 0

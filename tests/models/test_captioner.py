@@ -11,8 +11,15 @@ from rnncap.nn.loss import captioning_loss
 
 def make(cell_type: str, deep_output: bool = False) -> CaptioningRNN:
     torch.manual_seed(0)
-    cfg = CaptionerConfig(encoder="none", feature_dim=8, cell_type=cell_type, wordvec_dim=6,
-                          hidden_dim=10, vocab_size=12, deep_output=deep_output)  # fmt: skip
+    cfg = CaptionerConfig(
+        encoder="none",
+        feature_dim=8,
+        cell_type=cell_type,
+        wordvec_dim=6,
+        hidden_dim=10,
+        vocab_size=12,
+        deep_output=deep_output,
+    )
     return CaptioningRNN(cfg).double().eval()
 
 

@@ -71,8 +71,11 @@ def test_bundle_script_writes_a_float32_encoder(tmp_path, monkeypatch, capsys):
     folder = tmp_path / "bundle"
     assert "largest feature difference from torch" in capsys.readouterr().out
     assert sorted(p.name for p in folder.iterdir()) == [
-        "config.json", "encoder.onnx", "model.safetensors", "vocab.json",
-    ]  # fmt: skip
+        "config.json",
+        "encoder.onnx",
+        "model.safetensors",
+        "vocab.json",
+    ]
     recorded, found = digests(folder)
     assert recorded == found
     assert all(w.dtype == np.float16 for w in load_file(str(folder / "model.safetensors")).values())

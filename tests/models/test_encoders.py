@@ -63,9 +63,12 @@ def test_unknown_name_lists_valid_ones():
     with pytest.raises(ValueError, match="efficientnet_lite0.*regnet_x_400mf.*resnet152"):
         build_encoder("vgg16")
     assert list_encoders() == [
-        "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "regnet_x_400mf",
+        "efficientnet_lite0",
+        "efficientnet_lite1",
+        "efficientnet_lite2",
+        "regnet_x_400mf",
         "resnet152",
-    ]  # fmt: skip
+    ]
     with pytest.raises(ValueError, match="valid encoders: efficientnet_lite0"):
         get_encoder("vgg16")
     with pytest.raises(ValueError, match="image_size"):

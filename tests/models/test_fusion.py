@@ -55,8 +55,9 @@ def fused_score(model, terms, feature, words: tuple[int, ...]) -> float:
 def brute_force(model, terms, feature):
     words = range(4, 4 + WORDS)
     candidates = [seq for n in range(L + 1) for seq in itertools.product(words, repeat=n)]
-    return max(((s, fused_score(model, terms, feature, s)) for s in candidates),
-               key=lambda pair: pair[1])  # fmt: skip
+    return max(
+        ((s, fused_score(model, terms, feature, s)) for s in candidates), key=lambda pair: pair[1]
+    )
 
 
 @pytest.mark.parametrize("cell_type", ["lstm", "attn"])
@@ -66,8 +67,9 @@ def test_exhaustive_fused_beam_equals_brute_force(cell_type, weights):
     terms = [(tiny_lm(0), weights[0]), (tiny_lm(1, "rnn"), weights[1])]
     terms = [(lm, w) for lm, w in terms if w != 0]
     feats = random_features(cell_type, 3, seed=4)
-    out = beam_search(FusedDecoder(model, terms), feats, beam_size=(WORDS + 1) ** (L - 1),
-                      max_length=L)  # fmt: skip
+    out = beam_search(
+        FusedDecoder(model, terms), feats, beam_size=(WORDS + 1) ** (L - 1), max_length=L
+    )
     for n in range(3):
         best, best_score = brute_force(model, terms, feats[n])
         assert tuple(out.tokens[n]) == best
@@ -84,8 +86,9 @@ def test_fused_score_is_the_sum_of_the_models_scores(beam):
     out = beam_search(FusedDecoder(model, terms), feats, beam_size=beam, max_length=L)
     plain = beam_search(model, feats, beam_size=beam, max_length=L)
     for n in range(4):
-        assert out.scores[n] == pytest.approx(fused_score(model, terms, feats[n],
-                                                          tuple(out.tokens[n])), abs=1e-9)
+        assert out.scores[n] == pytest.approx(
+            fused_score(model, terms, feats[n], tuple(out.tokens[n])), abs=1e-9
+        )
     assert all(out.tokens)
     assert out.tokens != plain.tokens  # the language models changed some caption
 

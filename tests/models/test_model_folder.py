@@ -26,8 +26,15 @@ CAPTIONS = ["a dog runs on the grass", "a cat sleeps on a red sofa", "two men ri
 def tiny(cell_type: str = "attn", seed: int = 0) -> tuple[CaptioningRNN, Vocabulary]:
     torch.manual_seed(seed)
     vocab = Vocabulary.build(CAPTIONS, min_count=1)
-    config = CaptionerConfig(encoder="none", feature_dim=8, cell_type=cell_type, wordvec_dim=6,
-                             hidden_dim=10, vocab_size=len(vocab), max_length=6)  # fmt: skip
+    config = CaptionerConfig(
+        encoder="none",
+        feature_dim=8,
+        cell_type=cell_type,
+        wordvec_dim=6,
+        hidden_dim=10,
+        vocab_size=len(vocab),
+        max_length=6,
+    )
     model = CaptioningRNN(config).eval()
     with torch.no_grad():
         model.vocab_proj.weight.mul_(5.0)  # peaky, so rounding could change words if it were off
@@ -77,8 +84,9 @@ def test_float16_round_trip(tmp_path, cell_type):
     # same words as the full-precision original on these features.
     rounded, _ = tiny(cell_type, seed=3)
     rounded.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
-    features = torch.randn((4, 8, 2, 2) if cell_type == "attn" else (4, 8),
-                           generator=torch.Generator().manual_seed(0))  # fmt: skip
+    features = torch.randn(
+        (4, 8, 2, 2) if cell_type == "attn" else (4, 8), generator=torch.Generator().manual_seed(0)
+    )
     got = beam_search(loaded, features, beam_size=2)
     assert got.tokens == beam_search(rounded, features, beam_size=2).tokens
     assert got.tokens == beam_search(model, features, beam_size=2).tokens

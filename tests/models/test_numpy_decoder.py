@@ -15,8 +15,15 @@ from rnncap.utils.io import InvalidFileError
 
 def torch_model(cell_type: str, deep_output: bool, seed: int = 0) -> CaptioningRNN:
     torch.manual_seed(seed)
-    config = CaptionerConfig(encoder="none", feature_dim=24, cell_type=cell_type, wordvec_dim=12,
-                             hidden_dim=16, vocab_size=30, deep_output=deep_output)  # fmt: skip
+    config = CaptionerConfig(
+        encoder="none",
+        feature_dim=24,
+        cell_type=cell_type,
+        wordvec_dim=12,
+        hidden_dim=16,
+        vocab_size=30,
+        deep_output=deep_output,
+    )
     model = CaptioningRNN(config).eval()
     with torch.no_grad():
         for p in model.parameters():  # every weight away from its initial scale, biases too

@@ -233,9 +233,14 @@ def test_resolve_backend(monkeypatch):
 def tiny_captioner() -> CaptioningRNN:
     torch.manual_seed(0)
     config = CaptionerConfig(
-        encoder="tiny", feature_dim=16, cell_type="attn", wordvec_dim=8, hidden_dim=16,
-        vocab_size=12, max_length=5,
-    )  # fmt: skip
+        encoder="tiny",
+        feature_dim=16,
+        cell_type="attn",
+        wordvec_dim=8,
+        hidden_dim=16,
+        vocab_size=12,
+        max_length=5,
+    )
     model = CaptioningRNN(config).eval()
     model.set_encoder(tiny_encoder())
     return model

@@ -27,12 +27,20 @@ def test_grown_vocabulary_keeps_every_old_id_and_appends_the_new_words():
     assert {"giraffe", "cat", "leaves"} <= set(grown.itos[len(OLD) :])
 
 
-@pytest.mark.parametrize("cell_type,deep", [("rnn", False), ("lstm", False), ("attn", False),
-                                            ("attn", True)])  # fmt: skip
+@pytest.mark.parametrize(
+    "cell_type,deep", [("rnn", False), ("lstm", False), ("attn", False), ("attn", True)]
+)
 def test_old_words_keep_their_logits_and_new_words_start_below_them(cell_type, deep):
     torch.manual_seed(0)
-    config = CaptionerConfig(encoder="none", feature_dim=6, cell_type=cell_type, wordvec_dim=5,
-                             hidden_dim=7, vocab_size=len(OLD), deep_output=deep)  # fmt: skip
+    config = CaptionerConfig(
+        encoder="none",
+        feature_dim=6,
+        cell_type=cell_type,
+        wordvec_dim=5,
+        hidden_dim=7,
+        vocab_size=len(OLD),
+        deep_output=deep,
+    )
     model = CaptioningRNN(config).eval()
     with torch.no_grad():
         model.vocab_proj.bias.normal_()
@@ -57,8 +65,14 @@ def test_old_words_keep_their_logits_and_new_words_start_below_them(cell_type, d
 
 
 def test_with_vocabulary_refuses_a_vocabulary_that_is_not_the_models():
-    config = CaptionerConfig(encoder="none", feature_dim=6, cell_type="lstm", wordvec_dim=5,
-                             hidden_dim=7, vocab_size=len(OLD) + 1)  # fmt: skip
+    config = CaptionerConfig(
+        encoder="none",
+        feature_dim=6,
+        cell_type="lstm",
+        wordvec_dim=5,
+        hidden_dim=7,
+        vocab_size=len(OLD) + 1,
+    )
     with pytest.raises(ValueError, match="vocabulary"):
         with_vocabulary(CaptioningRNN(config), OLD, NEW_WORDS)
 
@@ -73,8 +87,15 @@ def test_train_init_grow_vocab_learns_the_text_words_and_keeps_the_old_ids(tmp_p
     assert "giraffe" not in old_vocab
     for grow in (False, True):
         out = tmp_path / f"second{grow}"
-        cfg = tiny_train_config(root, out, init=str(first / "last"), grow_vocab=grow, epochs=2,
-                                text_data=str(text), text_ratio=1.0)  # fmt: skip
+        cfg = tiny_train_config(
+            root,
+            out,
+            init=str(first / "last"),
+            grow_vocab=grow,
+            epochs=2,
+            text_data=str(text),
+            text_ratio=1.0,
+        )
         if grow:  # killed after its first epoch and resumed: the vocabulary it grew is kept
             train_killed_after_first_epoch(cfg, monkeypatch)
             train(replace(cfg, resume=True))

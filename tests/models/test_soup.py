@@ -24,8 +24,15 @@ CAPTIONS = ["a dog runs on the grass", "a cat sleeps on a red sofa", "two men ri
 def saved(folder, seed: int, hidden: int = 10, captions=CAPTIONS, info=None) -> Path:
     torch.manual_seed(seed)
     vocab = Vocabulary.build(captions, min_count=1)
-    config = CaptionerConfig(encoder="none", feature_dim=8, cell_type="attn", wordvec_dim=6,
-                             hidden_dim=hidden, vocab_size=len(vocab), max_length=6)  # fmt: skip
+    config = CaptionerConfig(
+        encoder="none",
+        feature_dim=8,
+        cell_type="attn",
+        wordvec_dim=6,
+        hidden_dim=hidden,
+        vocab_size=len(vocab),
+        max_length=6,
+    )
     return save_model(folder, CaptioningRNN(config), vocab, extra=info or {"seed": seed})
 
 
@@ -66,10 +73,20 @@ def test_bundle_script_writes_the_float16_average_with_both_records(tmp_path):
     a, b = saved(tmp_path / "a", 0, info={"run": "a"}), saved(tmp_path / "b", 1, info={"run": "b"})
     out = tmp_path / "bundle"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bundle_model.py"), str(a), str(b), str(out),
-         "--decoding", '{"beam_size": 5}', "--no-encoder"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "bundle_model.py"),
+            str(a),
+            str(b),
+            str(out),
+            "--decoding",
+            '{"beam_size": 5}',
+            "--no-encoder",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert "the mean of 2 models' weights" in done.stdout
     written = load_file(str(out / WEIGHTS))

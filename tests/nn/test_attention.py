@@ -119,8 +119,16 @@ def test_numpy_reference_float64():
     xt, At = torch.tensor(x, requires_grad=True), torch.tensor(A, requires_grad=True)
     h, w = m(xt, At)
     (h * torch.tensor(dout)).sum().backward()
-    pairs = [(h, h_ref), (w, w_ref), (xt.grad, dx_ref), (At.grad, dA_ref), (m.Wx.grad, dWx_ref),
-             (m.Wh.grad, dWh_ref), (m.Wattn.grad, dWattn_ref), (m.b.grad, db_ref)]
+    pairs = [
+        (h, h_ref),
+        (w, w_ref),
+        (xt.grad, dx_ref),
+        (At.grad, dA_ref),
+        (m.Wx.grad, dWx_ref),
+        (m.Wh.grad, dWh_ref),
+        (m.Wattn.grad, dWattn_ref),
+        (m.b.grad, db_ref),
+    ]
     for got, want in pairs:
         np.testing.assert_allclose(got.detach().numpy(), want, rtol=0, atol=1e-10)
 

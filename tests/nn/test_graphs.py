@@ -29,8 +29,10 @@ def _inputs(cell: str, N: int, T: int, D: int, H: int, device, dtype, seed: int)
     bound = H**-0.5
 
     def rand(*shape, scale=1.0):
-        return (torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1).mul(scale).to(
-            device=device, dtype=dtype
+        return (
+            (torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1)
+            .mul(scale)
+            .to(device=device, dtype=dtype)
         )
 
     x, dout = rand(N, T, D), rand(N, T, H)

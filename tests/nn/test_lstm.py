@@ -55,8 +55,14 @@ def test_numpy_reference_float64():
     h0t = torch.tensor(h0, requires_grad=True)
     out = ours(xt, h0t)  # c0 = 0 as in the reference
     (out * torch.tensor(dout)).sum().backward()
-    for got, want in [(out, h_ref), (xt.grad, dx_ref), (h0t.grad, dh0_ref),
-                      (ours.Wx.grad, dWx_ref), (ours.Wh.grad, dWh_ref), (ours.b.grad, db_ref)]:
+    for got, want in [
+        (out, h_ref),
+        (xt.grad, dx_ref),
+        (h0t.grad, dh0_ref),
+        (ours.Wx.grad, dWx_ref),
+        (ours.Wh.grad, dWh_ref),
+        (ours.b.grad, db_ref),
+    ]:
         np.testing.assert_allclose(got.detach().numpy(), want, rtol=0, atol=1e-10)
 
 

@@ -36,9 +36,15 @@ def _run_rnn(device, dtype=torch.float32, N=3, T=5, D=4, H=6):
     (out * dout).sum().backward()
     return (
         [out, xs.grad, h0s.grad, ours.Wx.grad.t(), ours.Wh.grad.t(), ours.b.grad],
-        [out_ref, x_ref.grad, h0_ref.grad, ref.weight_ih_l0.grad, ref.weight_hh_l0.grad,
-         ref.bias_ih_l0.grad],
-    )  # fmt: skip
+        [
+            out_ref,
+            x_ref.grad,
+            h0_ref.grad,
+            ref.weight_ih_l0.grad,
+            ref.weight_hh_l0.grad,
+            ref.bias_ih_l0.grad,
+        ],
+    )
 
 
 def _run_lstm(device, dtype=torch.float32, N=3, T=5, D=4, H=6):
@@ -60,15 +66,26 @@ def _run_lstm(device, dtype=torch.float32, N=3, T=5, D=4, H=6):
     out = ours(*inputs)
     (out * dout).sum().backward()
     # parameter gradients, mapped back to torch's layout (i, f, g, o rows)
-    order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H),
-                       torch.arange(2 * H, 3 * H)])  # fmt: skip
+    order = torch.cat(
+        [torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)]
+    )
     inv = torch.argsort(order).to(device)
     return (
-        [out, *(t.grad for t in inputs), ours.Wx.grad.t()[inv], ours.Wh.grad.t()[inv],
-         ours.b.grad[inv]],
-        [out_ref, *(t.grad for t in inputs_ref), ref.weight_ih_l0.grad, ref.weight_hh_l0.grad,
-         ref.bias_ih_l0.grad],
-    )  # fmt: skip
+        [
+            out,
+            *(t.grad for t in inputs),
+            ours.Wx.grad.t()[inv],
+            ours.Wh.grad.t()[inv],
+            ours.b.grad[inv],
+        ],
+        [
+            out_ref,
+            *(t.grad for t in inputs_ref),
+            ref.weight_ih_l0.grad,
+            ref.weight_hh_l0.grad,
+            ref.bias_ih_l0.grad,
+        ],
+    )
 
 
 # cell -> (ours and torch.nn's results on a device and dtype, the names of those results)

@@ -185,8 +185,12 @@ def _batcher_scenario(scenario, gate: threading.Event | None = None):
         batcher.start()
         try:
             image = torch.zeros(3, 2, 2)
-            await asyncio.wait_for(scenario(batcher, lambda name, arrival=None: batcher.submit(
-                [image], [name], arrival)), 2.0)  # fmt: skip
+            await asyncio.wait_for(
+                scenario(
+                    batcher, lambda name, arrival=None: batcher.submit([image], [name], arrival)
+                ),
+                2.0,
+            )
         finally:
             await batcher.stop()
         return batcher

@@ -72,15 +72,20 @@ def test_media_types_are_compared_without_regard_to_case(tiny_loaded):
     photo = example_images()[0].read_bytes()
     boundary = "XyZ"
     form = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n"
-        "Content-Type: IMAGE/JPEG\r\n\r\n"
-    ).encode() + photo + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+            "Content-Type: IMAGE/JPEG\r\n\r\n"
+        ).encode()
+        + photo
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     with TestClient(create_app(tiny_loaded, ServeConfig(timeout=60))) as client:
         raw = client.post("/caption", content=photo, headers={"content-type": "IMAGE/JPEG"})
         multipart = client.post(
-            "/caption", content=form,
+            "/caption",
+            content=form,
             headers={"content-type": f"Multipart/Form-Data; boundary={boundary}"},
-        )  # fmt: skip
+        )
     assert raw.status_code == 200, raw.text
     assert multipart.status_code == 200, multipart.text
     assert raw.json()["results"][0]["caption"] == multipart.json()["results"][0]["caption"]

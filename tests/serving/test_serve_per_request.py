@@ -79,8 +79,9 @@ def _run(scenario, prepare, hold=None, max_queue: int = 100):
         return list(names)
 
     async def main():
-        batcher = MicroBatcher(run_batch, max_batch=8, max_wait_ms=50, max_queue=max_queue,
-                               prepare=prepare, threads=2)  # fmt: skip
+        batcher = MicroBatcher(
+            run_batch, max_batch=8, max_wait_ms=50, max_queue=max_queue, prepare=prepare, threads=2
+        )
         batcher.start()
         try:
 

@@ -53,9 +53,17 @@ print(json.dumps(out))
 def test_serving_without_torch_gives_the_pinned_captions(tmp_path_factory):
     model = default_with_encoder(tmp_path_factory.mktemp("runtime"))
     run = subprocess.run(
-        [sys.executable, "-c", blocker(["torch", "torchvision"]) + SERVE, str(model),
-         str(EXAMPLES)], capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            blocker(["torch", "torchvision"]) + SERVE,
+            str(model),
+            str(EXAMPLES),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr
     pinned = json.loads(EXPECTED.read_text(encoding="utf-8"))["captions"]
     for per_request, result in json.loads(run.stdout).items():

@@ -14,9 +14,15 @@ def tiny_decoder(
     """A float64 model in eval mode over `words` ordinary words (ids 4.. after the specials)."""
     torch.manual_seed(seed)
     cfg = CaptionerConfig(
-        encoder="none", feature_dim=6, cell_type=cell_type, wordvec_dim=5, hidden_dim=7,
-        vocab_size=4 + words, max_length=max_length, deep_output=deep_output,
-    )  # fmt: skip
+        encoder="none",
+        feature_dim=6,
+        cell_type=cell_type,
+        wordvec_dim=5,
+        hidden_dim=7,
+        vocab_size=4 + words,
+        max_length=max_length,
+        deep_output=deep_output,
+    )
     return CaptioningRNN(cfg).double().eval()
 
 

@@ -76,8 +76,15 @@ def make_tiny_encoder_model(folder: Path, seed: int = 0) -> Path:
     config names the encoder "tiny": patch build_encoder to return `tiny_encoder()`)."""
     torch.manual_seed(seed)
     vocab = Vocabulary.build(CAPTIONS)
-    config = CaptionerConfig(encoder="tiny", feature_dim=16, cell_type="attn", wordvec_dim=8,
-                             hidden_dim=16, vocab_size=len(vocab), max_length=5)  # fmt: skip
+    config = CaptionerConfig(
+        encoder="tiny",
+        feature_dim=16,
+        cell_type="attn",
+        wordvec_dim=8,
+        hidden_dim=16,
+        vocab_size=len(vocab),
+        max_length=5,
+    )
     return save_model(folder, CaptioningRNN(config).eval(), vocab)
 
 

@@ -17,6 +17,9 @@ def default_with_encoder(folder: Path) -> Path:
         return DEFAULT_MODEL
     out = folder / "default"
     if not (out / ENCODER_FILE).is_file():
-        subprocess.run([sys.executable, "-m", "rnncap.cli", "export", "default", str(out)],
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "rnncap.cli", "export", "default", str(out)],
+            check=True,
+            capture_output=True,
+        )
     return out

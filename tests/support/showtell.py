@@ -131,7 +131,6 @@ def reference_preprocess(photo):
     )(photo.convert("RGB"))
 
 
-
 def write_original(folder: Path) -> types.SimpleNamespace:
     """Random-weight files in exactly the original layout in `folder` -> paths (encoder,
     decoder, vocab), the reference vocab, features of `photos()` and decoder."""
@@ -161,5 +160,3 @@ def write_original(folder: Path) -> types.SimpleNamespace:
     torch.save(decoder.state_dict(), paths["decoder"], _use_new_zipfile_serialization=False)
     dump_vocab(vocab, paths["vocab"])
     return types.SimpleNamespace(paths=paths, vocab=vocab, features=features, decoder=decoder)
-
-

@@ -46,11 +46,23 @@ def tiny_train_config(root: Path, out: Path, **overrides):
     from rnncap.engine.train_config import TrainConfig
 
     options = dict(
-        data=str(root), features=str(root / "cache"), encoder="fake", out=str(out),
-        cell_type="attn", wordvec_dim=8, hidden_dim=16, dropout=0.0, min_count=1,
-        epochs=2, batch_images=4, lr=1e-2, warmup_steps=2, eval_images=0, progress=False,
+        data=str(root),
+        features=str(root / "cache"),
+        encoder="fake",
+        out=str(out),
+        cell_type="attn",
+        wordvec_dim=8,
+        hidden_dim=16,
+        dropout=0.0,
+        min_count=1,
+        epochs=2,
+        batch_images=4,
+        lr=1e-2,
+        warmup_steps=2,
+        eval_images=0,
+        progress=False,
         device="cpu",
-    )  # fmt: skip
+    )
     options.update(overrides)
     return TrainConfig(**options)
 

@@ -26,8 +26,15 @@ V, W, H, C, GRID = 30, 16, 32, 24, (3, 3)
 
 def _model(cell_type: str, seed: int = 0) -> CaptioningRNN:
     torch.manual_seed(seed)
-    cfg = CaptionerConfig(encoder="fake", feature_dim=C, cell_type=cell_type, wordvec_dim=W,
-                          hidden_dim=H, vocab_size=V, max_length=8)  # fmt: skip
+    cfg = CaptionerConfig(
+        encoder="fake",
+        feature_dim=C,
+        cell_type=cell_type,
+        wordvec_dim=W,
+        hidden_dim=H,
+        vocab_size=V,
+        max_length=8,
+    )
     return CaptioningRNN(cfg).eval()
 
 
@@ -60,8 +67,11 @@ def test_captioner_loss_and_gradients_match_cpu(cell_type, device):
     captions[3, 6:] = 0
 
     results = {}
-    for name, dev, dtype in (("ref", "cpu", torch.float64), ("cpu", "cpu", torch.float32),
-                             ("dev", device, torch.float32)):  # fmt: skip
+    for name, dev, dtype in (
+        ("ref", "cpu", torch.float64),
+        ("cpu", "cpu", torch.float32),
+        ("dev", device, torch.float32),
+    ):
         model = _model(cell_type).to(dev, dtype)
         with cuda_math(tf32=False):
             results[name] = _loss_and_grads(
@@ -88,9 +98,12 @@ def test_beam_search_matches_cpu(cell_type, device):
         got = beam_search(model64.to(device, torch.float32), features.to(device), beam_size=3)
     assert got.tokens == want.tokens
     assert sum(len(t) for t in want.tokens) >= len(want.tokens)  # real captions, not all empty
-    torch.testing.assert_close(torch.tensor(got.scores, dtype=torch.float64),
-                               torch.tensor(want.scores, dtype=torch.float64),
-                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    torch.testing.assert_close(
+        torch.tensor(got.scores, dtype=torch.float64),
+        torch.tensor(want.scores, dtype=torch.float64),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     if want.attention is not None:
         for a, b in zip(got.attention, want.attention, strict=True):
             assert a.device.type == "cpu"

@@ -24,8 +24,11 @@ def _error_classes() -> dict[str, type]:
             continue
         module = importlib.import_module(info.name)
         for name, value in vars(module).items():
-            if (inspect.isclass(value) and issubclass(value, BaseException)
-                    and value.__module__ == info.name):  # fmt: skip
+            if (
+                inspect.isclass(value)
+                and issubclass(value, BaseException)
+                and value.__module__ == info.name
+            ):
                 found[f"{info.name}.{name}"] = value
     return found
 
@@ -33,9 +36,12 @@ def _error_classes() -> dict[str, type]:
 def test_every_error_rnncap_defines_is_an_rnncap_error():
     classes = _error_classes()
     assert len(classes) >= 12  # the walk found the package's errors
-    outside = [n for n, c in classes.items()
-               if not issubclass(c, RnncapError) and n.rsplit(".", 1)[1] not in NOT_IN_THE_FAMILY]
-    assert outside == []  # fmt: skip
+    outside = [
+        n
+        for n, c in classes.items()
+        if not issubclass(c, RnncapError) and n.rsplit(".", 1)[1] not in NOT_IN_THE_FAMILY
+    ]
+    assert outside == []
 
 
 def test_the_family_keeps_the_builtin_types_and_is_exported():

@@ -14,16 +14,27 @@ def test_parse_shard_forms():
     assert parse_shard("0/4") == (0, 4)
     assert parse_shard("3/4") == (3, 4)
     assert parse_shard("auto", {"RANK": "2", "WORLD_SIZE": "3"}) == (2, 3)
-    slurm = {"SLURM_ARRAY_TASK_ID": "11", "SLURM_ARRAY_TASK_COUNT": "4",
-             "SLURM_ARRAY_TASK_MIN": "8"}  # fmt: skip
+    slurm = {
+        "SLURM_ARRAY_TASK_ID": "11",
+        "SLURM_ARRAY_TASK_COUNT": "4",
+        "SLURM_ARRAY_TASK_MIN": "8",
+    }
     assert parse_shard("auto", slurm) == (3, 4)
 
 
 @pytest.mark.parametrize(
     "text, environ",
-    [("4/4", {}), ("-1/4", {}), ("1", {}), ("a/b", {}), ("0/0", {}), ("auto", {}),
-     ("auto", {"RANK": "5", "WORLD_SIZE": "2"}), ("auto", {"RANK": "x", "WORLD_SIZE": "2"})],
-)  # fmt: skip
+    [
+        ("4/4", {}),
+        ("-1/4", {}),
+        ("1", {}),
+        ("a/b", {}),
+        ("0/0", {}),
+        ("auto", {}),
+        ("auto", {"RANK": "5", "WORLD_SIZE": "2"}),
+        ("auto", {"RANK": "x", "WORLD_SIZE": "2"}),
+    ],
+)
 def test_bad_shards_are_one_line_errors(text, environ):
     with pytest.raises(JobError) as error:
         parse_shard(text, environ)

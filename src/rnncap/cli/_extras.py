@@ -43,8 +43,10 @@ def missing_extra(error: ModuleNotFoundError, command: str) -> str | None:
     extra = _EXTRA_OF.get(module)
     if extra is None:
         return None
-    return (f"'{command}' needs the {extra} extra ({module} is not installed): "
-            f"pip install 'rnncap[{extra}]'")  # fmt: skip
+    return (
+        f"'{command}' needs the {extra} extra ({module} is not installed): "
+        f"pip install 'rnncap[{extra}]'"
+    )
 
 
 # flags whose other values need torch -> the values the runtime serves

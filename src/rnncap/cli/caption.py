@@ -35,9 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "file (default: default)",
     )
     parser.add_argument(
-        "--beam", type=int, default=None,
+        "--beam",
+        type=int,
+        default=None,
         help="beam size (default: the model's decoding setting, 3 unless set; 1 = greedy)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--max-length", type=int, default=None, help="words per caption at most (default: model's)"
     )

@@ -17,27 +17,48 @@ EXTRA = "train"  # torch, and pycocoevalcap for the scores (rnncap.cli._extras)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="default", help="default | model folder | run folder")
     parser.add_argument("--data", required=True, help="data set root folder")
-    parser.add_argument("--format", default="flickr8k", choices=list_formats(),
-                        help="data set format (default: flickr8k)")  # fmt: skip
-    parser.add_argument("--split", default="test", choices=["train", "dev", "test"],
-                        help="split to caption (default: test)")  # fmt: skip
-    parser.add_argument("--beam", type=int, default=None,
-                        help="beam size; 1 = greedy (default: the model's, else 3)")  # fmt: skip
-    parser.add_argument("--length-penalty", type=float, default=None,
-                        help="rank finished beams by score / length**a "
-                             "(default: the model's setting, 0 unless set)")  # fmt: skip
+    parser.add_argument(
+        "--format",
+        default="flickr8k",
+        choices=list_formats(),
+        help="data set format (default: flickr8k)",
+    )
+    parser.add_argument(
+        "--split",
+        default="test",
+        choices=["train", "dev", "test"],
+        help="split to caption (default: test)",
+    )
+    parser.add_argument(
+        "--beam",
+        type=int,
+        default=None,
+        help="beam size; 1 = greedy (default: the model's, else 3)",
+    )
+    parser.add_argument(
+        "--length-penalty",
+        type=float,
+        default=None,
+        help="rank finished beams by score / length**a "
+        "(default: the model's setting, 0 unless set)",
+    )
     parser.add_argument(
         "--features", default=None, help="feature cache to read and extend (default: temporary)"
     )
     parser.add_argument("--batch-size", type=int, default=100, help="images decoded at once")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="image-decoding processes (default: the cores the model's threads "
-                        "leave free, at most 8)")  # fmt: skip
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="image-decoding processes (default: the cores the model's threads "
+        "leave free, at most 8)",
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     add_backend_argument(parser)
     parser.add_argument("--limit", type=int, default=0, help="first N images only (0: all)")
-    parser.add_argument("--json", type=Path, default=None,
-                        help="write predictions and scores to this JSON file")  # fmt: skip
+    parser.add_argument(
+        "--json", type=Path, default=None, help="write predictions and scores to this JSON file"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -47,11 +68,20 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         cfg = EvalConfig(
-            model=args.model, data=args.data, format=args.format, split=args.split,
-            beam=args.beam, length_penalty=args.length_penalty, features=args.features,
-            batch_size=args.batch_size, workers=args.workers, device=args.device,
-            backend=args.backend, limit=args.limit, progress=not args.quiet,
-        )  # fmt: skip
+            model=args.model,
+            data=args.data,
+            format=args.format,
+            split=args.split,
+            beam=args.beam,
+            length_penalty=args.length_penalty,
+            features=args.features,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            device=args.device,
+            backend=args.backend,
+            limit=args.limit,
+            progress=not args.quiet,
+        )
     except ConfigError as e:  # every option of EvalConfig is the flag of its name
         raise flag_error(e) from None
     if not Path(args.data).is_dir():

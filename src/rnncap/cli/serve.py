@@ -48,24 +48,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _add_limit_arguments(parser)
     parser.add_argument(
-        "--beam", type=int, default=None,
+        "--beam",
+        type=int,
+        default=None,
         help="beam size (default: the model's decoding setting, 3 unless set)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)"
     )
     parser.add_argument(
-        "--search-threads", type=int, default=1,
+        "--search-threads",
+        type=int,
+        default=1,
         help="torch threads of the beam search; the encoder keeps all the model's threads "
         "(OMP_NUM_THREADS, else torch's default: the physical cores); 0: all of them too "
         "(default: 1)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--encode", default="auto", choices=("auto", "request", "batch"),
+        "--encode",
+        default="auto",
+        choices=("auto", "request", "batch"),
         help="when images are encoded: each request as soon as it is decoded, the beam searches "
         "batched (request), or each batch whole (batch); auto: request with the ONNX Runtime "
         "encoder, batch with torch's (default: auto)",
-    )  # fmt: skip
+    )
     add_backend_argument(parser)
 
 
@@ -90,25 +96,32 @@ def _add_limit_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds a client may pause while sending its upload, 408 beyond (default: 10)",
     )
     parser.add_argument(
-        "--max-upload-memory", type=parse_size, default="64MB",
+        "--max-upload-memory",
+        type=parse_size,
+        default="64MB",
         help="bytes of the uploads being received held in memory by all requests together (past "
         "the first 64 KB of each); more goes to temporary files (default: 64MB)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--max-upload-disk", type=parse_size, default="1GB",
+        "--max-upload-disk",
+        type=parse_size,
+        default="1GB",
         help="bytes of the uploads being received held in temporary files; more is refused with "
         "503 until some finish (default: 1GB)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--max-connections", type=int, default=None,
+        "--max-connections",
+        type=int,
+        default=None,
         help="open connections at most; past it the oldest one with no request in progress is "
         "closed (default: what the open-file limit allows, at most 1000)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--header-timeout", type=float, default=5.0,
+        "--header-timeout",
+        type=float,
+        default=5.0,
         help="seconds a connection may stay open without sending a request (default: 5)",
-    )  # fmt: skip
-
+    )
 
 
 _FLAGS = {"beam_size": "--beam", "encode_per_request": "--encode"}  # ServeConfig's other names

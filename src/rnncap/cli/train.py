@@ -80,11 +80,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
         if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"{_HELP[f.name]} (default: {default})")  # fmt: skip
+            parser.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{_HELP[f.name]} (default: {default})",
+            )
         else:
-            parser.add_argument(flag, type=type(default), default=None, metavar=f.name.upper(),
-                                help=f"{_HELP[f.name]} (default: {default})")  # fmt: skip
+            parser.add_argument(
+                flag,
+                type=type(default),
+                default=None,
+                metavar=f.name.upper(),
+                help=f"{_HELP[f.name]} (default: {default})",
+            )
 
 
 def resolve_config(args: argparse.Namespace):

@@ -48,16 +48,24 @@ def encoded_batches(
 
     from rnncap.data.images import ImageFiles, collate_images
 
-    loader = DataLoader(ImageFiles(paths, encoder.preprocess), batch_size=batch_size,
-                        num_workers=workers, collate_fn=collate_images,
-                        pin_memory=device.type == "cuda")  # fmt: skip
+    loader = DataLoader(
+        ImageFiles(paths, encoder.preprocess),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate_images,
+        pin_memory=device.type == "cuda",
+    )
     return _encode(encoder, loader, device, mirrored)
 
 
 def overlapped_batches(
-    paths: Sequence[Path], encoder, device: torch.device, batch_size: int, workers: int,
+    paths: Sequence[Path],
+    encoder,
+    device: torch.device,
+    batch_size: int,
+    workers: int,
     mirrored: bool,
-):  # fmt: skip
+):
     """`encoded_batches` with JPEGs decoded on `device` (`device_batches`, `workers` reader
     threads) in one background thread and encoded in another (any device; on CUDA each on a
     stream of its own)."""
@@ -68,8 +76,9 @@ def overlapped_batches(
         return device_batches(paths, encoder, device, batch_size, workers)
 
     def encoded():
-        return _encode(encoder, in_background(decoded, device, name="rnncap-decode"),
-                       device, mirrored)  # fmt: skip
+        return _encode(
+            encoder, in_background(decoded, device, name="rnncap-decode"), device, mirrored
+        )
 
     return in_background(encoded, device, name="rnncap-encode")
 

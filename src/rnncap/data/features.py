@@ -346,8 +346,9 @@ def build_cache(
     if not todo:
         return stats
     encoder = encoder.to(device).eval()
-    batches = encoded_batches([by_key[k] for k in todo], encoder, device, batch_size, workers,
-                              device_decode, mirrored)  # fmt: skip
+    batches = encoded_batches(
+        [by_key[k] for k in todo], encoder, device, batch_size, workers, device_decode, mirrored
+    )
     start = time.perf_counter()
     _write_shards(batches, todo, cache, stats, shard_size, progress)
     stats.seconds = time.perf_counter() - start
@@ -356,8 +357,14 @@ def build_cache(
     return stats
 
 
-def _write_shards(batches, todo: list[str], cache: FeatureCache, stats: BuildStats,
-                  shard_size: int, progress: bool) -> None:
+def _write_shards(
+    batches,
+    todo: list[str],
+    cache: FeatureCache,
+    stats: BuildStats,
+    shard_size: int,
+    progress: bool,
+) -> None:
     """Gather `encoded_batches` into shards of `shard_size` images, written in the background;
     failures and counts go to `stats`."""
     import torch

@@ -165,9 +165,13 @@ class DevicePreprocess:
             x = torch.stack([pixels[k] for k in positions]).float()  # (n, 3, h, w)
             for size, needed in (((h, S), w != S), ((S, S), h != S)):
                 if needed:
-                    x = torch.nn.functional.interpolate(
-                        x, size=size, mode="bicubic", antialias=True, align_corners=False
-                    ).round_().clamp_(0, 255)
+                    x = (
+                        torch.nn.functional.interpolate(
+                            x, size=size, mode="bicubic", antialias=True, align_corners=False
+                        )
+                        .round_()
+                        .clamp_(0, 255)
+                    )
             out[positions] = x
         return out
 

@@ -167,12 +167,21 @@ def beam_search(
     """
     _check_arguments(beam_size, no_repeat_ngram)
     with backend(features)[1].inference():
-        return _search(model, features, beam_size, max_length, length_penalty, no_repeat_ngram,
-                       word_bonus, no_end_after)  # fmt: skip
+        return _search(
+            model,
+            features,
+            beam_size,
+            max_length,
+            length_penalty,
+            no_repeat_ngram,
+            word_bonus,
+            no_end_after,
+        )
 
 
-def _search(model, features, K, max_length, length_penalty, no_repeat_ngram, word_bonus,
-            no_end_after) -> Decoded:  # fmt: skip
+def _search(
+    model, features, K, max_length, length_penalty, no_repeat_ngram, word_bonus, no_end_after
+) -> Decoded:
     cfg = model.config
     max_length = cfg.max_length if max_length is None else max_length
     state = model.init_state(features)
@@ -197,11 +206,16 @@ def _search(model, features, K, max_length, length_penalty, no_repeat_ngram, wor
     for _ in range(max_length):
         rows = _rows_to_step(finished, scores)  # (R,) | None: all
         log_probs, state, weights = _step_rows(xp, ops, model, tokens, state, rows, static)
-        log_probs = rules.constrain(xp, ops, xp.astype(log_probs, dtype, copy=False),
-                                    *_of_rows(xp, history, bonus, rows), no_repeat_ngram,
-                                    no_end_after, cfg.end_id)  # fmt: skip  (R, V)
-        scores, beam, word = _extend(xp, ops, scores, log_probs, rows, finished, banned,
-                                     cfg.pad_id)  # fmt: skip
+        log_probs = rules.constrain(
+            xp,
+            ops,
+            xp.astype(log_probs, dtype, copy=False),
+            *_of_rows(xp, history, bonus, rows),
+            no_repeat_ngram,
+            no_end_after,
+            cfg.end_id,
+        )  # (R, V)
+        scores, beam, word = _extend(xp, ops, scores, log_probs, rows, finished, banned, cfg.pad_id)
         parent = xp.reshape(base + beam, (-1,))  # (N*K,)
         # Static entries (the attention grid A) are one per image: reordering beams within an
         # image leaves them as they are.
@@ -211,8 +225,11 @@ def _search(model, features, K, max_length, length_penalty, no_repeat_ngram, wor
             bonus = rules.spend(xp, bonus, parent, word)
         if weights is not None:
             w = xp.take(xp.astype(weights, dtype, copy=False), parent, axis=0)[:, None, :]
-            attn_history = (w if attn_history is None else
-                            xp.concat([xp.take(attn_history, parent, axis=0), w], axis=1))
+            attn_history = (
+                w
+                if attn_history is None
+                else xp.concat([xp.take(attn_history, parent, axis=0), w], axis=1)
+            )
         finished = rules.ended(xp, finished, parent, word, scores, bonus, cfg, early_stop)
         tokens = xp.reshape(word, (-1,))
         if bool(xp.all(finished)):

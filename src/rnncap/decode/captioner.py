@@ -102,9 +102,14 @@ def load(
     from rnncap.models.fusion import load_language_models
 
     return Captioner(
-        network, vocab, options, backend=backend or "auto", name=str(model), folder=folder,
+        network,
+        vocab,
+        options,
+        backend=backend or "auto",
+        name=str(model),
+        folder=folder,
         language_models=load_language_models(folder, vocab, device),
-    )  # fmt: skip
+    )
 
 
 def _inference(method):
@@ -206,8 +211,9 @@ class Captioner:
             features = features.to(self.device, non_blocking=True).float()
         options = options or self.options
         bonus = self._word_bonus(features, options, class_logits)
-        decoded = decode(self._decoder(options), features, options, bonus,
-                         self._no_end_after(options))  # fmt: skip
+        decoded = decode(
+            self._decoder(options), features, options, bonus, self._no_end_after(options)
+        )
         grid = tuple(features.shape[2:4]) if features.ndim == 4 else None
         attention = decoded.attention or [None] * len(decoded.tokens)
         names = names if names is not None else [None] * len(decoded.tokens)
@@ -255,13 +261,16 @@ class Captioner:
             return None
         if class_logits is not None or self.model is None:
             if class_logits is None:
-                raise CaptionError("classifier guidance needs the images' class logits: caption "
-                                   "images, or give class_logits with the features")  # fmt: skip
+                raise CaptionError(
+                    "classifier guidance needs the images' class logits: caption "
+                    "images, or give class_logits with the features"
+                )
             from rnncap.models.guidance import ClassifierGuide
 
             guide = ClassifierGuide(None, self.vocab.stoi, len(self.vocab))
-            return guide.bonus_from_logits(class_logits, options.guidance,
-                                           options.guidance_threshold)  # fmt: skip
+            return guide.bonus_from_logits(
+                class_logits, options.guidance, options.guidance_threshold
+            )
         if self._guide is None:
             from rnncap.models.encoders import build_encoder
             from rnncap.models.guidance import ClassifierGuide

@@ -46,9 +46,12 @@ def runtime_parts(folder: Path, threads: int | None = None, export=None):
             f"into the model folder (rnncap export MODEL OUT, with torch installed)"
         )
     if (encoder.name, encoder.out_channels) != (config.encoder, config.feature_dim):
-        raise InvalidFileError(encoder.path, f"a {encoder.name} encoder of {encoder.out_channels} "
-                               f"channels, but the model's is {config.encoder} of "
-                               f"{config.feature_dim}")  # fmt: skip
+        raise InvalidFileError(
+            encoder.path,
+            f"a {encoder.name} encoder of {encoder.out_channels} "
+            f"channels, but the model's is {config.encoder} of "
+            f"{config.feature_dim}",
+        )
     return decoder, encoder, vocab
 
 
@@ -59,8 +62,9 @@ def runtime_captioner(folder: Path, name: str, export=None):
     from rnncap.decode.inputs import folder_options
 
     decoder, encoder, vocab = runtime_parts(folder, export=export)
-    return Captioner(None, vocab, folder_options(folder), name=name, decoder=decoder,
-                     encoder=encoder)  # fmt: skip
+    return Captioner(
+        None, vocab, folder_options(folder), name=name, decoder=decoder, encoder=encoder
+    )
 
 
 def stack_pixels(encoder, images) -> np.ndarray:

@@ -40,8 +40,9 @@ class EvalConfig:
 
         check_types(self)
         if self.format not in list_formats():
-            raise ConfigError("format", f"must be one of {', '.join(list_formats())}, "
-                                        f"got {self.format!r}")  # fmt: skip
+            raise ConfigError(
+                "format", f"must be one of {', '.join(list_formats())}, got {self.format!r}"
+            )
         if self.split not in ("train", "dev", "test"):
             raise ConfigError("split", f"must be train, dev or test, got {self.split!r}")
         if self.beam is not None:

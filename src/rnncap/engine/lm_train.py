@@ -35,7 +35,6 @@ class LMTrainConfig:
     model: LMConfig = field(default_factory=LMConfig)
 
 
-
 def encode_captions(captions: Sequence[str], vocab: Vocabulary) -> list[list[int]]:
     """Each caption as `<start> words <end>` ids; empty captions are dropped."""
     return [ids for ids in (vocab.encode(c) for c in captions) if len(ids) > 2]
@@ -141,8 +140,13 @@ def train(
     model.train()
     for epoch in range(1, config.epochs + 1):
         total, count = 0.0, 0
-        bar = tqdm(batches(train_seqs, config.batch_size, pad_id, rng), total=n_batches,
-                   desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False)
+        bar = tqdm(
+            batches(train_seqs, config.batch_size, pad_id, rng),
+            total=n_batches,
+            desc=f"epoch {epoch}/{config.epochs}",
+            disable=not progress,
+            leave=False,
+        )
         for b, batch in enumerate(bar):
             if b >= n_batches:
                 break
@@ -160,13 +164,17 @@ def train(
         history.epoch_train_ppl.append(math.exp(total / max(count, 1)))
         history.epoch_val_ppl.append(perplexity(model, val_seqs, pad_id))
         if progress:
-            print(f"epoch {epoch}: train perplexity {history.epoch_train_ppl[-1]:.2f}, "
-                  f"validation perplexity {history.epoch_val_ppl[-1]:.2f}", flush=True)
+            print(
+                f"epoch {epoch}: train perplexity {history.epoch_train_ppl[-1]:.2f}, "
+                f"validation perplexity {history.epoch_val_ppl[-1]:.2f}",
+                flush=True,
+            )
     return history
 
 
-def save(model: LanguageModel, vocab: Vocabulary, config: LMTrainConfig, history: History,
-         out: Path) -> None:
+def save(
+    model: LanguageModel, vocab: Vocabulary, config: LMTrainConfig, history: History, out: Path
+) -> None:
     """model.safetensors, config.json (model + training config), vocab.json, history.json."""
     from safetensors.torch import save
 

@@ -54,8 +54,14 @@ def train_epoch(
     """
     parameters = list(parameters)
     total, weight, stats = 0.0, 0, {}
-    bar = tqdm(zip(batches, mirrors, strict=True), total=len(batches), desc=desc, unit="batch",
-               disable=not progress, file=sys.stderr)  # fmt: skip
+    bar = tqdm(
+        zip(batches, mirrors, strict=True),
+        total=len(batches),
+        desc=desc,
+        unit="batch",
+        disable=not progress,
+        file=sys.stderr,
+    )
     for batch, mirror in bar:
         step = objective(BatchShare(batch[rank::world].tolist(), mirror[rank::world], len(batch)))
         optimizer.zero_grad(set_to_none=True)
@@ -68,8 +74,9 @@ def train_epoch(
         for name, value in step.stats.items():
             stats.setdefault(name, []).append(value)
         shown = {name: f"{np.mean(values):.3f}" for name, values in stats.items()}
-        bar.set_postfix(loss=f"{total / weight:.3f}", **shown,
-                        lr=f"{scheduler.get_last_lr()[0]:.2e}")  # fmt: skip
+        bar.set_postfix(
+            loss=f"{total / weight:.3f}", **shown, lr=f"{scheduler.get_last_lr()[0]:.2e}"
+        )
     record = {"train_loss": total / max(weight, 1)}
     record.update({f"train_{name}": float(np.mean(values)) for name, values in stats.items()})
     record["lr"] = scheduler.get_last_lr()[0]

@@ -45,9 +45,15 @@ def build_model(
             )
         return init.to(device)
     model_cfg = CaptionerConfig(
-        encoder=cfg.encoder, feature_dim=feature_dim, cell_type=cfg.cell_type,
-        wordvec_dim=cfg.wordvec_dim, hidden_dim=cfg.hidden_dim, vocab_size=len(vocab),
-        max_length=cfg.max_length, dropout=cfg.dropout, deep_output=cfg.deep_output,
-    )  # fmt: skip
+        encoder=cfg.encoder,
+        feature_dim=feature_dim,
+        cell_type=cfg.cell_type,
+        wordvec_dim=cfg.wordvec_dim,
+        hidden_dim=cfg.hidden_dim,
+        vocab_size=len(vocab),
+        max_length=cfg.max_length,
+        dropout=cfg.dropout,
+        deep_output=cfg.deep_output,
+    )
     torch.manual_seed(cfg.seed)
     return CaptioningRNN(model_cfg).to(device)

@@ -74,8 +74,9 @@ def reward_scorer(
     references."""
     if mirrored:
         swapped = [[mirror_text(c) for c in refs] for refs in references]
-        return MirroredScorer(reward_scorer(references, reward_end),
-                              reward_scorer(swapped, reward_end))  # fmt: skip
+        return MirroredScorer(
+            reward_scorer(references, reward_end), reward_scorer(swapped, reward_end)
+        )
     if not reward_end:
         return CiderD(references)
     return CiderD([[ptb_tokenize(c) + [END_WORD] for c in refs] for refs in references])
@@ -141,8 +142,7 @@ def mirror_text(caption: str) -> str:
     """The caption of the mirror image: "left" and "right" swapped (written in lower case, as
     CIDEr-D's tokenisation would make them anyway)."""
     pattern = r"\b(" + "|".join(MIRROR_WORDS) + r")\b"
-    return re.sub(pattern, lambda m: MIRROR_WORDS[m.group(1).lower()], caption,
-                  flags=re.IGNORECASE)  # fmt: skip
+    return re.sub(pattern, lambda m: MIRROR_WORDS[m.group(1).lower()], caption, flags=re.IGNORECASE)
 
 
 def caption_words(samples: torch.Tensor, itos: Sequence[str], config) -> list[list[str]]:
@@ -217,7 +217,15 @@ def scst_loss(
     # the scorer's rows: image i, or i + I for its mirror image's (left/right) references
     rows = np.array(share.images) + len(split.names) * share.mirror.numpy()
     loss, stats = scst_batch(
-        model, net, features.to(device).float(), rows, scorer, itos, samples_per_image,
-        max_length, generator, reward_end,
-    )  # fmt: skip
+        model,
+        net,
+        features.to(device).float(),
+        rows,
+        scorer,
+        itos,
+        samples_per_image,
+        max_length,
+        generator,
+        reward_end,
+    )
     return Step(loss, 1, stats)

@@ -40,8 +40,9 @@ def parse_sources(spec: str) -> list[Source]:
         if not sep or not rest:
             raise ConfigError("extra_data", f"{entry!r} is not FORMAT:DIR[@WEIGHT]")
         if fmt not in list_formats():
-            raise ConfigError("extra_data", f"{entry!r}: format must be one of "
-                              f"{', '.join(list_formats())}")  # fmt: skip
+            raise ConfigError(
+                "extra_data", f"{entry!r}: format must be one of {', '.join(list_formats())}"
+            )
         path, at, weight = rest.rpartition("@") if "@" in rest else (rest, "", "1")
         try:
             value = float(weight)

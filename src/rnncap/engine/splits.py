@@ -98,14 +98,18 @@ def _concat(pieces: list[CaptionSplit]) -> CaptionSplit:
     mirrored = None
     if all(p.mirrored is not None for p in pieces):
         mirrored = torch.cat([p.mirrored for p in pieces])
-    weights = torch.cat([
-        p.weights if p.weights is not None else torch.ones(len(p.names)) for p in pieces
-    ])  # fmt: skip
+    weights = torch.cat(
+        [p.weights if p.weights is not None else torch.ones(len(p.names)) for p in pieces]
+    )
     return CaptionSplit(
-        [n for p in pieces for n in p.names], torch.cat([p.features for p in pieces]),
-        [c for p in pieces for c in p.captions], [r for p in pieces for r in p.references],
-        mirrored, weights, [len(p.names) for p in pieces],
-    )  # fmt: skip
+        [n for p in pieces for n in p.names],
+        torch.cat([p.features for p in pieces]),
+        [c for p in pieces for c in p.captions],
+        [r for p in pieces for r in p.references],
+        mirrored,
+        weights,
+        [len(p.names) for p in pieces],
+    )
 
 
 def load_text(cfg: TrainConfig, vocab: Vocabulary) -> list[list[list[int]]]:
@@ -187,6 +191,10 @@ def head(split: CaptionSplit, n: int) -> CaptionSplit:
     mirrored = split.mirrored[:n] if split.mirrored is not None else None
     weights = split.weights[:n] if split.weights is not None else None
     return CaptionSplit(
-        split.names[:n], split.features[:n], split.captions[:n], split.references[:n], mirrored,
+        split.names[:n],
+        split.features[:n],
+        split.captions[:n],
+        split.references[:n],
+        mirrored,
         weights,  # the first n images: sources are not tracked
     )

@@ -187,15 +187,31 @@ def _start(cfg: TrainConfig) -> _Run:
 
 
 def make_run(
-    cfg: TrainConfig, model: CaptioningRNN, vocab: Vocabulary, train_split: CaptionSplit,
-    dev_split: CaptionSplit, device: torch.device, rank: int = 0, world: int = 1, log=None,
-) -> _Run:  # fmt: skip
+    cfg: TrainConfig,
+    model: CaptioningRNN,
+    vocab: Vocabulary,
+    train_split: CaptionSplit,
+    dev_split: CaptionSplit,
+    device: torch.device,
+    rank: int = 0,
+    world: int = 1,
+    log=None,
+) -> _Run:
     """A run ready for `run_epoch`: the model on `device`, its AdamW, the schedule over
     cfg.epochs of train_split, the caption text (xe) or the CIDEr-D scorer (scst). `train` makes
     one from the data set; `benchmarks/train_throughput.py` from features in memory."""
     log = log or (lambda *a: None)
-    run = _Run(cfg, Path(cfg.out), rank, world, device, log, Captioner(model, vocab, GREEDY),
-               train_split, dev_split)  # fmt: skip
+    run = _Run(
+        cfg,
+        Path(cfg.out),
+        rank,
+        world,
+        device,
+        log,
+        Captioner(model, vocab, GREEDY),
+        train_split,
+        dev_split,
+    )
     images = expected_images(train_split.weights, len(train_split.names))
     steps_per_epoch = math.ceil(images / (cfg.batch_images * world))
     total_steps = 1 if cfg.dry_run else steps_per_epoch * cfg.epochs
@@ -205,8 +221,9 @@ def make_run(
         run.text = TextBatches(load_text(cfg, vocab), cfg.text_ratio, cfg.seed)
         log(f"caption text: {len(run.text.groups)} groups, {cfg.text_ratio} per photo")
     if cfg.objective == "scst":
-        run.scorer = split_scorer(train_split.references, train_split.sources, cfg.reward_end,
-                                  cfg.mirror > 0)  # fmt: skip
+        run.scorer = split_scorer(
+            train_split.references, train_split.sources, cfg.reward_end, cfg.mirror > 0
+        )
     run.net = model
     return run
 
@@ -252,10 +269,18 @@ def run_epoch(run: _Run, batches: list[torch.Tensor], epoch: int) -> dict:
     mirrors = mirror_masks(batches, cfg.mirror, cfg.seed, epoch)  # (B,) each: shown mirrored
     objective = partial(OBJECTIVES[cfg.objective], **_objective_arguments(run, epoch))
     record = train_epoch(
-        objective, batches, mirrors, optimizer=run.optimizer, scheduler=run.scheduler,
-        parameters=run.model.parameters(), clip=cfg.clip, rank=run.rank, world=run.world,
-        desc=f"{cfg.objective} {epoch}/{cfg.epochs}", progress=run.main and cfg.progress,
-    )  # fmt: skip
+        objective,
+        batches,
+        mirrors,
+        optimizer=run.optimizer,
+        scheduler=run.scheduler,
+        parameters=run.model.parameters(),
+        clip=cfg.clip,
+        rank=run.rank,
+        world=run.world,
+        desc=f"{cfg.objective} {epoch}/{cfg.epochs}",
+        progress=run.main and cfg.progress,
+    )
     return {"epoch": epoch, **record}
 
 
@@ -267,10 +292,15 @@ def _objective_arguments(run: _Run, epoch: int) -> dict:
         # sampling seeded by (seed, epoch, process): a resumed run repeats an uninterrupted one
         seed = 10_000 + cfg.seed * 1000 + epoch + 100_000 * run.rank
         return dict(
-            common, model=run.model, scorer=run.scorer, itos=run.vocab.itos,
-            samples_per_image=cfg.samples_per_image, max_length=cfg.max_caption_words,
-            generator=torch.Generator().manual_seed(seed), reward_end=cfg.reward_end,
-        )  # fmt: skip
+            common,
+            model=run.model,
+            scorer=run.scorer,
+            itos=run.vocab.itos,
+            samples_per_image=cfg.samples_per_image,
+            max_length=cfg.max_caption_words,
+            generator=torch.Generator().manual_seed(seed),
+            reward_end=cfg.reward_end,
+        )
     text = None
     if run.text is not None:
         run.text.start_epoch(epoch)
@@ -279,10 +309,13 @@ def _objective_arguments(run: _Run, epoch: int) -> dict:
             return run.text.take(photos)[run.rank :: run.world]
 
     return dict(
-        common, pad_id=run.vocab.pad_id, swap=left_right_swap(run.vocab),
+        common,
+        pad_id=run.vocab.pad_id,
+        swap=left_right_swap(run.vocab),
         attention_reg=cfg.attention_reg if cfg.cell_type == "attn" else 0.0,
-        amp=cfg.amp and run.device.type == "cuda", text=text,
-    )  # fmt: skip
+        amp=cfg.amp and run.device.type == "cuda",
+        text=text,
+    )
 
 
 def _end_epoch(run: _Run, record: dict, t0: float) -> int:
@@ -342,6 +375,9 @@ def _save_last(run: _Run, epoch: int) -> None:
     if run.device.type == "cuda":
         state["cuda_rng"] = torch.cuda.get_rng_state(run.device)
     save_model(
-        run.out / "last", run.model, run.vocab, extra={"train": asdict(run.cfg), "epoch": epoch},
+        run.out / "last",
+        run.model,
+        run.vocab,
+        extra={"train": asdict(run.cfg), "epoch": epoch},
         files={TRAIN_STATE: lambda path: path.write_bytes(_serialized(state))},
-    )  # fmt: skip
+    )

@@ -55,8 +55,12 @@ class CaptionerConfig:
         check_range("max_length", self.max_length, 1, MAX_LENGTH)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError("dropout", f"must be in [0, 1), got {self.dropout}")
-        ids = {"pad_id": self.pad_id, "start_id": self.start_id, "end_id": self.end_id,
-               "unk_id": self.unk_id}  # fmt: skip
+        ids = {
+            "pad_id": self.pad_id,
+            "start_id": self.start_id,
+            "end_id": self.end_id,
+            "unk_id": self.unk_id,
+        }
         for name, value in ids.items():
             if not 0 <= value < self.vocab_size:
                 raise ConfigError(

@@ -49,6 +49,7 @@ def save_model(
     decoding: the model's own decoding settings (`DecodeOptions` as a dict), config.json
     "decoding": what `rnncap.load` and every command use when no flag overrides them.
     """
+
     def write(tmp: Path) -> None:
         state = {
             k: (v.detach().to(dtype) if dtype is not None and v.is_floating_point() else v.detach())

@@ -109,8 +109,8 @@ def load_language_model(folder: str | Path, device: torch.device | str = "cpu"):
     vocab = Vocabulary.load(folder / "vocab.json")
     if len(vocab) != config.vocab_size:
         raise InvalidFileError(
-            folder / "vocab.json", f"{len(vocab)} words, but {CONFIG} says vocab_size "
-            f"{config.vocab_size}"
+            folder / "vocab.json",
+            f"{len(vocab)} words, but {CONFIG} says vocab_size {config.vocab_size}",
         )
     model = LanguageModel(config)
     model.load_state_dict(read_weights(folder, config, build=LanguageModel))

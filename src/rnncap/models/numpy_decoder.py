@@ -20,8 +20,14 @@ def expected_shapes(config: CaptionerConfig) -> dict[str, tuple[int, ...]]:
     """The weights' names and shapes in a model folder of this config (the torch state dict's)."""
     V, W, H, C = config.vocab_size, config.wordvec_dim, config.hidden_dim, config.feature_dim
     G = H if config.cell_type == "rnn" else 4 * H  # gate width
-    shapes = {"embed.weight": (V, W), "feature_proj.weight": (H, C), "feature_proj.bias": (H,),
-              "cell.Wx": (W, G), "cell.Wh": (H, G), "cell.b": (G,)}  # fmt: skip
+    shapes = {
+        "embed.weight": (V, W),
+        "feature_proj.weight": (H, C),
+        "feature_proj.bias": (H,),
+        "cell.Wx": (W, G),
+        "cell.Wh": (H, G),
+        "cell.b": (G,),
+    }
     if config.cell_type == "attn":
         shapes["cell.Wattn"] = (H, G)
     if config.deep_output:

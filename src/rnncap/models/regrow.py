@@ -19,8 +19,8 @@ _VOCAB_ROWS = ("embed.weight", "vocab_proj.weight", "vocab_proj.bias")  # (V, ..
 
 def grown_vocabulary(old: Vocabulary, new_words: Vocabulary) -> Vocabulary:
     """`old`'s words in their order, then the words of `new_words` that `old` lacks."""
-    added = [w for w in new_words.itos[len(SPECIALS):] if w not in old]
-    return Vocabulary([*old.itos[len(SPECIALS):], *added])
+    added = [w for w in new_words.itos[len(SPECIALS) :] if w not in old]
+    return Vocabulary([*old.itos[len(SPECIALS) :], *added])
 
 
 @torch.no_grad()

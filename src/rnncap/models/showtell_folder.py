@@ -46,8 +46,12 @@ def save_show_tell(folder: str | Path, model: ShowTell, info: dict | None = None
 
     def write(tmp: Path) -> None:
         (tmp / WEIGHTS).write_bytes(save(state))  # a full disk is an OSError naming the errno
-        config = {"kind": KIND, KIND: {"vocab_size": len(model.vocab)}, "decoding": GREEDY,
-                  "info": info or {}}  # fmt: skip
+        config = {
+            "kind": KIND,
+            KIND: {"vocab_size": len(model.vocab)},
+            "decoding": GREEDY,
+            "info": info or {},
+        }
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
         words = json.dumps({"tokens": model.vocab.itos}, indent=0)
         (tmp / VOCAB).write_text(words + "\n", encoding="utf-8")

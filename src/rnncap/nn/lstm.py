@@ -41,8 +41,16 @@ class _LSTMFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, h0: Tensor, c0: Tensor, Wx: Tensor, Wh: Tensor, b: Tensor,
-                graphs: LoopGraphs | None = None):  # fmt: skip
+    def forward(
+        ctx,
+        x: Tensor,
+        h0: Tensor,
+        c0: Tensor,
+        Wx: Tensor,
+        Wh: Tensor,
+        b: Tensor,
+        graphs: LoopGraphs | None = None,
+    ):
         N, T, D = x.shape
         H = Wh.shape[0]
         x_tm = x.transpose(0, 1).reshape(T * N, D)  # time-major rows, so each step is contiguous
@@ -169,18 +177,30 @@ def _backward_loop(K, Kc, f, dhs, Wh, dA):
 # --------------------------------------------------------------------------- CUDA graphs
 def _forward_buffers(x: Tensor, T: int, N: int, H: int) -> dict[str, Tensor]:
     shapes = {
-        "gates": (T, N, 4 * H), "h0": (N, H), "c0": (N, H), "Wh": (H, 4 * H), "b": (4 * H,),
-        "cells": (T, N, H), "tanh_cells": (T, N, H), "hs": (T, N, H),
-    }  # fmt: skip
+        "gates": (T, N, 4 * H),
+        "h0": (N, H),
+        "c0": (N, H),
+        "Wh": (H, 4 * H),
+        "b": (4 * H,),
+        "cells": (T, N, H),
+        "tanh_cells": (T, N, H),
+        "hs": (T, N, H),
+    }
     return {name: x.new_zeros(shape) for name, shape in shapes.items()}
 
 
 def _backward_buffers(cells: Tensor) -> dict[str, Tensor]:
     T, N, H = cells.shape
     shapes = {
-        "K": (T, N, 4, H), "Kc": (T, N, H), "f": (T, N, H), "dhs": (N, T, H), "Wh": (H, 4 * H),
-        "dA": (T, N, 4, H), "dh": (N, H), "dc": (N, H),
-    }  # fmt: skip
+        "K": (T, N, 4, H),
+        "Kc": (T, N, H),
+        "f": (T, N, H),
+        "dhs": (N, T, H),
+        "Wh": (H, 4 * H),
+        "dA": (T, N, 4, H),
+        "dh": (N, H),
+        "dc": (N, H),
+    }
     return {name: cells.new_zeros(shape) for name, shape in shapes.items()}
 
 
@@ -257,8 +277,9 @@ class LSTM(nn.Module):
         if getattr(m, "proj_size", 0):
             raise ValueError("from_torch does not support proj_size")
         H = m.hidden_size
-        order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H),
-                           torch.arange(2 * H, 3 * H)])  # i, f, o, g from i, f, g, o
+        order = torch.cat(
+            [torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)]
+        )  # i, f, o, g from i, f, g, o
         w_ih, w_hh = m.weight_ih_l0.detach(), m.weight_hh_l0.detach()
         bias = (m.bias_ih_l0 + m.bias_hh_l0).detach()
         out = cls(m.input_size, H).to(device=w_ih.device, dtype=w_ih.dtype)

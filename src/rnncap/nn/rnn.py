@@ -21,8 +21,15 @@ class _RNNFunction(torch.autograd.Function):
     With `graphs` (CUDA only) the two time loops are replayed as recorded CUDA graphs."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, h0: Tensor, Wx: Tensor, Wh: Tensor, b: Tensor,
-                graphs: LoopGraphs | None = None):  # fmt: skip
+    def forward(
+        ctx,
+        x: Tensor,
+        h0: Tensor,
+        Wx: Tensor,
+        Wh: Tensor,
+        b: Tensor,
+        graphs: LoopGraphs | None = None,
+    ):
         N, T, D = x.shape
         H = Wh.shape[0]
         if graphs is None:
@@ -95,9 +102,15 @@ def _backward_loop(dtanh, dhs, Wh, dA):
 # --------------------------------------------------------------------------- CUDA graphs
 def _buffers(like: Tensor, N: int, T: int, H: int, *names: str) -> dict[str, Tensor]:
     shapes = {
-        "xa": (N, T, H), "h0": (N, H), "Wh": (H, H), "hs": (N, T, H), "dtanh": (N, T, H),
-        "dhs": (N, T, H), "dA": (N, T, H), "dh": (N, H),
-    }  # fmt: skip
+        "xa": (N, T, H),
+        "h0": (N, H),
+        "Wh": (H, H),
+        "hs": (N, T, H),
+        "dtanh": (N, T, H),
+        "dhs": (N, T, H),
+        "dA": (N, T, H),
+        "dh": (N, H),
+    }
     return {name: like.new_zeros(shapes[name]) for name in names}
 
 

@@ -97,29 +97,68 @@ def _recurrent_cases(randn: Callable, N: int, T: int, D: int, H: int, P: int) ->
     lstm_step = {**step, "prev_c": randn(N, H)}
     return [
         ("rnn_step", rnn.rnn_step_forward, rnn.rnn_step_backward, {**step, **rnn_params}, 1),
-        ("rnn", rnn.rnn_forward, rnn.rnn_backward,
-         {"x": randn(N, T, D), "h0": randn(N, H), **rnn_params}, 1),
-        ("lstm_step", lstm.lstm_step_forward, lstm.lstm_step_backward,
-         {**lstm_step, **lstm_params}, 2),
-        ("lstm", lstm.lstm_forward, lstm.lstm_backward,
-         {"x": randn(N, T, D), "h0": randn(N, H), **lstm_params}, 1),
-        ("attention", attention.attention_forward, attention.attention_backward,
-         {"prev_h": randn(N, H), "A": randn(N, H, P)}, 1),
-        ("attention_lstm_step", attention.attention_lstm_step_forward,
-         attention.attention_lstm_step_backward,
-         {**lstm_step, "A": randn(N, H, P), **attn_params}, 2),
-        ("attention_lstm", attention.attention_lstm_forward, attention.attention_lstm_backward,
-         {"x": randn(N, T, D), "A": randn(N, H, P), **attn_params}, 1),
+        (
+            "rnn",
+            rnn.rnn_forward,
+            rnn.rnn_backward,
+            {"x": randn(N, T, D), "h0": randn(N, H), **rnn_params},
+            1,
+        ),
+        (
+            "lstm_step",
+            lstm.lstm_step_forward,
+            lstm.lstm_step_backward,
+            {**lstm_step, **lstm_params},
+            2,
+        ),
+        (
+            "lstm",
+            lstm.lstm_forward,
+            lstm.lstm_backward,
+            {"x": randn(N, T, D), "h0": randn(N, H), **lstm_params},
+            1,
+        ),
+        (
+            "attention",
+            attention.attention_forward,
+            attention.attention_backward,
+            {"prev_h": randn(N, H), "A": randn(N, H, P)},
+            1,
+        ),
+        (
+            "attention_lstm_step",
+            attention.attention_lstm_step_forward,
+            attention.attention_lstm_step_backward,
+            {**lstm_step, "A": randn(N, H, P), **attn_params},
+            2,
+        ),
+        (
+            "attention_lstm",
+            attention.attention_lstm_forward,
+            attention.attention_lstm_backward,
+            {"x": randn(N, T, D), "A": randn(N, H, P), **attn_params},
+            1,
+        ),
     ]
 
 
 def _affine_cases(randn: Callable, N: int, T: int, D: int, H: int) -> list[tuple]:
     """The affine layer, per position and over a sequence."""
     return [
-        ("affine", layers.affine_forward, layers.affine_backward,
-         {"x": randn(N, D), "w": randn(D, H), "b": randn(H)}, 1),
-        ("temporal_affine", layers.temporal_affine_forward, layers.temporal_affine_backward,
-         {"x": randn(N, T, D), "w": randn(D, H), "b": randn(H)}, 1),
+        (
+            "affine",
+            layers.affine_forward,
+            layers.affine_backward,
+            {"x": randn(N, D), "w": randn(D, H), "b": randn(H)},
+            1,
+        ),
+        (
+            "temporal_affine",
+            layers.temporal_affine_forward,
+            layers.temporal_affine_backward,
+            {"x": randn(N, T, D), "w": randn(D, H), "b": randn(H)},
+            1,
+        ),
     ]
 
 

@@ -72,16 +72,24 @@ class ServeConfig:
         check_types(self)
         if self.beam_size is not None:
             check_range("beam_size", self.beam_size, 1, MAX_BEAM)
-        for name in ("max_batch", "max_bytes", "max_queue", "max_request_pixels",
-                     "max_pixels_in_flight", "decode_threads", "search_threads"):  # fmt: skip
+        for name in (
+            "max_batch",
+            "max_bytes",
+            "max_queue",
+            "max_request_pixels",
+            "max_pixels_in_flight",
+            "decode_threads",
+            "search_threads",
+        ):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(name, f"must be at least 1, got {value}")
         for name in ("max_wait_ms", "timeout", "body_timeout"):
             value = getattr(self, name)
             if value < 0 or (value == 0 and name != "max_wait_ms"):
-                raise ConfigError(name, f"must be {'>= 0' if name == 'max_wait_ms' else '> 0'}, "
-                                        f"got {value}")  # fmt: skip
+                raise ConfigError(
+                    name, f"must be {'>= 0' if name == 'max_wait_ms' else '> 0'}, got {value}"
+                )
 
 
 # ------------------------------------------------------------------------ memory
@@ -144,13 +152,24 @@ def create_app(
     run_batch = _batch_runner(captioner, options, config, encode is None)
 
     def batcher() -> MicroBatcher:
-        return MicroBatcher(run_batch, config.max_batch, config.max_wait_ms, config.max_queue,
-                            prepare=encode, threads=threads)  # fmt: skip
+        return MicroBatcher(
+            run_batch,
+            config.max_batch,
+            config.max_wait_ms,
+            config.max_queue,
+            prepare=encode,
+            threads=threads,
+        )
 
     def decoder() -> Decoder:
         side = getattr(encoder, "image_size", 224)
-        return Decoder(captioner.preprocess, side, config.max_pixels_in_flight,
-                       config.decode_threads, after_large=release_free_memory)  # fmt: skip
+        return Decoder(
+            captioner.preprocess,
+            side,
+            config.max_pixels_in_flight,
+            config.decode_threads,
+            after_large=release_free_memory,
+        )
 
     app = FastAPI(
         title="rnncap",
@@ -187,17 +206,26 @@ def _health(app: FastAPI, captioner, config, model_name, options, per_request) -
     """GET /healthz: the model, the settings and the counters of batches, decoding, uploads."""
     model, budget, bodies = captioner.config, app.state.decoder.budget, app.state.uploads
     return {
-        "status": "ok", "model": model_name, "encoder": model.encoder,
-        "backend": captioner.backend, "cell_type": model.cell_type,
+        "status": "ok",
+        "model": model_name,
+        "encoder": model.encoder,
+        "backend": captioner.backend,
+        "cell_type": model.cell_type,
         "vocab_size": len(captioner.vocab),
-        "config": {**asdict(config), "beam_size": options.beam_size,
-                   "encode_per_request": per_request},
+        "config": {
+            **asdict(config),
+            "beam_size": options.beam_size,
+            "encode_per_request": per_request,
+        },
         "batches": asdict(app.state.batcher.stats),
         "decoding": {"pixels_in_flight": budget.used, "peak_pixels_in_flight": budget.peak},
-        "uploads": {"bytes_in_memory": bodies.in_memory, "bytes_on_disk": bodies.on_disk,
-                    "peak_bytes_in_memory": bodies.peak_in_memory,
-                    "peak_bytes_on_disk": bodies.peak_on_disk},
-    }  # fmt: skip
+        "uploads": {
+            "bytes_in_memory": bodies.in_memory,
+            "bytes_on_disk": bodies.on_disk,
+            "peak_bytes_in_memory": bodies.peak_in_memory,
+            "peak_bytes_on_disk": bodies.peak_on_disk,
+        },
+    }
 
 
 async def _caption(
@@ -253,9 +281,10 @@ async def _caption_uploads(
         total += pixels
         if total > config.max_request_pixels:
             results[i] = ApiError(
-                413, f"{name}: not decoded, the request's images exceed "
+                413,
+                f"{name}: not decoded, the request's images exceed "
                 f"{config.max_request_pixels:,} pixels in all (send fewer per request)",
-            )  # fmt: skip
+            )
             continue
         admitted.append((i, name, data, pixels))
     tensors = await asyncio.gather(
