@@ -10,7 +10,6 @@ checked on open, its checksum on first read) and a build re-encodes its images.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rnncap.data.file_hashes import file_crc32, file_key
 from rnncap.utils.device import decode_workers
 from rnncap.utils.errors import DataError
 from rnncap.utils.io import InvalidFileError, atomic_write, atomic_write_text, first_line
@@ -40,15 +40,6 @@ def cache_name(encoder_name: str, mirrored: bool = False) -> str:
     return encoder_name + MIRRORED if mirrored else encoder_name
 
 
-def file_crc32(path: str | Path) -> int:
-    """CRC-32 of a file's bytes (zlib), read in blocks."""
-    crc = 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            crc = zlib.crc32(block, crc)
-    return crc
-
-
 class MissingFeaturesError(DataError, KeyError):
     """Some images are not in the cache (never encoded, or changed since)."""
 
@@ -58,15 +49,6 @@ class MissingFeaturesError(DataError, KeyError):
 
 class FeatureCacheError(DataError, ValueError):
     """Features that do not belong in this cache (another encoder, another shape)."""
-
-
-def file_key(path: str | Path) -> str:
-    """The cache key of an image: the SHA-1 of its file's bytes (hex)."""
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class FeatureCache:

@@ -22,10 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from rnncap.data.images import (
-    ImageFiles,
-    collate_images,
-)
 from rnncap.decode.beam import DecodeOptions, decode
 from rnncap.decode.inputs import (
     CaptionError,
@@ -359,11 +355,12 @@ class Captioner:
 
         `workers` DataLoader processes open and preprocess the images (0: in this process; None:
         the cores the model leaves free, `rnncap.utils.device.decode_workers`) while this one
-        runs the encoder and the beam search on batches of `batch_size` images. On CUDA
-        with `device_decode` the stages overlap (`rnncap.decode.pipeline`): `workers` threads
-        read the files ahead, JPEGs are decoded and preprocessed on the GPU
-        (`rnncap.data.gpu_images`; other files take the PIL path) and encoded in background
-        threads on their own CUDA streams, and each beam search takes several encoder batches.
+        runs the encoder and the beam search on batches of `batch_size` images
+        (`rnncap.decode.loader`). On CUDA with `device_decode` the stages overlap
+        (`rnncap.decode.pipeline`): `workers` threads read the files ahead, JPEGs are decoded
+        and preprocessed on the GPU (`rnncap.data.gpu_images`; other files take the PIL path)
+        and encoded in background threads on their own CUDA streams, and each beam search
+        takes several encoder batches.
         """
 
         from rnncap.utils.device import decode_workers
@@ -384,26 +381,7 @@ class Captioner:
 
             groups = caption_stream(self, paths, options, batch_size, workers)
         else:
-            groups = self._loader_groups(paths, options, batch_size, workers)
+            from rnncap.decode.loader import loader_groups
+
+            groups = loader_groups(self, paths, options, batch_size, workers)
         yield from flatten(groups, len(paths), progress)
-
-    def _loader_groups(self, paths, options: DecodeOptions, batch_size: int, workers: int):
-        """[(index, Caption | Failed)] per batch, sorted: DataLoader processes decode the images
-        with PIL, this one encodes and searches."""
-        from torch.utils.data import DataLoader
-
-        encoder = self.model.encoder  # built once here, before the workers fork
-        loader = DataLoader(
-            ImageFiles(paths, encoder.preprocess),
-            batch_size=batch_size,
-            num_workers=min(workers, -(-len(paths) // batch_size)),  # no idle workers
-            collate_fn=collate_images,
-            pin_memory=self.device.type == "cuda",
-        )
-        names = [str(p) for p in paths]
-        for images, indices, bad in loader:
-            results = [(i, Failed(names[i], message)) for message, i in bad]
-            if images is not None:
-                captions = self.caption_images(images, [names[i] for i in indices], options)
-                results += list(zip(indices, captions, strict=True))
-            yield sorted(results, key=lambda r: r[0])

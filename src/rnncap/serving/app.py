@@ -177,9 +177,23 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    page = _index_html()
     app.state.uploads = BodyBudget(config.max_upload_memory, config.max_upload_disk)
     _add_error_handlers(app)
+    _add_routes(app, captioner, config, model_name, options, encode is not None)
+    return app
+
+
+def _add_routes(
+    app: FastAPI,
+    captioner: Captioner,
+    config: ServeConfig,
+    model_name: str,
+    options,
+    per_request: bool,
+) -> None:
+    """GET / (the page), GET /healthz and POST /caption; `per_request`: each request's images
+    are encoded on their own (the batches are beam searches only)."""
+    page = _index_html()
 
     @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     async def index() -> HTMLResponse:
@@ -187,7 +201,7 @@ def create_app(
 
     @app.api_route("/healthz", methods=["GET", "HEAD"])
     async def healthz() -> dict:
-        return _health(app, captioner, config, model_name, options, encode is not None)
+        return _health(app, captioner, config, model_name, options, per_request)
 
     @app.post("/caption")
     async def caption(request: Request, attention: bool = False) -> dict:
@@ -198,8 +212,6 @@ def create_app(
             body.release()
             if body.size > FREE_BYTES:  # a large body's pages go back to the system
                 release_free_memory()
-
-    return app
 
 
 def _health(app: FastAPI, captioner, config, model_name, options, per_request) -> dict:
