@@ -33,9 +33,10 @@ test: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict
 
-## lint: ruff, and the import-linter contracts of pyproject.toml (the layers of the package)
+## lint: ruff (lint, and the format check), the import-linter contracts of pyproject.toml (layers)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/lint-imports
 
 clean:
