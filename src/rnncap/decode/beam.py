@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rnncap.decode import rules
+from rnncap.decode import constrained, rules
 from rnncap.decode.arrays import backend, device
 from rnncap.decode.options import MAX_BEAM, MAX_FUSION_WEIGHT, DecodeOptions  # noqa: F401
 from rnncap.decode.rules import words_before_end  # noqa: F401 - part of this module's API
@@ -26,18 +26,21 @@ class Decoded:
     attention: list | None  # per image (L, P) array: weights behind each emitted word (attn)
 
 
-def _extend(xp, ops, scores, log_probs, rows, finished, banned: list[int], pad_id: int):
-    """One search step: every image's K best continuations -> (scores, parent beam, word), (N, K).
+def _extend(xp, ops, scores, log_probs, rows, finished, banned: list[int], pad_id: int, need):
+    """One search step: every group's K best continuations -> (scores, parent row, word), each
+    (N, K), N the groups (an image, or an image's state with required words: `constrained`).
 
     scores (N, K) so far, finished (N, K), log_probs (R, V) of the next word for the hypotheses
     `rows` (R,) of the N*K (None: all of them). Banned words are never emitted; a finished
     hypothesis continues only with padding, at no cost, and one not stepped has no continuation.
-    An image's K best continuations are among the K best of each of its hypotheses, so each row
-    offers its top K, (R, K), and each image picks from its K*K: the same choice as a top K over
-    all K*V, without an (N*K, V) array of totals.
+    A group's K best continuations are among the K best of each of its hypotheses, so each row
+    offers its top K, (R, K), and each group picks from its K*K: the same choice as a top K over
+    all K*V, without an (N*K, V) array of totals. With required words (`need`), a state-0 row
+    also offers each of its required words to its image's state-1 group.
     """
     N, K = scores.shape
     log_probs[:, banned] = -INF
+    said = None if need is None else constrained.split_offers(xp, ops, log_probs, need, rows)
     top, words = ops.topk(log_probs, min(K, log_probs.shape[1]))  # (R, k)
     k = top.shape[1]
     flat = xp.reshape(scores, (-1,))
@@ -55,9 +58,18 @@ def _extend(xp, ops, scores, log_probs, rows, finished, banned: list[int], pad_i
     stay[:, 0] = flat  # a finished hypothesis: padding, its score unchanged
     cand = xp.where(done, stay, cand)
     cand_words = xp.where(done, pad_id, cand_words)
+    if need is not None:
+        cross = xp.full((N * K, said.shape[1]), -INF, dtype=scores.dtype, device=at)  # (N*K, M)
+        if rows is None:
+            cross = flat[:, None] + said
+        else:
+            cross[rows, :] = xp.take(flat, rows)[:, None] + said
+        cross = xp.where(done, -INF, cross)
+        return constrained.select(xp, ops, cand, cand_words, cross, need, K, pad_id)
     scores, pick = ops.topk(xp.reshape(cand, (N, K * K)), K)  # (N, K)
-    beam = pick // K  # (N, K) which parent
-    return scores, beam, xp.take_along_axis(xp.reshape(cand_words, (N, K * K)), pick, axis=1)
+    base = xp.reshape(xp.arange(N, dtype=xp.int64, device=at) * K, (N, 1))  # (N, 1)
+    parent = base + pick // K  # (N, K) the row each continuation extends
+    return scores, parent, xp.take_along_axis(xp.reshape(cand_words, (N, K * K)), pick, axis=1)
 
 
 def _best_of_beams(xp, ops, history, scores, attn_history, cfg, length_penalty) -> Decoded:
@@ -157,51 +169,52 @@ def beam_search(
     no_repeat_ngram: int = 0,
     word_bonus=None,
     no_end_after=None,
+    required=None,
 ) -> Decoded:
     """Beam search over a batch of N images at once (N * beam_size hypotheses per step).
 
     features: (N, ...) arrays of the decoder's backend (torch tensors or NumPy arrays).
     A hypothesis ends with <end> (its log-probability counts) or after `max_length` words, then
     keeps its score. `length_penalty` a > 0 ranks the final beams by score / length**a; see
-    `rules.constrain` for `no_repeat_ngram`, `word_bonus` (N, V) and `no_end_after` (V,) bool.
+    `rules.constrain` for `no_repeat_ngram`, `word_bonus` (N, V) and `no_end_after` (V,) bool,
+    and `constrained` for `required` (N, V) bool: the caption says one of the image's marked
+    words when the search finds such a caption.
     """
     _check_arguments(beam_size, no_repeat_ngram)
+    rules_of_search = _Rules(length_penalty, no_repeat_ngram, word_bonus, no_end_after, required)
     with backend(features)[1].inference():
-        return _search(
-            model,
-            features,
-            beam_size,
-            max_length,
-            length_penalty,
-            no_repeat_ngram,
-            word_bonus,
-            no_end_after,
-        )
+        return _search(model, features, beam_size, max_length, rules_of_search)
 
 
-def _search(
-    model, features, K, max_length, length_penalty, no_repeat_ngram, word_bonus, no_end_after
-) -> Decoded:
+@dataclass
+class _Rules:
+    """What a search must respect besides the model's scores (see `beam_search`)."""
+
+    length_penalty: float
+    no_repeat_ngram: int
+    word_bonus: object
+    no_end_after: object
+    required: object
+
+
+def _search(model, features, K: int, max_length: int | None, rule: _Rules) -> Decoded:
     cfg = model.config
     max_length = cfg.max_length if max_length is None else max_length
     state = model.init_state(features)
     xp, ops = backend(state[0])
     N, at = state[0].shape[0], device(state[0])
-    # Every image starts with K copies of its state; only the first copy is live.
-    state, static = rows_per_image(model, state, K)  # (N*K, ...); static entries (N, ...)
+    like = xp.zeros((1,), device=at, dtype=xp.float32)
+    need = constrained.required_rows(xp, ops, _on(xp, ops, rule.required, like), N, K)
+    G = 1 if need is None else constrained.GROUPS  # groups of K hypotheses per image
+    # Every group starts with K copies of its image's state; only the first copy of an image's
+    # first group is live.
+    state, static = rows_per_image(model, state, G * K)  # (N*G*K, ...); static entries (N, ...)
     dtype = xp.float64 if state[0].dtype == xp.float64 else xp.float32  # scores accumulate
-    scores = xp.full((N, K), -INF, device=at, dtype=dtype)
-    scores[:, 0] = 0.0
-    tokens = xp.full((N * K,), cfg.start_id, dtype=xp.int64, device=at)
-    finished = xp.zeros((N, K), dtype=xp.bool, device=at)
-    history = xp.zeros((N * K, 0), dtype=xp.int64, device=at)  # emitted ids incl. <end>
-    attn_history = None  # (N*K, t, P) for attention models
+    scores, tokens, finished, history = _start(xp, N * G, K, cfg.start_id, dtype, at, G)
+    attn_history = None  # (N*G*K, t, P) for attention models
     banned = rules.banned(cfg)
-    base = xp.reshape(xp.arange(N, dtype=xp.int64, device=at) * K, (N, 1))  # (N, 1)
-    bonus = rules.per_hypothesis(xp, ops, word_bonus, N, K, scores)  # (ids, values) | None
-    # settled images stop early only while scores can only fall: no length penalty, and no
-    # step that can score above 0 (a subtracted language model)
-    early_stop = length_penalty == 0 and getattr(model, "steps_nonpositive", True)
+    bonus = rules.per_hypothesis(xp, ops, rule.word_bonus, N, G * K, scores)  # (ids, values)
+    early_stop = _early_stop(xp, model, rule, need, N)
 
     for _ in range(max_length):
         rows = _rows_to_step(finished, scores)  # (R,) | None: all
@@ -211,14 +224,16 @@ def _search(
             ops,
             xp.astype(log_probs, dtype, copy=False),
             *_of_rows(xp, history, bonus, rows),
-            no_repeat_ngram,
-            no_end_after,
+            rule.no_repeat_ngram,
+            rule.no_end_after,
             cfg.end_id,
         )  # (R, V)
-        scores, beam, word = _extend(xp, ops, scores, log_probs, rows, finished, banned, cfg.pad_id)
-        parent = xp.reshape(base + beam, (-1,))  # (N*K,)
-        # Static entries (the attention grid A) are one per image: reordering beams within an
-        # image leaves them as they are.
+        scores, parent, word = _extend(
+            xp, ops, scores, log_probs, rows, finished, banned, cfg.pad_id, need
+        )
+        parent = xp.reshape(parent, (-1,))  # (N*G*K,)
+        # Static entries (the attention grid A) are one per image: reordering hypotheses within
+        # an image leaves them as they are.
         state = tuple(s if i in static else xp.take(s, parent, axis=0) for i, s in enumerate(state))
         history = xp.concat([xp.take(history, parent, axis=0), xp.reshape(word, (-1, 1))], axis=1)
         if bonus is not None:  # a word's bonus is spent once the hypothesis has said it
@@ -234,13 +249,45 @@ def _search(
         tokens = xp.reshape(word, (-1,))
         if bool(xp.all(finished)):
             break
-    return _best_of_beams(xp, ops, history, scores, attn_history, cfg, length_penalty)
+    best = _best_of_beams(xp, ops, history, scores, attn_history, cfg, rule.length_penalty)
+    if need is None:
+        return best
+    return Decoded(*constrained.answer(best.tokens, best.scores, best.attention))
 
 
-def decode(model, features, options: DecodeOptions, word_bonus=None, no_end_after=None) -> Decoded:
+def _start(xp, groups: int, K: int, start_id: int, dtype, at, G: int):
+    """The search before its first word: scores (groups, K), all -inf but each image's first
+    hypothesis (0); tokens (groups*K,) <start>; finished (groups, K); history (groups*K, 0)."""
+    scores = xp.full((groups, K), -INF, device=at, dtype=dtype)
+    scores[::G, 0] = 0.0  # an image's first group (state 0 with required words)
+    tokens = xp.full((groups * K,), start_id, dtype=xp.int64, device=at)
+    finished = xp.zeros((groups, K), dtype=xp.bool, device=at)
+    history = xp.zeros((groups * K, 0), dtype=xp.int64, device=at)  # emitted ids incl. <end>
+    return scores, tokens, finished, history
+
+
+def _early_stop(xp, model, rule: _Rules, need, N: int):
+    """Whether settled groups may stop early: only while scores can only fall (no length
+    penalty, no step that can score above 0: a subtracted language model); with required
+    words, (N*2,) bool: only the groups of images that have none."""
+    early_stop = rule.length_penalty == 0 and bool(getattr(model, "steps_nonpositive", True))
+    if early_stop and need is not None:
+        return constrained.unconstrained(xp, need, N)
+    return early_stop
+
+
+def _on(xp, ops, array, like):
+    """A per-image mask (N, V) on the search's backend and device, or None."""
+    return None if array is None else ops.like(array, like, xp.bool)
+
+
+def decode(
+    model, features, options: DecodeOptions, word_bonus=None, no_end_after=None, required=None
+) -> Decoded:
     """Beam search (greedy when beam_size is 1) with every setting taken from `options`;
-    `word_bonus` (N, V) is the classifier guidance's prior when `options.guidance` > 0 and
-    `no_end_after` (V,) bool marks the ids of `options.no_end_after`."""
+    `word_bonus` (N, V) is the classifier guidance's prior when `options.guidance` > 0,
+    `no_end_after` (V,) bool marks the ids of `options.no_end_after` and `required` (N, V) bool
+    the words of the confident classes when `options.must_name` > 0."""
     return beam_search(
         model,
         features,
@@ -250,4 +297,5 @@ def decode(model, features, options: DecodeOptions, word_bonus=None, no_end_afte
         no_repeat_ngram=options.no_repeat_ngram,
         word_bonus=word_bonus,
         no_end_after=no_end_after,
+        required=required,
     )

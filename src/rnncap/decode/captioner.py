@@ -156,7 +156,8 @@ class Captioner:
 
             use_backend(model, backend, folder)
         self.name = name
-        self._guide = None  # classifier guidance, built on first use
+        self._guide = None  # classifier guidance's class -> word table, on first use
+        self._classifier = None  # the torch encoder's ImageNet classifier, on first use
         # "lm" / "source_lm" -> a LanguageModel fused at decoding time (rnncap.models.fusion)
         self.language_models = dict(language_models or {})
 
@@ -206,10 +207,9 @@ class Captioner:
         else:
             features = features.to(self.device, non_blocking=True).float()
         options = options or self.options
-        bonus = self._word_bonus(features, options, class_logits)
-        decoded = decode(
-            self._decoder(options), features, options, bonus, self._no_end_after(options)
-        )
+        bonus, required = self._guidance(features, options, class_logits)
+        decoder, no_end_after = self._decoder(options), self._no_end_after(options)
+        decoded = decode(decoder, features, options, bonus, no_end_after, required)
         grid = tuple(features.shape[2:4]) if features.ndim == 4 else None
         attention = decoded.attention or [None] * len(decoded.tokens)
         names = names if names is not None else [None] * len(decoded.tokens)
@@ -251,29 +251,32 @@ class Captioner:
         mask[ids] = True
         return mask
 
-    def _word_bonus(self, features, options: DecodeOptions, class_logits=None):
-        """Classifier guidance's per-image word bonus (N, V), or None when it is off."""
-        if options.guidance <= 0:
-            return None
-        if class_logits is not None or self.model is None:
-            if class_logits is None:
-                raise CaptionError(
-                    "classifier guidance needs the images' class logits: caption "
-                    "images, or give class_logits with the features"
-                )
-            from rnncap.models.guidance import ClassifierGuide
-
-            guide = ClassifierGuide(None, self.vocab.stoi, len(self.vocab))
-            return guide.bonus_from_logits(
-                class_logits, options.guidance, options.guidance_threshold
-            )
+    def _guidance(self, features, options: DecodeOptions, class_logits=None):
+        """Classifier guidance's per-image word bonus (N, V) and required words (N, V) bool,
+        each None when its option is off (`ClassifierGuide.for_options`)."""
+        if options.guidance <= 0 and options.must_name <= 0:
+            return None, None
         if self._guide is None:
-            from rnncap.models.encoders import build_encoder
             from rnncap.models.guidance import ClassifierGuide
 
-            encoder = build_encoder(self.config.encoder).to(self.device)  # its classifier
-            self._guide = ClassifierGuide(encoder.classify, self.vocab.stoi, len(self.vocab))
-        return self._guide.bonus(features, options.guidance, options.guidance_threshold)
+            self._guide = ClassifierGuide(None, self.vocab.stoi, len(self.vocab))
+        if class_logits is None:
+            class_logits = self._classify(features)
+        return self._guide.for_options(class_logits, options)
+
+    def _classify(self, features):
+        """The images' ImageNet logits (N, 1000) from their features, through the torch
+        encoder's classifier (the runtime gets them from its ONNX encoder instead)."""
+        if self.model is None:
+            raise CaptionError(
+                "classifier guidance needs the images' class logits: caption "
+                "images, or give class_logits with the features"
+            )
+        if self._classifier is None:
+            from rnncap.models.encoders import build_encoder
+
+            self._classifier = build_encoder(self.config.encoder).to(self.device).classify
+        return self._classifier(features)
 
     def caption_feature_batches(
         self,

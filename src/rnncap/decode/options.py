@@ -24,6 +24,7 @@ class DecodeOptions:
     guidance: float = 0.0  # classifier guidance: bonus weight for words of confident classes
     guidance_threshold: float = 0.3  # ImageNet class probability from which a class counts
     no_end_after: tuple[str, ...] = ()  # words a caption may not end on, e.g. "a", "the"
+    must_name: float = 0.0  # > 0: the caption names a class of at least this probability
     lm_weight: float = 0.0  # shallow fusion: + this x log p of the model folder's lm/
     source_lm_weight: float = 0.0  # density ratio: - this x log p of its source_lm/
 
@@ -50,6 +51,8 @@ class DecodeOptions:
             raise ConfigError(
                 "guidance_threshold", f"must be in (0, 1], got {self.guidance_threshold}"
             )
+        if not 0 <= self.must_name <= 1:  # NaN fails too
+            raise ConfigError("must_name", f"must be in [0, 1] (0: off), got {self.must_name}")
         for name in ("lm_weight", "source_lm_weight"):
             check_range(name, getattr(self, name), 0.0, MAX_FUSION_WEIGHT)
         if not isinstance(self.no_end_after, tuple) or not all(

@@ -121,12 +121,16 @@ def settled(xp, scores, finished, bonus):
     return best_done > best_going
 
 
-def ended(xp, finished, parent, word, scores, bonus, cfg, early_stop: bool):
+def ended(xp, finished, parent, word, scores, bonus, cfg, early_stop):
     """(N, K) bool after a step: a hypothesis has ended when its parent had, when it just said
-    <end> (or padding), or, with `early_stop`, when its image's search is settled."""
+    <end> (or padding), or, with `early_stop` (True, or (N,) bool: the groups that may), when
+    its group's search is settled."""
     N, K = word.shape
     inherited = xp.reshape(xp.take(xp.reshape(finished, (-1,)), parent), (N, K))
     done = inherited | (word == cfg.end_id) | (word == cfg.pad_id)
-    if early_stop:
-        done = done | settled(xp, scores, done, bonus)[:, None]
-    return done
+    if early_stop is False:
+        return done
+    stop = settled(xp, scores, done, bonus)  # (N,)
+    if early_stop is not True:
+        stop = stop & early_stop
+    return done | stop[:, None]

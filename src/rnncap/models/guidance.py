@@ -1,9 +1,11 @@
 """Classifier guidance: the encoder's own ImageNet classifier names what is in the photo, and the
-caption's beam search gets a bonus for saying it.
+caption's beam search gets a bonus for saying it, or must say it.
 
 A confident class (probability >= threshold) gives each of its caption words (from
 assets/imagenet_words.json, e.g. "tabby" -> "cat") a log-probability bonus of weight * p, paid
-once per caption, as a per-image prior for `beam_search(word_bonus=...)`.
+once per caption, as a per-image prior for `beam_search(word_bonus=...)`; the words of the
+classes above a (higher) threshold are the ones the caption must say for
+`beam_search(required=...)` (constrained beam search).
 """
 
 from __future__ import annotations
@@ -53,6 +55,23 @@ class ClassifierGuide:
         for n, c in zip(*np.nonzero(probs >= threshold), strict=True):  # <= 1/threshold each
             strength[n] = np.maximum(strength[n], probs[n, c] * self.class_to_word[c])
         return weight * strength
+
+    def for_options(self, logits, options) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """ImageNet logits (N, 1000) -> the word bonus (N, V) of `options.guidance` and the
+        required words (N, V) bool of `options.must_name`, each None when it is 0."""
+        bonus, required = None, None
+        if options.guidance > 0:
+            bonus = self.bonus_from_logits(logits, options.guidance, options.guidance_threshold)
+        if options.must_name > 0:
+            required = self.required_from_logits(logits, options.must_name)
+        return bonus, required
+
+    def required_from_logits(self, logits, threshold: float) -> np.ndarray:
+        """ImageNet logits (N, 1000) -> (N, V) bool: the words of every class of probability
+        >= `threshold` (none for an image with no such class, or when the vocabulary lacks
+        its words)."""
+        confident = (_softmax(logits) >= threshold).astype(np.float32)  # (N, 1000)
+        return (confident @ self.class_to_word) > 0
 
 
 def _softmax(logits) -> np.ndarray:
