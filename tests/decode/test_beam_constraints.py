@@ -9,10 +9,9 @@ import torch
 
 from rnncap.decode.beam import beam_search, greedy
 from rnncap.models.captioner import CaptioningRNN
-from support.decoding import BACKENDS, on_backend, random_features, tiny_decoder
+from support.decoding import BACKENDS, brute_force, on_backend, random_features, tiny_decoder
 
 WORDS = 3  # ordinary words: ids 4, 5, 6 after the four specials
-END = 2
 
 
 def repeating_model(cell_type: str, seed: int) -> CaptioningRNN:
@@ -28,35 +27,6 @@ def repeating_model(cell_type: str, seed: int) -> CaptioningRNN:
 def has_repeat(words: tuple[int, ...], n: int) -> bool:
     grams = [words[i : i + n] for i in range(len(words) - n + 1)]
     return len(grams) != len(set(grams))
-
-
-@torch.no_grad()
-def log_prob(model, feature, words, max_length, bonus=None) -> float:
-    """Score of one caption, one word at a time (the independent reference)."""
-    state = model.init_state(feature[None])
-    token = torch.tensor([model.config.start_id])
-    total, said = 0.0, set()
-    for w in list(words) + ([END] if len(words) < max_length else []):
-        log_probs, state, _ = model.step(token, state)
-        total += float(log_probs[0, w])
-        if bonus is not None and w not in said:
-            total += float(bonus[w])
-            said.add(w)
-        token = torch.tensor([w])
-    return total
-
-
-def brute_force(model, feature, max_length, allowed=lambda words: True, bonus=None):
-    candidates = [
-        seq
-        for L in range(max_length + 1)
-        for seq in itertools.product(range(4, 4 + WORDS), repeat=L)
-        if allowed(seq)
-    ]
-    return max(
-        ((seq, log_prob(model, feature, seq, max_length, bonus)) for seq in candidates),
-        key=lambda s: s[1],
-    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 import torch
 
 from rnncap.decode.beam import beam_search
-from support.decoding import BACKENDS, on_backend, random_features, tiny_decoder
+from support.decoding import BACKENDS, brute_force, on_backend, random_features, tiny_decoder
 
 WORDS = 3  # ordinary words: ids 4, 5, 6 after the four specials
-END = 2
 
 
 def skewed_model(cell_type: str, seed: int):
@@ -24,33 +21,11 @@ def skewed_model(cell_type: str, seed: int):
     return model
 
 
-@torch.no_grad()
-def log_prob(model, feature, words, max_length, bonus=None) -> float:
-    """Score of one caption, one word at a time (the independent reference)."""
-    state = model.init_state(feature[None])
-    token = torch.tensor([model.config.start_id])
-    total, said = 0.0, set()
-    for w in list(words) + ([END] if len(words) < max_length else []):
-        log_probs, state, _ = model.step(token, state)
-        total += float(log_probs[0, w])
-        if bonus is not None and w not in said:
-            total += float(bonus[w])
-            said.add(w)
-        token = torch.tensor([w])
-    return total
-
-
-def brute_force(model, feature, max_length, required: set[int], bonus=None):
-    """The best caption that says a required word; the best of all when none can."""
-    every = [
-        seq
-        for L in range(max_length + 1)
-        for seq in itertools.product(range(4, 4 + WORDS), repeat=L)
-    ]
-    saying = [seq for seq in every if required & set(seq)] or every
-    return max(
-        ((seq, log_prob(model, feature, seq, max_length, bonus)) for seq in saying),
-        key=lambda s: s[1],
+def saying(required: set[int], no_repeat: bool = False):
+    """The captions brute force may pick: those that say a required word (all of them when
+    there is none), and with `no_repeat` no word twice."""
+    return lambda seq: (
+        (not required or bool(required & set(seq))) and (not no_repeat or len(set(seq)) == len(seq))
     )
 
 
@@ -76,7 +51,7 @@ def test_exhaustive_required_beam_equals_brute_force(cell_type, backend):
     assert not any(6 in t for t in plain.tokens), "the model must not say word 6 by itself"
     out = beam_search(decoder, searched, beam_size=K, max_length=L, required=mask(REQUIRED))
     for i, required in enumerate(REQUIRED):
-        best, score = brute_force(model, feats[i], L, required)
+        best, score = brute_force(model, feats[i], L, saying(required))
         assert tuple(out.tokens[i]) == best
         assert out.scores[i] == pytest.approx(score, abs=1e-9)
     assert out.tokens[1] == plain.tokens[1]
@@ -103,24 +78,9 @@ def test_required_with_bonus_and_blocking_equals_brute_force(cell_type, backend)
         required=mask(REQUIRED),
     )
     for i, required in enumerate(REQUIRED):
-        every = brute_force_no_repeat(model, feats[i], L, required, bonus[i])
-        assert tuple(out.tokens[i]) == every[0]
-        assert out.scores[i] == pytest.approx(every[1], abs=1e-9)
-
-
-def brute_force_no_repeat(model, feature, max_length, required, bonus):
-    """Like brute_force, among captions with no word twice (no_repeat_ngram=1)."""
-    every = [
-        seq
-        for L in range(max_length + 1)
-        for seq in itertools.product(range(4, 4 + WORDS), repeat=L)
-        if len(set(seq)) == len(seq)
-    ]
-    saying = [seq for seq in every if required & set(seq)] or every
-    return max(
-        ((seq, log_prob(model, feature, seq, max_length, bonus)) for seq in saying),
-        key=lambda s: s[1],
-    )
+        best, score = brute_force(model, feats[i], L, saying(required, True), bonus[i])
+        assert tuple(out.tokens[i]) == best
+        assert out.scores[i] == pytest.approx(score, abs=1e-9)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

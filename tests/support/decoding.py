@@ -3,6 +3,8 @@ force and against a textbook search. Each test file sharpens the model its own w
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
@@ -46,3 +48,38 @@ def on_backend(model: CaptioningRNN, features: torch.Tensor, backend: str):
     weights = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     dtype = weights["embed.weight"].dtype
     return NumpyDecoder(model.config, weights, dtype), features.numpy()
+
+
+@torch.no_grad()
+def log_prob(model, feature, words, max_length, bonus=None) -> float:
+    """Score of one caption, one word at a time (the independent reference of the search): its
+    words' log-probabilities, <end>'s when it is shorter than max_length, and each word's bonus
+    (V,) once."""
+    state = model.init_state(feature[None])
+    token = torch.tensor([model.config.start_id])
+    total, said = 0.0, set()
+    ending = [model.config.end_id] if len(words) < max_length else []
+    for w in list(words) + ending:
+        log_probs, state, _ = model.step(token, state)
+        total += float(log_probs[0, w])
+        if bonus is not None and w not in said:
+            total += float(bonus[w])
+            said.add(w)
+        token = torch.tensor([w])
+    return total
+
+
+def brute_force(model, feature, max_length, allowed=lambda words: True, bonus=None):
+    """(caption, score): the best of every caption of at most max_length of the tiny model's
+    ordinary words (ids 4..) that `allowed` accepts, each scored by `log_prob`."""
+    words = range(4, model.config.vocab_size)
+    candidates = [
+        seq
+        for L in range(max_length + 1)
+        for seq in itertools.product(words, repeat=L)
+        if allowed(seq)
+    ]
+    return max(
+        ((seq, log_prob(model, feature, seq, max_length, bonus)) for seq in candidates),
+        key=lambda s: s[1],
+    )
