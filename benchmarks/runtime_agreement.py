@@ -10,7 +10,8 @@ taking turns every two batches, after a warm-up call each. Targets: identical ca
 
 Usage: python benchmarks/runtime_agreement.py --model FOLDER [--limit 1000] [--data DIR]
            [--coco DIR]
-FOLDER needs an encoder.onnx: `rnncap export default OUT`, or scripts/bundle_model.py.
+FOLDER needs an encoder.onnx: the bundled default has one (--model default); else `rnncap export
+default OUT`, or scripts/bundle_model.py.
 """
 
 from __future__ import annotations

@@ -43,6 +43,33 @@ def test_numpy_topk_rows_with_and_without_ties(k):
         assert indices[r].tolist() == want_indices
 
 
+@pytest.mark.parametrize("k", [1, 3, numpy_ops.SCAN_K])
+def test_numpy_topk_by_scans_leaves_its_input_as_it_was(k):
+    """The small-k path marks its picks in the input and restores them: rows that run out of
+    finite values (-inf ties, picked again by the scans) and NaN rows take the partition; a
+    read-only input is scanned in a copy."""
+    rng = np.random.default_rng(k)
+    x = rng.standard_normal((12, 300)).astype(np.float32)
+    x[0, 2:] = -np.inf  # two finite values
+    x[1, :] = -np.inf
+    x[2, 5] = np.nan
+    x[3, ::2] = -0.0
+    x[3, 1::2] = 0.0
+    before = x.copy()
+    values, indices = numpy_ops.topk(x, k)
+    np.testing.assert_array_equal(x, before)
+    assert np.array_equal(np.signbit(x), np.signbit(before))
+    want = numpy_ops._topk_by_partition(before, k)
+    np.testing.assert_array_equal(values, want[0])
+    np.testing.assert_array_equal(indices, want[1])
+    for r in (0, 1, 3, 4):
+        want_values, want_indices = reference_topk(before[r].tolist(), k)
+        assert values[r].tolist() == want_values and indices[r].tolist() == want_indices
+    frozen = before.copy()
+    frozen.flags.writeable = False
+    np.testing.assert_array_equal(numpy_ops.topk(frozen, k)[1], indices)
+
+
 def test_numpy_topk_values_equal_torch_topk_values():
     x = np.random.default_rng(0).standard_normal((6, 50))
     values, indices = numpy_ops.topk(x, 5)

@@ -87,6 +87,29 @@ def test_the_folders_encoder_is_used_without_exporting(tmp_path, tiny_encoders, 
     assert not (tmp_path / "cache").exists()  # nothing went to the user cache
 
 
+def test_files_stream_in_order_while_the_next_batch_is_read(tmp_path, tiny_encoders):
+    """The runtime reads each batch of files in a thread while the one before is captioned:
+    the results come in input order, with the unusable files (a whole batch of them too) as
+    Failed, each caption the one of its image captioned alone; a stream left early stops."""
+    folder = make_tiny_encoder_model(tmp_path / "m")
+    export_into(folder)
+    captioner = rnncap.load(folder, backend="runtime")
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"junk")
+    good = example_images()[:3]
+    paths = [good[0], bad, bad, bad, good[1], bad, good[2]]
+    results = list(captioner.caption_files(paths, progress=False, batch_size=2))
+    assert [r.image for r in results] == [str(p) for p in paths]
+    failed = [i for i, r in enumerate(results) if isinstance(r, rnncap.Failed)]
+    assert failed == [1, 2, 3, 5] and "bad.jpg" in results[1].reason
+    alone = [captioner(p).text for p in good]
+    assert [results[i].text for i in (0, 4, 6)] == alone
+    assert list(captioner.caption_files([], progress=False)) == []
+    stream = captioner.caption_files(good * 4, progress=False, batch_size=2)
+    assert next(stream).text == alone[0]
+    stream.close()
+
+
 def test_a_changed_encoder_is_refused_in_one_line(tmp_path, tiny_encoders):
     folder = make_tiny_encoder_model(tmp_path / "m")
     graph = export_into(folder).path

@@ -5,6 +5,7 @@ Shared by the encoders, the feature cache, the `caption` command and the web ser
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import warnings
@@ -269,15 +270,32 @@ def collate_images(batch):
     return images, [i for _, i in good], bad
 
 
-def preprocess_pixels(image: Image.Image, image_size: int, mean, std) -> np.ndarray:
-    """PIL image of any mode and size -> normalised float32 array (3, S, S), S = image_size.
+def preprocess_pixels(
+    image: Image.Image, image_size: int, mean, std, out: np.ndarray | None = None
+) -> np.ndarray:
+    """PIL image of any mode and size -> normalised float32 array (3, S, S), S = image_size,
+    written into `out` (3, S, S) float32 when given (a batch's row: no copy to stack them).
 
     The whole picture is resized to S x S (no crop, so nothing a caption might mention is cut
     away) with antialiased bicubic filtering, scaled to [0, 1] and normalised per channel. Every
     encoder backend (torch, ONNX Runtime with or without torch) preprocesses here.
     """
     rgb = to_rgb(image).resize((image_size, image_size), Image.BICUBIC)
-    pixels = np.asarray(rgb, dtype=np.float32) / np.float32(255)  # (S, S, 3)
-    mean = np.asarray(mean, dtype=np.float32)
-    std = np.asarray(std, dtype=np.float32)
-    return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1))  # (3, S, S)
+    codes = np.asarray(rgb).transpose(2, 0, 1)  # (3, S, S) uint8
+    table = _pixel_table(tuple(map(float, mean)), tuple(map(float, std)))  # (3, 256)
+    out = np.empty(codes.shape, np.float32) if out is None else out
+    for channel in range(3):
+        np.take(table[channel], codes[channel], out=out[channel])
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _pixel_table(mean: tuple, std: tuple) -> np.ndarray:
+    """(3, 256) float32: each channel's normalised value of every byte, (v / 255 - mean) / std
+    in float32, so a lookup gives the very values of computing it pixel by pixel."""
+    scaled = np.arange(256, dtype=np.float32)[None, :] / np.float32(255)  # (1, 256)
+    mean_ = np.asarray(mean, dtype=np.float32)[:, None]  # (3, 1)
+    std_ = np.asarray(std, dtype=np.float32)[:, None]
+    table = (scaled - mean_) / std_
+    table.flags.writeable = False
+    return table

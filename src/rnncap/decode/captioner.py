@@ -363,7 +363,8 @@ class Captioner:
         (`rnncap.decode.pipeline`): `workers` threads read the files ahead, JPEGs are decoded
         and preprocessed on the GPU (`rnncap.data.gpu_images`; other files take the PIL path)
         and encoded in background threads on their own CUDA streams, and each beam search
-        takes several encoder batches.
+        takes several encoder batches. The runtime (no torch) reads the next batch in a thread
+        and searches two encoder batches at once (`rnncap.decode.runtime`); `workers` is unused.
         """
 
         from rnncap.utils.device import decode_workers

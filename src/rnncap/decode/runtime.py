@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -67,27 +68,76 @@ def runtime_captioner(folder: Path, name: str, export=None):
     )
 
 
+SEARCH_BATCHES = 2  # encoder batches per beam search in `caption_file_batches`
+
+
 def stack_pixels(encoder, images) -> np.ndarray:
-    """PIL images -> the encoder's input (N, 3, S, S) float32."""
-    return np.stack([encoder.pixels(image) for image in images])
+    """PIL images -> the encoder's input (N, 3, S, S) float32, each image preprocessed straight
+    into its row."""
+    size = encoder.image_size
+    batch = np.empty((len(images), 3, size, size), np.float32)
+    for row, image in zip(batch, images, strict=True):
+        encoder.pixels(image, out=row)
+    return batch
 
 
 def caption_file_batches(captioner, paths: Sequence, options, batch_size: int) -> Iterator[list]:
-    """[(index, Caption | Failed)] per batch of files, in order: opened and preprocessed here,
-    encoded by ONNX Runtime, searched in NumPy."""
+    """[(index, Caption | Failed)] per `SEARCH_BATCHES` batches of files, sorted by index.
+
+    A thread opens and preprocesses the next batch while this one is encoded by ONNX Runtime or
+    searched in NumPy (PIL decodes and resizes without the GIL, in the time the search leaves a
+    core). A search takes the images of `SEARCH_BATCHES` encoder calls: a wider search costs
+    less per image, and fewer encoder calls follow a search, whose BLAS threads keep spinning a
+    while after it (ONNX Runtime's call beside them takes up to a third longer).
+    """
+    names = [str(p) for p in paths]
+    batches = -(-len(paths) // batch_size)
+    group = []  # [(features | None, class logits | None, indices, failed)]
+    for k, (pixels, indices, failed) in enumerate(_read_ahead(captioner, paths, names, batch_size)):
+        encoded = (None, None) if pixels is None else captioner.encoder.run_with_classes(pixels)
+        group.append((*encoded, indices, failed))
+        if len(group) == SEARCH_BATCHES or k + 1 == batches:
+            yield _search_group(captioner, group, names, options)
+            group = []
+
+
+def _search_group(captioner, group: list, names: list[str], options) -> list:
+    """One search over a group's encoded batches -> [(index, Caption | Failed)] by index."""
+    results = [result for *_, failed in group for result in failed]
+    encoded = [batch for batch in group if batch[0] is not None]
+    if encoded:
+        indices = [i for *_, batch_indices, _ in encoded for i in batch_indices]
+        features = np.concatenate([batch[0] for batch in encoded])  # (n, C, h, w)
+        logits = [batch[1] for batch in encoded]
+        logits = None if any(x is None for x in logits) else np.concatenate(logits)  # (n, 1000)
+        captions = captioner.caption_features(
+            features, options, [names[i] for i in indices], class_logits=logits
+        )
+        results += zip(indices, captions, strict=True)
+    return sorted(results, key=lambda r: r[0])
+
+
+def _read_ahead(captioner, paths: Sequence, names: list[str], batch_size: int) -> Iterator:
+    """`read_batch` of each batch of files in turn, the next one read in a thread meanwhile."""
+    spans = [(s, min(s + batch_size, len(paths))) for s in range(0, len(paths), batch_size)]
+    with ThreadPoolExecutor(1, thread_name_prefix="rnncap-read") as reader:
+        jobs = (reader.submit(read_batch, captioner.encoder, paths, names, *s) for s in spans)
+        ahead = next(jobs, None)
+        while ahead is not None:
+            current, ahead = ahead, next(jobs, None)  # the next batch queued behind this one
+            yield current.result()
+
+
+def read_batch(encoder, paths: Sequence, names: list[str], start: int, stop: int):
+    """The files paths[start:stop] -> (pixels (n, 3, S, S) float32 | None, indices of those n,
+    [(index, Failed)] for the files that are no usable image)."""
     from rnncap.decode.captioner import Failed
 
-    names = [str(p) for p in paths]
-    for start in range(0, len(paths), batch_size):
-        results, images, indices = [], [], []
-        for i in range(start, min(start + batch_size, len(paths))):
-            try:
-                images.append(open_image(paths[i]))
-                indices.append(i)
-            except ImageError as error:
-                results.append((i, Failed(names[i], str(error))))
-        if images:
-            batch = stack_pixels(captioner.encoder, images)
-            captions = captioner.caption_images(batch, [names[i] for i in indices], options)
-            results += list(zip(indices, captions, strict=True))
-        yield sorted(results, key=lambda r: r[0])
+    images, indices, failed = [], [], []
+    for i in range(start, stop):
+        try:
+            images.append(open_image(paths[i]))
+            indices.append(i)
+        except ImageError as error:
+            failed.append((i, Failed(names[i], str(error))))
+    return (stack_pixels(encoder, images) if images else None), indices, failed

@@ -58,9 +58,10 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (np.tanh(0.5 * x) + 1.0)  # no overflow for large |x|
 
 
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    """log softmax over the last axis, (B, V) -> (B, V)."""
-    shifted = x - x.max(axis=-1, keepdims=True)
+def log_softmax(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """log softmax over the last axis, (B, V) -> (B, V), into `out` when given (x itself: in
+    place, one (B, V) array fewer per step)."""
+    shifted = np.subtract(x, x.max(axis=-1, keepdims=True), out=out)
     shifted -= np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
     return shifted
 
@@ -135,7 +136,7 @@ class NumpyDecoder:
             new_state = (h, c, A, image)
         words = self.w["embed.weight"][tokens] if self.config.deep_output else None  # (B, W)
         logits = self._output(words, h, context)
-        return log_softmax(logits), new_state, weights
+        return log_softmax(logits, out=logits), new_state, weights
 
     def _output(self, x: np.ndarray, h: np.ndarray, context: np.ndarray | None) -> np.ndarray:
         """Vocabulary logits (B, V) from the word vector x (B, W), h and the context (B, H)."""

@@ -64,9 +64,10 @@ class GraphEncoder:
         onnx_check.check_folder_file(path, read_config(folder).get(onnx_check.RECORD))
         return cls(path, threads)
 
-    def pixels(self, image) -> np.ndarray:
-        """PIL image of any mode and size -> normalised float32 array (3, S, S)."""
-        return preprocess_pixels(image, self.image_size, self.mean, self.std)
+    def pixels(self, image, out: np.ndarray | None = None) -> np.ndarray:
+        """PIL image of any mode and size -> normalised float32 array (3, S, S), written into
+        `out` (3, S, S) when given."""
+        return preprocess_pixels(image, self.image_size, self.mean, self.std, out)
 
     def run(self, images: np.ndarray) -> np.ndarray:
         """NumPy float32 images (N, 3, S, S) -> NumPy features (N, C, h, w) or (N, C).
