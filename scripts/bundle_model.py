@@ -1,5 +1,6 @@
-"""Write a trained model as a small model folder: float16 weights, its decoding settings and its
-image encoder as encoder.onnx (float32).
+"""Write a trained model as a small model folder: int8 weights (blocks of 64 with float16 scales),
+its decoding settings and its image encoder as encoder.onnx (float32, the ImageNet classifier's
+weights float16).
 
     python scripts/bundle_model.py runs/scst/best src/rnncap/assets/default \\
         --decoding '{"beam_size": 3, "length_penalty": 0.5, "no_repeat_ngram": 2}'
@@ -25,12 +26,11 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from rnncap.decode.beam import DecodeOptions
 from rnncap.models.encoder_export import export_into
 from rnncap.models.folder import read_config, save_model
 from rnncap.models.soup import average_models
+from rnncap.models.weight_store import STORAGES
 
 
 def main() -> None:
@@ -38,6 +38,17 @@ def main() -> None:
     parser.add_argument("models", nargs="+", help="model folder(s) or run folder(s) (their best/)")
     parser.add_argument("out", help="the folder to write")
     parser.add_argument("--decoding", default="{}", help="JSON DecodeOptions for the model")
+    parser.add_argument(
+        "--weights",
+        choices=STORAGES,
+        default="int8",
+        help="how model.safetensors stores the decoder (default: int8, a quarter of float32)",
+    )
+    parser.add_argument(
+        "--classifier-float32",
+        action="store_true",
+        help="keep the encoder's ImageNet classifier in float32 (default: float16 weights)",
+    )
     parser.add_argument("--lm", help="language model folder (`rnncap lm`): the folder's lm/")
     parser.add_argument("--source-lm", help="language model folder: the folder's source_lm/")
     parser.add_argument(
@@ -50,14 +61,14 @@ def main() -> None:
     model, vocab, folders = average_models(args.models)
     infos = [read_config(folder).get("info", {}) for folder in folders]
     info = infos[0] if len(infos) == 1 else {"averaged": infos}
-    save_model(args.out, model, vocab, dtype=torch.float16, extra=info, decoding=decoding)
+    save_model(args.out, model, vocab, weights=args.weights, extra=info, decoding=decoding)
     for name, folder in (("lm", args.lm), ("source_lm", args.source_lm)):
         if folder:
             _add_language_model(folder, Path(args.out) / name, vocab)
     what = "weights" if len(folders) == 1 else f"the mean of {len(folders)} models' weights"
-    print(f"wrote {args.out}: {what} in float16, decoding {json.dumps(decoding)}")
+    print(f"wrote {args.out}: {what} in {args.weights}, decoding {json.dumps(decoding)}")
     if not args.no_encoder:
-        print(export_into(Path(args.out)))
+        print(export_into(Path(args.out), classifier_float16=not args.classifier_float32))
 
 
 def _add_language_model(folder: str, out: Path, vocab) -> None:

@@ -78,7 +78,9 @@ def test_bundle_script_writes_a_float32_encoder(tmp_path, monkeypatch, capsys):
     ]
     recorded, found = digests(folder)
     assert recorded == found
-    assert all(w.dtype == np.float16 for w in load_file(str(folder / "model.safetensors")).values())
+    stored = load_file(str(folder / "model.safetensors"))  # int8 blocks of 64, float16 else
+    assert stored["cell.Wh"].dtype == np.int8 and stored["cell.Wh.int8_scale"].dtype == np.float16
+    assert stored["embed.weight"].dtype == stored["feature_proj.bias"].dtype == np.float16
     weights = onnx.load(folder / "encoder.onnx").graph.initializer
     assert {w.data_type for w in weights if len(w.dims) > 1} == {onnx.TensorProto.FLOAT}
     forbid_encoder_export(monkeypatch)
@@ -87,3 +89,33 @@ def test_bundle_script_writes_a_float32_encoder(tmp_path, monkeypatch, capsys):
     _bundle(monkeypatch, str(source), str(tmp_path / "plain"), "--no-encoder")
     assert not (tmp_path / "plain" / "encoder.onnx").exists()
     assert "encoder_onnx" not in json.loads((tmp_path / "plain" / "config.json").read_text())
+
+
+def test_classifier_weights_stored_in_float16(tmp_path):
+    """The classifier's matrix in float16 and cast back: the features are those of the float32
+    graph, the class logits those of torch with the matrix rounded to float16 by hand."""
+    import onnx
+    import torch
+
+    from rnncap.models.onnx_encoder import CLASSIFIER_WEIGHT, export_encoder
+    from rnncap.models.onnx_graph import GraphEncoder
+
+    encoder = tiny_encoder()
+    encoder.classifier = torch.nn.Linear(16, 1000)
+    full = GraphEncoder(export_encoder(encoder, tmp_path / "full.onnx"), threads=1)
+    path = export_encoder(encoder, tmp_path / "half.onnx", classifier_float16=True)
+    half = GraphEncoder(path, threads=1)
+    stored = {w.name: w.data_type for w in onnx.load(path).graph.initializer}
+    assert stored[CLASSIFIER_WEIGHT + "_fp16"] == onnx.TensorProto.FLOAT16
+    assert CLASSIFIER_WEIGHT not in stored
+    pixels = np.random.default_rng(0).normal(size=(3, 3, 32, 32)).astype(np.float32)
+    features, logits = half.run_with_classes(pixels)
+    np.testing.assert_array_equal(features, full.run_with_classes(pixels)[0])
+    rounded = torch.nn.Linear(16, 1000)
+    with torch.no_grad():
+        rounded.weight.copy_(encoder.classifier.weight.half().float())
+        rounded.bias.copy_(encoder.classifier.bias)
+        pooled = torch.from_numpy(features).mean(dim=(2, 3))  # (N, C)
+        expected = rounded(pooled).numpy()
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+    assert np.abs(logits - full.run_with_classes(pixels)[1]).max() > 0  # the rounding is there

@@ -68,7 +68,7 @@ def test_resolve_model_dir_cases(tmp_path):
 @pytest.mark.parametrize("cell_type", ["lstm", "attn"])
 def test_float16_round_trip(tmp_path, cell_type):
     model, vocab = tiny(cell_type, seed=3)
-    folder = save_model(tmp_path / "fp16", model, vocab, dtype=torch.float16)
+    folder = save_model(tmp_path / "fp16", model, vocab, weights="float16")
     with safe_open(str(folder / WEIGHTS), "pt") as f:
         stored = {k: f.get_tensor(k) for k in f.keys()}
     assert {v.dtype for v in stored.values()} == {torch.float16}

@@ -77,7 +77,7 @@ def test_reads_a_saved_folder_in_float16(tmp_path):
     model = torch_model("attn", False)
     vocab = Vocabulary([f"w{i}" for i in range(26)])
     model = CaptioningRNN(CaptionerConfig(**{**model.config.to_dict(), "vocab_size": len(vocab)}))
-    save_model(tmp_path / "m", model, vocab, dtype=torch.float16)
+    save_model(tmp_path / "m", model, vocab, weights="float16")
     weights = read_numpy_weights(tmp_path / "m", model.config)
     half = {k: v.half().float().numpy() for k, v in model.state_dict().items()}
     assert weights.keys() == half.keys()

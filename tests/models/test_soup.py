@@ -82,6 +82,8 @@ def test_bundle_script_writes_the_float16_average_with_both_records(tmp_path):
             "--decoding",
             '{"beam_size": 5}',
             "--no-encoder",
+            "--weights",
+            "float16",
         ],
         capture_output=True,
         text=True,

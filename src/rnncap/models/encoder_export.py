@@ -54,13 +54,20 @@ def random_images(count: int = 4) -> list:
     return [Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)) for _ in range(count)]
 
 
-def export_into(folder: Path, out: Path | None = None, images=None, atol: float = ATOL) -> Exported:
+def export_into(
+    folder: Path,
+    out: Path | None = None,
+    images=None,
+    atol: float = ATOL,
+    classifier_float16: bool = False,
+) -> Exported:
     """Export the encoder of the model in `folder` as encoder.onnx, check it, then publish it.
 
     out: None or `folder` itself: encoder.onnx is added in place (the graph first, then the
     config.json recording its digest); else a new folder written atomically, a copy of the model
     (its language models too) with the graph. images: PIL images run through both encoders (None:
     `random_images()`); an ExportCheckError when a feature differs by more than `atol`.
+    classifier_float16: the classifier's weights in float16 (`onnx_encoder.export_encoder`).
     """
     import torch
 
@@ -77,7 +84,11 @@ def export_into(folder: Path, out: Path | None = None, images=None, atol: float 
     outcome = {}
 
     def write(target: Path) -> None:
-        graph = onnx_encoder.export_encoder(encoder, target if in_place else target / ENCODER_FILE)
+        graph = onnx_encoder.export_encoder(
+            encoder,
+            target if in_place else target / ENCODER_FILE,
+            classifier_float16=classifier_float16,
+        )
         exported = onnx_encoder.OnnxEncoder(graph, threads=1)
         difference = onnx_encoder.max_feature_difference(encoder, exported, pixels)
         if not difference <= atol:

@@ -1,7 +1,8 @@
 """Save and load a captioning model as plain files: config.json + vocab.json + model.safetensors.
 
-No pickled classes: the config is JSON, the vocabulary is JSON, the weights are safetensors. The
-encoder is not stored; it is rebuilt by name from its own pretrained weights.
+No pickled classes: the config is JSON, the vocabulary is JSON, the weights are safetensors
+(float32, float16 or int8 blocks: `rnncap.models.weight_store`). The torch encoder is rebuilt by
+name from its own pretrained weights; a folder may also hold it as encoder.onnx (`rnncap export`).
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.numpy import save
 
 from rnncap.data.vocab import Vocabulary
 from rnncap.models.captioner import CaptioningRNN
@@ -28,21 +28,23 @@ from rnncap.models.files import (  # noqa: F401 - re-exported: the folder's plai
     read_vocabulary,
     resolve_model_dir,
 )
-from rnncap.utils.io import InvalidFileError, atomic_write, first_line
+from rnncap.models.weight_store import pack, read_arrays
+from rnncap.utils.io import atomic_write
 
 
 def save_model(
     folder: str | Path,
     model: CaptioningRNN,
     vocab: Vocabulary,
-    dtype: torch.dtype | None = None,
+    weights: str = "float32",
     extra: dict | None = None,
     files: dict | None = None,
     decoding: dict | None = None,
 ) -> Path:
     """Write the model folder atomically (a temporary folder renamed into place).
 
-    dtype: store the weights in this dtype (e.g. torch.float16 for the bundled model).
+    weights: how model.safetensors stores them: "float32", "float16" or "int8" (int8 blocks
+    with float16 scales, the bundled model's: `rnncap.models.weight_store`).
     extra: plain data merged into config.json under "info" (training flags, scores...).
     files: name -> writer(path) for more files that must land together with the weights
     (the training state of a resumable checkpoint).
@@ -52,12 +54,14 @@ def save_model(
 
     def write(tmp: Path) -> None:
         state = {
-            k: (v.detach().to(dtype) if dtype is not None and v.is_floating_point() else v.detach())
-            .cpu()
-            .contiguous()
+            k: v.detach().cpu().float().numpy()
+            if v.is_floating_point()
+            else v.detach().cpu().numpy()
             for k, v in model.state_dict().items()
         }
-        (tmp / WEIGHTS).write_bytes(save(state))  # a full disk is an OSError naming the errno
+        (tmp / WEIGHTS).write_bytes(
+            save(pack(state, weights))
+        )  # a full disk is an OSError naming the errno
         config = {"captioner": model.config.to_dict(), "info": extra or {}}
         if decoding:
             config["decoding"] = decoding
@@ -72,22 +76,10 @@ def save_model(
 def read_weights(folder: str | Path, config, build=CaptioningRNN) -> dict[str, torch.Tensor]:
     """model.safetensors as float32 tensors, after checking its names and shapes against the
     model `build(config)` (read from the file's header: nothing is allocated before)."""
-    path = Path(folder) / WEIGHTS
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in build(config).state_dict().items()}
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except (OSError, SafetensorError) as error:
-        raise InvalidFileError(
-            path, f"truncated or not a safetensors file ({first_line(error)})"
-        ) from None
-    check_weight_shapes(path, expected, found)
-    try:
-        state = load_file(str(path))
-    except (OSError, SafetensorError) as error:
-        raise InvalidFileError(path, f"cannot read the weights ({first_line(error)})") from None
-    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    arrays = read_arrays(Path(folder) / WEIGHTS, expected)
+    return {k: torch.from_numpy(v) for k, v in arrays.items()}
 
 
 def load_model(spec: str | Path = "default", device: str | torch.device = "cpu"):

@@ -1,8 +1,9 @@
 """The captioning decoder in NumPy, float32: `CaptioningRNN.init_state`/`step` for the rnn, lstm
 and attention cells (with or without the deep output), for captioning without torch.
 
-It reads model.safetensors through `safetensors.numpy` and serves the one beam search
-(`rnncap.decode.beam`) with NumPy arrays; tested against the torch model with the same weights.
+It reads model.safetensors through `rnncap.models.weight_store`, as the torch loader does, and
+serves the one beam search (`rnncap.decode.beam`) with NumPy arrays; tested against the torch
+model with the same weights.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from rnncap.models.config import CaptionerConfig
-from rnncap.models.files import WEIGHTS, check_weight_shapes
-from rnncap.utils.io import InvalidFileError, first_line
+from rnncap.models.files import WEIGHTS
+from rnncap.models.weight_store import read_arrays
 
 
 def expected_shapes(config: CaptionerConfig) -> dict[str, tuple[int, ...]]:
@@ -40,18 +41,7 @@ def expected_shapes(config: CaptionerConfig) -> dict[str, tuple[int, ...]]:
 
 def read_numpy_weights(folder: str | Path, config: CaptionerConfig) -> dict[str, np.ndarray]:
     """model.safetensors as float32 arrays, after checking names and shapes against the config."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(folder) / WEIGHTS
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-            check_weight_shapes(path, expected_shapes(config), found)
-            return {k: f.get_tensor(k).astype(np.float32) for k in f.keys()}
-    except (OSError, SafetensorError) as error:
-        raise InvalidFileError(
-            path, f"truncated or not a safetensors file ({first_line(error)})"
-        ) from None
+    return read_arrays(Path(folder) / WEIGHTS, expected_shapes(config))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -53,15 +53,19 @@ def weights_digest(encoder: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def export_encoder(encoder: torch.nn.Module, path: str | Path, opset: int = OPSET) -> Path:
+def export_encoder(
+    encoder: torch.nn.Module, path: str | Path, opset: int = OPSET, classifier_float16: bool = False
+) -> Path:
     """Export a torch `Encoder` to an ONNX file at `path` (written atomically) and return it.
 
     The batch axis is dynamic; the encoder's name, output layout, preprocessing constants and
     weights digest travel in the graph's metadata, so `OnnxEncoder(path)` needs nothing else.
     An encoder with an ImageNet classifier gets a second output, its class logits (N, 1000)
     (`Encoder.classify` of the features), for classifier guidance without torch.
-    Uses torch's TorchScript-based exporter (`dynamo=False`): it needs the `onnx` package only,
-    where the default torch.export-based one also needs `onnxscript`.
+    classifier_float16: store the classifier's weight matrix (1000 x C, a quarter of the
+    encoder's bytes) in float16, cast to float32 when the graph is loaded; the features are
+    untouched. Uses torch's TorchScript-based exporter (`dynamo=False`): it needs the `onnx`
+    package only, where the default torch.export-based one also needs `onnxscript`.
     """
     import onnx
 
@@ -85,6 +89,8 @@ def export_encoder(encoder: torch.nn.Module, path: str | Path, opset: int = OPSE
         )
     encoder.train(was_training)
     graph = onnx.load_model_from_string(buffer.getvalue())
+    if classifier_float16 and len(outputs) > 1:
+        _store_float16(graph, CLASSIFIER_WEIGHT)
     metadata = {
         "encoder": encoder.name,
         "out_channels": str(encoder.out_channels),
@@ -99,6 +105,28 @@ def export_encoder(encoder: torch.nn.Module, path: str | Path, opset: int = OPSE
         graph.metadata_props.add(key=_META + key, value=value)
     atomic_write(path, lambda tmp: tmp.write_bytes(graph.SerializeToString()))
     return path
+
+
+CLASSIFIER_WEIGHT = "encoder.classifier.weight"  # the name torch's exporter gives it
+
+
+def _store_float16(graph, name: str) -> None:
+    """Replace the float32 initializer `name` by a float16 one and a Cast back to float32 at the
+    head of the graph (ONNX Runtime folds the Cast when it loads the graph)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    found = [t for t in graph.graph.initializer if t.name == name]
+    if len(found) != 1:
+        raise ValueError(f"the exported graph has no initializer {name!r}")
+    half = numpy_helper.from_array(
+        numpy_helper.to_array(found[0]).astype(np.float16), name + "_fp16"
+    )
+    graph.graph.initializer.remove(found[0])
+    graph.graph.initializer.append(half)
+    cast = onnx.helper.make_node("Cast", [half.name], [name], to=onnx.TensorProto.FLOAT)
+    graph.graph.node.insert(0, cast)
 
 
 class _WithClasses(torch.nn.Module):
