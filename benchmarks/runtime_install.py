@@ -48,8 +48,10 @@ def folder_bytes(folder: Path) -> int:
     return total
 
 
-def make_runtime_venv(folder: Path) -> Path:
-    """A fresh venv in `folder` holding this tree's wheel and its runtime dependencies."""
+def make_runtime_venv(folder: Path, extras: str = "") -> Path:
+    """A fresh venv in `folder` holding this tree's wheel and its runtime dependencies, and those
+    of `extras` when given (e.g. "serve": `pip install rnncap[serve]`)."""
+    folder.mkdir(parents=True, exist_ok=True)
     source = folder / "source"  # a clean copy: nothing stale from an earlier build/ gets in
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*LEFT_OUT))
     pip = [sys.executable, "-m", "pip"]
@@ -57,7 +59,8 @@ def make_runtime_venv(folder: Path) -> Path:
     venv = folder / "venv"
     subprocess.run([sys.executable, "-m", "venv", venv], check=True, env=PLAIN)
     (wheel,) = folder.glob("rnncap-*.whl")
-    install = [venv / "bin" / "python", "-m", "pip", "install", "-q", wheel]
+    requirement = f"{wheel}[{extras}]" if extras else wheel
+    install = [venv / "bin" / "python", "-m", "pip", "install", "-q", requirement]
     subprocess.run(install, check=True, env=PLAIN)
     return venv
 

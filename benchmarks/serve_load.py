@@ -12,9 +12,13 @@ CPU a request). `--client httpx` builds every request with httpx instead (about 
 The table shows the client's CPU time a request beside each row.
 
 Usage: python benchmarks/serve_load.py [--requests 64] [--repeats 3] [--model default]
-       [--backend torch onnx onnx:batch] [--client socket|httpx]
+       [--backend torch onnx onnx:batch runtime] [--client socket|httpx] [--runtime-venv DIR]
 A backend may name the server's --encode after a colon: onnx:batch encodes whole batches with
 ONNX Runtime, torch:request each request with torch.
+The backend `runtime` is `rnncap serve` from a venv without torch (`pip install rnncap[serve]`:
+encoder.onnx in ONNX Runtime, the decoder in NumPy): the wheel of this tree is built and
+installed into a fresh venv as benchmarks/runtime_install.py does, unless --runtime-venv names
+one; the other servers run from the environment running this script.
 Without the bundled model an untrained model of the default size is saved to a temporary folder.
 """
 
@@ -34,8 +38,11 @@ from pathlib import Path
 
 import httpx
 
+from runtime_install import PLAIN, make_runtime_venv
+
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = sorted((REPO / "examples").glob("*.jpg"))
+BACKENDS = ("auto", "onnx", "torch", "runtime")  # runtime: the torch-free install's server
 
 
 def model_folder(spec: str, scratch: Path) -> str:
@@ -71,15 +78,23 @@ def start_server(
     threads: int | None,
     backend: str = "auto",
     beam: int | None = None,
+    runtime_venv: Path | None = None,
 ) -> tuple[subprocess.Popen, str]:
-    """`rnncap serve` on a free port; `backend` is BACKEND or BACKEND:ENCODE (see --backend)."""
+    """`rnncap serve` on a free port; `backend` is BACKEND or BACKEND:ENCODE (see --backend).
+    The backend runtime runs `runtime_venv`'s rnncap (no --backend: auto is the runtime there),
+    without the PYTHONPATH of this environment."""
     port = free_port()
-    command = [sys.executable, "-m", "rnncap.cli", "serve", "--model", model, "--port", str(port)]
-    command += ["--device", device, "--max-batch", str(max_batch), "--timeout", "600"]
     backend, _, encode = backend.partition(":")
-    command += ["--backend", backend] + (["--encode", encode] if encode else [])
+    if backend == "runtime":
+        command, env = [str(runtime_venv / "bin" / "rnncap"), "serve"], dict(PLAIN)
+    else:
+        command = [sys.executable, "-m", "rnncap.cli", "serve", "--backend", backend]
+        env = dict(os.environ)
+    command += ["--model", model, "--port", str(port), "--device", device]
+    command += ["--max-batch", str(max_batch), "--timeout", "600"]
+    command += ["--encode", encode] if encode else []
     command += ["--beam", str(beam)] if beam else []
-    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+    env.update({"OMP_NUM_THREADS": str(threads)} if threads else {})
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
@@ -206,11 +221,11 @@ def measure(servers: dict, args) -> list[tuple]:
 
 
 def backend_spec(text: str) -> str:
-    """BACKEND or BACKEND:ENCODE, checked: auto|onnx|torch, then request|batch."""
+    """BACKEND or BACKEND:ENCODE, checked: auto|onnx|torch|runtime, then request|batch."""
     backend, colon, encode = text.partition(":")
-    if backend not in ("auto", "onnx", "torch") or (colon and encode not in ("request", "batch")):
+    if backend not in BACKENDS or (colon and encode not in ("request", "batch")):
         raise argparse.ArgumentTypeError(
-            f"{text!r}: expected auto, onnx or torch, optionally :request or :batch"
+            f"{text!r}: expected auto, onnx, torch or runtime, optionally :request or :batch"
         )
     return text
 
@@ -228,7 +243,14 @@ def main() -> None:
         default=["auto"],
         type=backend_spec,
         help="server --backend, one measurement each, optionally with its --encode after a "
-        "colon (e.g. torch onnx onnx:batch; default: auto)",
+        "colon (e.g. torch onnx onnx:batch); runtime: the server of a torch-free venv "
+        "(default: auto)",
+    )
+    parser.add_argument(
+        "--runtime-venv",
+        type=Path,
+        help="an existing venv with rnncap[serve] and no torch for the backend runtime "
+        "(default: one made in a temporary folder from the wheel of this tree)",
     )
     parser.add_argument(
         "--beam", type=int, default=None, help="server --beam (default: the model's setting)"
@@ -251,12 +273,16 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         model = model_folder(args.model, Path(scratch))
+        runtime = args.runtime_venv
+        if runtime is None and any(b.partition(":")[0] == "runtime" for b in args.backend):
+            print("building the runtime venv (the wheel of this tree, rnncap[serve], no torch)")
+            runtime = make_runtime_venv(Path(scratch) / "runtime", extras="serve")
         servers = {}  # (backend, max_batch) -> (process, url); all up, idle but one at a time
         try:
             for backend in args.backend:
                 for max_batch in (16, 1):
                     servers[backend, max_batch] = start_server(
-                        model, args.device, max_batch, args.threads, backend, args.beam
+                        model, args.device, max_batch, args.threads, backend, args.beam, runtime
                     )
             rows = measure(servers, args)
         finally:
@@ -292,9 +318,12 @@ def main() -> None:
             f"{unbatched / batched:.2f}"
         )
     backends = list(dict.fromkeys(r[0] for r in rows))
-    for backend in backends[1:]:  # each backend against the first, at full concurrency
-        ratio = seconds[backends[0], 16, args.clients] / seconds[backend, 16, args.clients]
-        print(f"{backend} / {backends[0]} at {args.clients} clients: {ratio:.2f}x requests/s")
+    for backend in backends[1:]:  # each backend against the first, micro-batching on
+        ratios = [seconds[backends[0], 16, c] / seconds[backend, 16, c] for c in (1, args.clients)]
+        print(
+            f"{backend} / {backends[0]} requests/s: {ratios[0]:.2f}x at 1 client, "
+            f"{ratios[1]:.2f}x at {args.clients} clients"
+        )
 
 
 if __name__ == "__main__":

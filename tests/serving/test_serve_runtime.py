@@ -71,3 +71,33 @@ def test_serving_without_torch_gives_the_pinned_captions(tmp_path_factory):
         assert str(result["per_request"]) == per_request
         assert result["together"] == pinned and result["alone"] == pinned
         assert all(result["attention_rows"])
+
+
+def test_the_runtime_search_runs_on_the_search_threads_of_blas():
+    """The runtime's NumPy search runs on ServeConfig.search_threads BLAS threads (OpenBLAS's
+    spinning threads would take the cores of the encoder calls beside it), all of them with
+    None, and BLAS has its threads back after each search."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import numpy as np
+
+    from rnncap.serving.calls import batch_runner
+
+    def blas_threads() -> set[int]:
+        info = threadpoolctl.threadpool_info()
+        return {i["num_threads"] for i in info if i["user_api"] == "blas"}
+
+    seen = []
+
+    class Runtime:  # a captioner on the runtime: no torch model
+        model = None
+
+        def caption_features(self, features, options, names, logits):
+            seen.append(blas_threads())
+            return names
+
+    before = blas_threads()
+    for threads in (1, None):
+        run = batch_runner(Runtime(), None, threads, encodes=False)
+        assert run(np.zeros((2, 8), np.float32), ["a", "b"]) == ["a", "b"]
+        assert blas_threads() == before
+    assert seen == [{1} if before else set(), before]

@@ -19,7 +19,7 @@ EXTRAS = {
         "pycocoevalcap",
         "matplotlib",
     ),
-    "serve": ("fastapi", "starlette", "uvicorn", "python_multipart"),
+    "serve": ("fastapi", "starlette", "uvicorn", "python_multipart", "threadpoolctl"),
 }
 _EXTRA_OF = {module: extra for extra, modules in EXTRAS.items() for module in modules}
 

@@ -60,9 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--search-threads",
         type=int,
         default=1,
-        help="torch threads of the beam search; the encoder keeps all the model's threads "
-        "(OMP_NUM_THREADS, else torch's default: the physical cores); 0: all of them too "
-        "(default: 1)",
+        help="threads of the beam search (torch's, or BLAS's for the NumPy search of the "
+        "torch-free runtime); the encoder keeps all the model's threads (OMP_NUM_THREADS, else "
+        "torch's default: the physical cores); 0: all of them too (default: 1)",
     )
     parser.add_argument(
         "--encode",

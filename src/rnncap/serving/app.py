@@ -53,9 +53,9 @@ class ServeConfig:
     max_request_pixels: int = 200_000_000  # decoded pixels per request; later files get 413
     max_pixels_in_flight: int = 100_000_000  # decoded pixels held by all requests together
     decode_threads: int = 2
-    # torch threads of the beam search (None: all the model's). Its steps are small products
-    # that a second thread speeds up little, while the HTTP side needs that core. (The
-    # torch-free runtime searches in NumPy and leaves this alone.)
+    # threads of the beam search (None: all the model's): torch's, or the BLAS threads of the
+    # torch-free runtime's NumPy search. Its steps are small products that a second thread speeds
+    # up little, while the HTTP side and the encoder calls beside it need that core.
     search_threads: int | None = 1
     # Encode each request's images on their own, one thread each, as soon as they are decoded,
     # and batch only the beam searches; the model's threads (torch.get_num_threads(), or the
