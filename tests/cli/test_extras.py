@@ -20,7 +20,13 @@ CASES = [  # (arguments, packages blocked, command named, extra, module named)
     (["export", "default", "out"], TORCH, "rnncap export", "train", "torch"),
     (["lm", "--data", "d"], TORCH, "rnncap lm", "train", "torch"),
     (["evaluate", "--data", "d"], TORCH, "rnncap evaluate", "train", "torch"),
-    (["features", "--data", "d", "--out", "o"], TORCH, "rnncap features", "train", "torch"),
+    (
+        ["features", "--data", "d", "--out", "o", "--backend", "torch"],
+        TORCH,
+        "rnncap features --backend torch",
+        "train",
+        "torch",
+    ),
     (
         ["convert-show-tell", "e", "d", "v", "o"],
         TORCH,
