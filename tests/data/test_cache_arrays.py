@@ -30,10 +30,8 @@ def files(tmp_path):
 
 def _build(paths, encoder, root, mirrored=False):
     cache = FeatureCache(root, cache_name(encoder.name, mirrored))
-    stats = build_cache(
-        paths, encoder, cache, batch_size=3, workers=0, shard_size=2, progress=False,
-        mirrored=mirrored,
-    )  # fmt: skip
+    options = dict(batch_size=3, workers=0, shard_size=2, progress=False, mirrored=mirrored)
+    stats = build_cache(paths, encoder, cache, **options)
     return cache, stats
 
 
