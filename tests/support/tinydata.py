@@ -88,8 +88,8 @@ def train_killed_after_first_epoch(config, monkeypatch, epochs: int = 1) -> None
 
 
 def write_flickr8k(root: Path, images: list[Path]) -> Path:
-    """A Flickr8k-layout folder of copies of `images` (one caption each, no split files: every
-    image is in split "all"), for `rnncap features`."""
+    """A Flickr8k-layout folder of copies of `images`, one caption each, every image in split
+    "test" (and "all"), for `rnncap features` and `rnncap evaluate`."""
     import shutil
 
     (root / "Images").mkdir(parents=True)
@@ -98,6 +98,7 @@ def write_flickr8k(root: Path, images: list[Path]) -> Path:
         shutil.copy(path, root / "Images" / path.name)
         lines.append(f"{path.name},a photo of a {path.stem} .")
     (root / "captions.txt").write_text("\n".join(lines) + "\n")
+    (root / "Flickr_8k.testImages.txt").write_text("".join(f"{p.name}\n" for p in images))
     return root
 
 
