@@ -1,9 +1,11 @@
 """`pip install rnncap` captions without torch: the wheel built from this tree, installed into a
 fresh virtual environment with its runtime dependencies from the package index, gives the pinned
-captions of examples/ with `rnncap caption`, and torch cannot be imported there.
+captions of examples/ with `rnncap caption` and `rnncap evaluate` (predictions only: the scores
+need the train extra), the feature cache of examples/ that the torch path writes with
+`rnncap features`, and torch cannot be imported there.
 
-Skips when the package index cannot be reached; the captions, when the bundled default model
-has no encoder.onnx (the runtime's image encoder).
+Skips when the package index cannot be reached; the captions and features, when the bundled
+default model has no encoder.onnx (the runtime's image encoder).
 """
 
 from __future__ import annotations
@@ -113,6 +115,46 @@ def test_the_runtime_install_captions_the_examples(runtime_venv, tmp_path):
     captions = dict(line.split("\t") for line in run.stdout.splitlines())
     pinned = json.loads(EXPECTED.read_text(encoding="utf-8"))["captions"]
     assert {Path(path).name: text for path, text in captions.items()} == pinned
+
+
+@pytest.mark.slow
+def test_the_runtime_install_caches_the_features_of_the_torch_path(runtime_venv, tmp_path, capsys):
+    from rnncap.cli import main
+    from support.inference import example_images
+    from support.tinydata import cache_contents, write_flickr8k
+
+    if not (DEFAULT_MODEL / ENCODER_FILE).is_file():
+        pytest.skip(f"the bundled default model has no {ENCODER_FILE} yet")
+    data = write_flickr8k(tmp_path / "data", example_images())
+    common = ["--data", data, "--batch-size", "2", "--shard-size", "3", "--quiet"]
+    run = _run([runtime_venv / "bin" / "rnncap", "features", *common, "--out", "np"], tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "efficientnet_lite0: 5 images, 0 already cached, 5 encoded" in run.stdout
+    torch_path = ["--out", tmp_path / "pt", "--model", "default", "--backend", "onnx"]
+    assert main(["features", *map(str, common + torch_path)]) == 0, capsys.readouterr().err
+    name = "efficientnet_lite0"
+    assert cache_contents(tmp_path / "np" / name) == cache_contents(tmp_path / "pt" / name)
+
+
+@pytest.mark.slow
+def test_the_runtime_install_evaluates_without_scores(runtime_venv, tmp_path):
+    from support.inference import example_images
+    from support.tinydata import write_flickr8k
+
+    if not (DEFAULT_MODEL / ENCODER_FILE).is_file():
+        pytest.skip(f"the bundled default model has no {ENCODER_FILE} yet")
+    data = write_flickr8k(tmp_path / "data", example_images())
+    args = ["evaluate", "--data", data, "--json", "eval.json", "--quiet"]
+    run = _run([runtime_venv / "bin" / "rnncap", *args], cwd=tmp_path)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.splitlines()[-1] == (
+        "rnncap: error: 'rnncap evaluate' needs the train extra (pycocoevalcap is not installed): "
+        "pip install 'rnncap[train]'; scores not computed, the predictions are in eval.json"
+    )
+    result = json.loads((tmp_path / "eval.json").read_text(encoding="utf-8"))
+    pinned = json.loads(EXPECTED.read_text(encoding="utf-8"))["captions"]
+    assert result["scores"] is None
+    assert {p["image"]: p["caption"] for p in result["predictions"]} == pinned
 
 
 @pytest.mark.slow

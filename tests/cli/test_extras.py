@@ -19,8 +19,20 @@ CASES = [  # (arguments, packages blocked, command named, extra, module named)
     (["train", "--data", "d"], TORCH, "rnncap train", "train", "torch"),
     (["export", "default", "out"], TORCH, "rnncap export", "train", "torch"),
     (["lm", "--data", "d"], TORCH, "rnncap lm", "train", "torch"),
-    (["evaluate", "--data", "d"], TORCH, "rnncap evaluate", "train", "torch"),
-    (["features", "--data", "d", "--out", "o"], TORCH, "rnncap features", "train", "torch"),
+    (
+        ["evaluate", "--data", "d", "--backend", "torch"],
+        TORCH,
+        "rnncap evaluate --backend torch",
+        "train",
+        "torch",
+    ),
+    (
+        ["features", "--data", "d", "--out", "o", "--backend", "torch"],
+        TORCH,
+        "rnncap features --backend torch",
+        "train",
+        "torch",
+    ),
     (
         ["convert-show-tell", "e", "d", "v", "o"],
         TORCH,
@@ -49,8 +61,15 @@ CASES = [  # (arguments, packages blocked, command named, extra, module named)
         "train",
         "torch",
     ),
-    # torch installed by hand, without the rest of the extra: scores need pycocoevalcap
+    # scores need pycocoevalcap (with torch or without): without --json there is nothing to do
     (["evaluate", "--data", "d"], ("pycocoevalcap",), "rnncap evaluate", "train", "pycocoevalcap"),
+    (
+        ["evaluate", "--data", "d"],
+        (*TORCH, "pycocoevalcap"),
+        "rnncap evaluate",
+        "train",
+        "pycocoevalcap",
+    ),
     (
         ["serve"],
         ("fastapi", "starlette", "uvicorn", "python_multipart"),

@@ -85,3 +85,38 @@ def train_killed_after_first_epoch(config, monkeypatch, epochs: int = 1) -> None
     with pytest.raises(KeyboardInterrupt):
         train_module.train(config)
     monkeypatch.setattr(train_module, "plot_training_curves", real_plot)
+
+
+def write_flickr8k(root: Path, images: list[Path]) -> Path:
+    """A Flickr8k-layout folder of copies of `images`, one caption each, every image in split
+    "test" (and "all"), for `rnncap features` and `rnncap evaluate`."""
+    import shutil
+
+    (root / "Images").mkdir(parents=True)
+    lines = ["image,caption"]
+    for path in images:
+        shutil.copy(path, root / "Images" / path.name)
+        lines.append(f"{path.name},a photo of a {path.stem} .")
+    (root / "captions.txt").write_text("\n".join(lines) + "\n")
+    (root / "Flickr_8k.testImages.txt").write_text("".join(f"{p.name}\n" for p in images))
+    return root
+
+
+def cache_contents(folder: Path) -> tuple[dict, dict]:
+    """(index.json less its shard sizes and checksums, {shard file name: (metadata, features as
+    their float16 bit patterns)}) of one encoder's cache folder: equal for caches of equal
+    content. The shard files' bytes need not be: safetensors writes the metadata in no fixed
+    order."""
+    import json
+
+    import numpy as np
+    from safetensors import safe_open
+
+    index = json.loads((folder / "index.json").read_text())
+    index.pop("shards")
+    shards = {}
+    for path in sorted(folder.glob("shard_*.safetensors")):
+        with safe_open(str(path), framework="np") as f:
+            bits = f.get_tensor("features").view(np.uint16)
+            shards[path.name] = (f.metadata(), bits.tolist())
+    return index, shards

@@ -6,27 +6,27 @@ image content, so an edited image is never served stale features; shards are wri
 (temporary file + rename) and a build resumes by skipping the images already in the index.
 The index records each shard's size and CRC-32: a damaged shard is never served (its size is
 checked on open, its checksum on first read) and a build re-encodes its images.
+Shards are written and read as NumPy arrays (no torch needed); `get`, `get_keys` and
+`load_split` hand training torch tensors. The build itself is `rnncap.data.cache_build`.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-import time
 import zlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from rnncap.data.cache_build import BuildStats, build_cache  # noqa: F401 - the build, as before
 from rnncap.data.file_hashes import file_crc32, file_key
-from rnncap.utils.device import decode_workers
 from rnncap.utils.errors import DataError
 from rnncap.utils.io import InvalidFileError, atomic_write, atomic_write_text, first_line
 
 if TYPE_CHECKING:
     import torch
-    from torch import nn
 
     from rnncap.data.datasets import Sample
 
@@ -130,7 +130,7 @@ class FeatureCache:
 
         path = self._shard_path(shard)
         try:
-            with safe_open(str(path), framework="pt") as f:
+            with safe_open(str(path), framework="np") as f:
                 metadata = f.metadata() or {}
                 shape = list(f.get_slice("features").get_shape())[1:]
             keys = json.loads(metadata.get("keys", "[]")) if metadata.get("encoder") else []
@@ -188,9 +188,8 @@ class FeatureCache:
     def __contains__(self, key: str) -> bool:
         return key in self.entries
 
-    def get_keys(self, keys: Sequence[str]) -> torch.Tensor:
-        """Features of the given content keys, stacked in order: (N, *shape) float16."""
-        import torch
+    def read_keys(self, keys: Sequence[str]) -> np.ndarray:
+        """Features of the given content keys, stacked in order: (N, *shape) float16 NumPy."""
         from safetensors import SafetensorError, safe_open
 
         missing = [k for k in keys if k not in self.entries]
@@ -204,7 +203,7 @@ class FeatureCache:
                 f"{len(missing)} of {len(keys)} images are not in the {self.encoder_name} cache "
                 f"at {self.root}{damaged} (run `rnncap features{mirrored}` first)"
             )
-        out = torch.empty((len(keys), *self.shape), dtype=torch.float16)
+        out = np.empty((len(keys), *self.shape), dtype=np.float16)
         by_shard: dict[int, tuple[list[int], list[int]]] = {}
         for i, key in enumerate(keys):
             shard, row = self.entries[key]
@@ -214,7 +213,7 @@ class FeatureCache:
             self._check_crc(shard)
             first, last = min(rows), max(rows)  # read only the span of rows needed
             try:
-                with safe_open(str(self._shard_path(shard)), framework="pt") as f:
+                with safe_open(str(self._shard_path(shard)), framework="np") as f:
                     features = f.get_slice("features")[first : last + 1]
             except (OSError, SafetensorError) as error:
                 raise InvalidFileError(
@@ -222,11 +221,21 @@ class FeatureCache:
                     f"unreadable feature shard ({first_line(error)}); "
                     "run `rnncap features` to re-encode it",
                 ) from None
-            out[torch.tensor(positions)] = features[torch.tensor(rows) - first]
+            out[positions] = features[np.asarray(rows) - first]
         return out
 
+    def get_arrays(self, paths: Sequence[str | Path]) -> np.ndarray:
+        """Features of the given image files (keyed by content): (N, *shape) float16 NumPy."""
+        return self.read_keys([file_key(p) for p in paths])
+
+    def get_keys(self, keys: Sequence[str]) -> torch.Tensor:
+        """`read_keys` as a torch tensor: (N, *shape) float16."""
+        import torch
+
+        return torch.from_numpy(self.read_keys(keys))
+
     def get(self, paths: Sequence[str | Path]) -> torch.Tensor:
-        """Features of the given image files (keyed by content): (N, *shape) float16."""
+        """Features of the given image files (keyed by content): (N, *shape) float16 tensor."""
         return self.get_keys([file_key(p) for p in paths])
 
     def load_split(self, samples: Sequence[Sample]) -> tuple[torch.Tensor, list[str]]:
@@ -234,12 +243,14 @@ class FeatureCache:
         return self.get([s.image for s in samples]), [s.name for s in samples]
 
     # -- writing
-    def add(self, keys: Sequence[str], features: torch.Tensor) -> None:
-        """Store `features` (n, *shape) for `keys` as one new shard, then update the index."""
-        import torch
-        from safetensors.torch import save
+    def add(self, keys: Sequence[str], features) -> None:
+        """Store `features` (n, *shape), a NumPy array or a torch tensor, for `keys` as one new
+        shard (float16), then update the index."""
+        from safetensors.numpy import save
 
-        features = features.detach().to("cpu", dtype=torch.float16).contiguous()
+        if hasattr(features, "detach"):  # a torch tensor: NumPy from here on
+            features = features.detach().cpu().half().numpy()
+        features = np.ascontiguousarray(features, dtype=np.float16)
         shape = list(features.shape[1:])
         if self.shape is not None and shape != self.shape:
             raise FeatureCacheError(
@@ -276,109 +287,3 @@ class FeatureCache:
         }
         text = json.dumps(data, separators=(",", ":"))
         atomic_write_text(self.dir / INDEX, text)
-
-
-@dataclass
-class BuildStats:
-    """What one `build_cache` call did."""
-
-    images: int  # distinct image contents asked for
-    cached_before: int  # of those, already in the cache
-    computed: int  # encoded by this call
-    failed: list[str]  # "path: reason" for images that could not be read
-    seconds: float  # time of the encoding loop (hashing excluded)
-
-    @property
-    def images_per_second(self) -> float:
-        return self.computed / self.seconds if self.seconds > 0 else 0.0
-
-
-def build_cache(
-    paths: Iterable[str | Path],
-    encoder: nn.Module,
-    cache: FeatureCache,
-    device: torch.device | str = "cpu",
-    batch_size: int = 64,
-    workers: int | None = None,
-    shard_size: int = 1024,
-    progress: bool = True,
-    device_decode: bool = True,
-    mirrored: bool = False,
-) -> BuildStats:
-    """Encode every image of `paths` that `cache` lacks and add the features to it.
-
-    `workers` DataLoader processes open and preprocess the images (None: the cores the encoder
-    leaves free, `decode_workers`); they are encoded in batches, stored as float16, `shard_size`
-    per shard, written in the background; stopping keeps every finished shard, so a rerun
-    resumes. On CUDA with `device_decode`, reading (threads), JPEG decoding on the GPU and
-    encoding overlap (`rnncap.data.cache_build`). `mirrored`: encode the mirror images into a
-    cache named `cache_name(encoder, True)`."""
-    import torch
-
-    from rnncap.data.cache_build import encoded_batches
-
-    name = getattr(encoder, "name", None)
-    if name is not None and cache_name(name, mirrored) != cache.encoder_name:
-        raise FeatureCacheError(f"encoder {name!r} does not match cache {cache.encoder_name!r}")
-    for message in cache.remove_damaged():
-        print(f"warning: {message}", file=sys.stderr)
-    device = torch.device(device)
-    by_key, todo = _missing(list(paths), cache, decode_workers(workers, device))
-    stats = BuildStats(len(by_key), len(by_key) - len(todo), 0, [], 0.0)
-    if not todo:
-        return stats
-    encoder = encoder.to(device).eval()
-    batches = encoded_batches(
-        [by_key[k] for k in todo], encoder, device, batch_size, workers, device_decode, mirrored
-    )
-    start = time.perf_counter()
-    _write_shards(batches, todo, cache, stats, shard_size, progress)
-    stats.seconds = time.perf_counter() - start
-    for message in stats.failed:
-        print(f"warning: {message} (skipped)", file=sys.stderr)
-    return stats
-
-
-def _write_shards(
-    batches,
-    todo: list[str],
-    cache: FeatureCache,
-    stats: BuildStats,
-    shard_size: int,
-    progress: bool,
-) -> None:
-    """Gather `encoded_batches` into shards of `shard_size` images, written in the background;
-    failures and counts go to `stats`."""
-    import torch
-    from tqdm import tqdm
-
-    from rnncap.data.cache_build import ShardWriter
-
-    pending_keys, pending = [], []  # keys and (B, C, h, w) features not yet in a shard
-    with (
-        ShardWriter(cache) as writer,
-        tqdm(total=len(todo), unit="img", disable=not progress, desc=cache.encoder_name) as bar,
-    ):
-        for features, indices, bad in batches:
-            stats.failed += [message for message, _ in bad]  # each names its file
-            if features is not None:
-                pending.append(features)
-                pending_keys += [todo[i] for i in indices]
-                stats.computed += len(indices)
-            if len(pending_keys) >= shard_size:
-                writer.add(pending_keys, torch.cat(pending))
-                pending_keys, pending = [], []
-            bar.update(len(indices) + len(bad))
-        if pending_keys:
-            writer.add(pending_keys, torch.cat(pending))
-
-
-def _missing(paths: list, cache: FeatureCache, threads: int) -> tuple[dict[str, Path], list[str]]:
-    """({content key: the first path with that content}, the keys `cache` lacks); the files are
-    hashed by `threads` threads."""
-    from rnncap.data.cache_build import content_keys
-
-    by_key: dict[str, Path] = {}
-    for key, path in zip(content_keys(paths, threads), paths, strict=True):
-        by_key.setdefault(key, Path(path))
-    return by_key, [k for k in by_key if k not in cache]

@@ -264,9 +264,19 @@ def collate_images(batch):
     """[(image | message, index)] -> (images (B, 3, S, S) | None, indices, [(message, index)])."""
     import torch
 
+    return _collate(batch, torch.stack)
+
+
+def collate_arrays(batch):
+    """`collate_images` of NumPy images: (images (B, 3, S, S) | None, indices, [(message,
+    index)])."""
+    return _collate(batch, np.stack)
+
+
+def _collate(batch, stack):
     good = [(x, i) for x, i in batch if not isinstance(x, str)]
     bad = [(x, i) for x, i in batch if isinstance(x, str)]
-    images = torch.stack([x for x, _ in good]) if good else None
+    images = stack([x for x, _ in good]) if good else None
     return images, [i for _, i in good], bad
 
 

@@ -1,7 +1,9 @@
 """Caption a data set split with a saved model and score it with the COCO caption metrics.
 
 Features come from a feature cache (`--features`, built on demand) or are computed into a
-temporary one, so training and evaluation see the same float16 encoder outputs.
+temporary one, so training and evaluation see the same float16 encoder outputs. The torch-free
+runtime captions the image files as `rnncap caption` does instead. Scoring needs pycocoevalcap
+and Java.
 """
 
 from __future__ import annotations
@@ -9,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from dataclasses import dataclass
-
-import torch
 
 from rnncap.data.datasets import DatasetError
 from rnncap.utils.config import ConfigError, check_range, check_types
@@ -32,6 +32,7 @@ class EvalConfig:
     backend: str = "auto"  # how the image encoder runs: auto | onnx | torch
     limit: int = 0  # first N images only (0: all)
     progress: bool = True
+    score: bool = True  # False: captions only ("scores" None; no pycocoevalcap, no Java)
 
     def __post_init__(self) -> None:
         """Types and ranges; a ConfigError names the bad field."""
@@ -64,14 +65,13 @@ def split_features(
     """Encoder features (I, ...) float16 for the samples' images, through a feature cache."""
     from rnncap.data.features import FeatureCache, build_cache
 
-    def compute(root: str) -> torch.Tensor:
+    def compute(root: str):
         cache = FeatureCache(root, model.config.encoder)
         paths = [s.image for s in samples]
         stats = build_cache(
             paths, model.encoder, cache, device=device, workers=workers, progress=progress
         )
-        if stats.failed:
-            raise DatasetError(f"{len(stats.failed)} image(s) could not be read: {stats.failed[0]}")
+        _check_read(stats.failed)
         return cache.get(paths)
 
     if cache_dir is not None:
@@ -80,15 +80,38 @@ def split_features(
         return compute(tmp)
 
 
+def runtime_captions(captioner, samples, options, batch_size: int, progress: bool) -> list:
+    """The torch-free runtime's captions of the samples' image files, as `rnncap caption` makes
+    them: float32 features with the ImageNet logits of classifier guidance, both from the
+    encoder.onnx graph (the cache keeps no logits, and the runtime has no classifier of its own
+    to compute them from features)."""
+    from rnncap.decode.captioner import Failed
+    from rnncap.decode.inputs import flatten
+    from rnncap.decode.runtime import caption_file_batches
+
+    paths = [s.image for s in samples]
+    groups = caption_file_batches(captioner, paths, options, batch_size)
+    results = list(flatten(groups, len(paths), progress))
+    _check_read([r.reason for r in results if isinstance(r, Failed)])
+    return results
+
+
+def _check_read(failed: list[str]) -> None:
+    if failed:
+        raise DatasetError(f"{len(failed)} image(s) could not be read: {failed[0]}")
+
+
 def evaluate(cfg: EvalConfig) -> dict:
-    """-> {"scores": {...}, "predictions": [{"image", "caption", "score"}], "config": {...}}."""
+    """-> {"scores": {...} | None, "predictions": [{"image", "caption", "score"}], "config":
+    {...}}; "scores" is None when `cfg.score` is False."""
     from dataclasses import asdict
 
     from rnncap.data.datasets import load_dataset
     from rnncap.decode.captioner import load
     from rnncap.engine.metrics import check_java, score
 
-    check_java()  # METEOR and the PTB tokenizer run on Java: fail before encoding anything
+    if cfg.score:
+        check_java()  # METEOR and the PTB tokenizer run on Java: fail before encoding anything
     captioner = load(cfg.model, cfg.device, backend=cfg.backend)
     options = captioner.decode_options(cfg.beam, cfg.max_length)
     if cfg.length_penalty is not None:
@@ -98,15 +121,18 @@ def evaluate(cfg: EvalConfig) -> dict:
         samples = samples[: cfg.limit]
     if not samples:
         raise DatasetError(f"{cfg.data}: the {cfg.split} split has no images")
-    features = split_features(
-        captioner.model, samples, cfg.features, captioner.device, cfg.workers, cfg.progress
-    )
-    results = captioner.caption_feature_batches(features, options, cfg.batch_size, cfg.progress)
+    if captioner.model is None:
+        results = runtime_captions(captioner, samples, options, cfg.batch_size, cfg.progress)
+    else:
+        features = split_features(
+            captioner.model, samples, cfg.features, captioner.device, cfg.workers, cfg.progress
+        )
+        results = captioner.caption_feature_batches(features, options, cfg.batch_size, cfg.progress)
     captions = [r.text for r in results]
     scores = [r.score for r in results]
     predictions = {s.name: c for s, c in zip(samples, captions, strict=True)}
     references = {s.name: list(s.captions) for s in samples}
-    metrics = score(references, predictions)
+    metrics = score(references, predictions) if cfg.score else None
     return {
         "config": {**asdict(cfg), **_resolved(options)},
         "images": len(samples),

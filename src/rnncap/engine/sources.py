@@ -3,7 +3,8 @@ text without photos (its captions teach the decoder's language side, with no vis
 
 `--extra-data "coco:DIR@3"` adds a data set's train split, each of its images drawn 3 times an
 epoch; `--text-data FILE --text-ratio R` adds, to every batch of B photos, R*B groups of captions
-from FILE shown with an all-zero feature grid (the "no image" input).
+from FILE shown with an all-zero feature grid (the "no image" input). torch is imported where
+it is used: `parse_sources` serves `rnncap features` without torch.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from rnncap.utils.config import ConfigError
 from rnncap.utils.io import InvalidFileError, first_line, read_text_file
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_TEXT_BYTES = 512 * 2**20  # a caption text file larger than this is refused
 
@@ -93,6 +96,8 @@ def _json_group(path: Path, number: int, line: str) -> list[str]:
 
 def epoch_order(weights: torch.Tensor | None, n: int, generator: torch.Generator) -> torch.Tensor:
     """A shuffled epoch over n images, image i drawn weights[i] times (the fraction by chance)."""
+    import torch
+
     if weights is None:
         return torch.randperm(n, generator=generator)
     whole = weights.floor().long()
@@ -117,6 +122,8 @@ class TextBatches:
         self._next = 0
 
     def start_epoch(self, epoch: int) -> None:
+        import torch
+
         generator = torch.Generator().manual_seed(self.seed * 1000 + epoch + 777)
         self._order = torch.randperm(len(self.groups), generator=generator).tolist()
         self._next = 0
@@ -134,6 +141,8 @@ class TextBatches:
 def add_text(features, captions, counts, groups, pad_id: int):
     """Append caption groups without photos to a collated batch: each group is one more row of
     all-zero features (B + G, ...), its captions more caption rows, padded to one length."""
+    import torch
+
     if not groups:
         return features, captions, counts
     rows = [c for g in groups for c in g]
