@@ -12,8 +12,8 @@
 #   3. self-critical training from it on the same photos (CIDEr-D with each source's own
 #      document frequencies, the ending scored, 5 samples per image, mirrors), twice: 3 epochs
 #      at a constant 2e-4, and 3 epochs decaying from 2e-4 to 2e-5
-#   4. the model: the mean of the two self-critical models' weights, float16, with its decoding
-#      settings
+#   4. the model: the mean of the two self-critical models' weights (matrices stored as int8),
+#      with its decoding settings
 #   5. the decoding ablation on Flickr8k dev and COCO dev, then the scores on Flickr8k test and
 #      COCO dev with the model's own settings
 # Usage: scripts/reproduce_default.sh [DATA_DIR (holding flickr8k, coco_train409, coco_text, coco_dev)]

@@ -8,8 +8,8 @@
 #   3. self-critical sequence training from it, twice (CIDEr-D reward that also scores how a
 #      caption ends, 5 samples per image, mirror images too): at a constant learning rate, and
 #      with a cosine decay
-#   4. the model: the mean of the two self-critical models' weights, float16, with its decoding
-#      settings
+#   4. the model: the mean of the two self-critical models' weights (matrices stored as int8),
+#      with its decoding settings
 #   5. the decoding ablation on Flickr8k dev and COCO dev (when ../shared/data/coco_dev exists)
 #   6. the test scores with the model's own decoding settings
 # Making the result the default model is one more command (printed at the end).

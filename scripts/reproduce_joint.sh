@@ -14,7 +14,7 @@
 #      3 epochs at a constant learning rate
 #   4. two word-level language models with the model's vocabulary: COCO's caption text (the
 #      target) and Flickr8k's training captions (the source), fused at decoding time
-#   5. the model folder: float16 weights, the language models, the default's decoding settings
+#   5. the model folder: int8 matrices, the language models, the default's decoding settings
 #   6. the decoding ablation on Flickr8k dev and COCO dev (rows 28-30), then the scores on
 #      Flickr8k test and COCO dev
 # Usage: scripts/reproduce_joint.sh [DATA_DIR (holding flickr8k, coco_train409, coco_text, coco_dev)]
