@@ -13,7 +13,7 @@ import torch
 
 from _timing import timed
 from rnncap.decode.beam import beam_search
-from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
+from rnncap.models.captioning_rnn import CaptionerConfig, CaptioningRNN
 
 
 def main() -> None:

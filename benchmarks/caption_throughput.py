@@ -49,7 +49,7 @@ def parse_args() -> argparse.Namespace:
 
 def load_captioner(spec: str, untrained: bool, samples, device: torch.device):
     from rnncap.data.vocab import Vocabulary
-    from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
+    from rnncap.models.captioning_rnn import CaptionerConfig, CaptioningRNN
     from rnncap.models.folder import load_model
 
     if not untrained:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 import rnncap
-import rnncap.models.captioner as captioner_module
+import rnncap.models.captioning_rnn as captioner_module
 from _timing import timed
 
 REPO = Path(__file__).resolve().parents[1]

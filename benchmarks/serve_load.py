@@ -56,7 +56,7 @@ def model_folder(spec: str, scratch: Path) -> str:
     import torch
 
     from rnncap.data.vocab import Vocabulary
-    from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
+    from rnncap.models.captioning_rnn import CaptionerConfig, CaptioningRNN
     from rnncap.models.folder import save_model
 
     torch.manual_seed(0)

@@ -34,7 +34,7 @@ from rnncap.engine.scst import reward_scorer
 from rnncap.engine.splits import CaptionSplit, load_split
 from rnncap.engine.train import epoch_batches, make_run, run_epoch
 from rnncap.engine.train_config import TrainConfig
-from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
+from rnncap.models.captioning_rnn import CaptionerConfig, CaptioningRNN
 
 KARPATHY_TRAIN = 113_287  # COCO photos in the Karpathy train split (with restval)
 

@@ -1,8 +1,11 @@
-"""Every module in src/rnncap stays readable: at most 400 lines, no function over 60 lines."""
+"""Every module in src/rnncap stays readable: at most 400 lines, no function over 60 lines, and a
+name that says which module it is (shared only by a command and its library module, or by the
+same cell in PyTorch and in NumPy)."""
 
 from __future__ import annotations
 
 import ast
+from collections import defaultdict
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "rnncap"
@@ -30,3 +33,18 @@ def test_functions_fit_on_a_screen():
                 if lines > MAX_FUNCTION_LINES:
                     long[f"{path.relative_to(SRC)}:{node.lineno} {node.name}"] = lines
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
+def _is_mirror(packages: set[str]) -> bool:
+    """`cli/X.py` is the command `rnncap X`; `nn/`, `numpy_ref/`: one cell in two libraries."""
+    return (len(packages) == 2 and "cli" in packages) or packages == {"nn", "numpy_ref"}
+
+
+def test_module_names_are_used_once_except_by_mirrors():
+    packages = defaultdict(set)
+    for path in _modules():
+        if path.name not in ("__init__.py", "__main__.py"):
+            packages[path.name].add(path.parent.relative_to(SRC).as_posix())
+    shared = {name: sorted(p) for name, p in packages.items() if len(p) > 1}
+    clashes = {name: p for name, p in shared.items() if not _is_mirror(set(p))}
+    assert not clashes, f"modules sharing a name: {clashes}"

@@ -16,7 +16,7 @@ from rnncap.data.datasets import list_formats, load_dataset
 from rnncap.data.vocab import Vocabulary
 from rnncap.decode.beam import DecodeOptions
 from rnncap.decode.captioner import Captioner
-from rnncap.models.captioner import CaptionerConfig, CaptioningRNN, list_cell_types
+from rnncap.models.captioning_rnn import CaptionerConfig, CaptioningRNN, list_cell_types
 from rnncap.models.encoders import build_encoder, list_encoders
 from rnncap.models.folder import load_model, save_model
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rnncap.decode.beam import beam_search, greedy
-from rnncap.models.captioner import CaptioningRNN
+from rnncap.models.captioning_rnn import CaptioningRNN
 from support.decoding import BACKENDS, brute_force, on_backend, random_features, tiny_decoder
 
 WORDS = 3  # ordinary words: ids 4, 5, 6 after the four specials

@@ -8,7 +8,7 @@ import torch
 
 import rnncap.decode.beam as beam_module
 from rnncap.decode.beam import beam_search
-from rnncap.models.captioner import CaptioningRNN
+from rnncap.models.captioning_rnn import CaptioningRNN
 from support.decoding import BACKENDS, on_backend, random_features, tiny_decoder
 
 WORDS = 5  # ordinary words: ids 4..8 after <pad>, <start>, <end>, <unk>

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rnncap.decode.beam import DecodeOptions, beam_search, decode, greedy
-from rnncap.models.captioner import CaptionerConfig, CaptioningRNN, list_cell_types
+from rnncap.models.captioning_rnn import CaptionerConfig, CaptioningRNN, list_cell_types
 from support.decoding import BACKENDS, on_backend, random_features, tiny_decoder
 
 WORDS = 4  # ordinary words; ids 4..7 after the four specials

@@ -12,7 +12,7 @@ from rnncap.cli import main
 from rnncap.data.vocab import Vocabulary
 from rnncap.decode.beam import beam_search
 from rnncap.engine.metrics import METRICS
-from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
+from rnncap.models.captioning_rnn import CaptionerConfig, CaptioningRNN
 from rnncap.models.folder import load_model, save_model
 from support.tinydata import WORDS, make_dataset
 

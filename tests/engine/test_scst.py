@@ -21,7 +21,7 @@ from rnncap.engine.scst import (
     sequence_log_probs,
 )
 from rnncap.engine.train import train
-from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
+from rnncap.models.captioning_rnn import CaptionerConfig, CaptioningRNN
 from support.tinydata import make_dataset, tiny_train_config, train_killed_after_first_epoch
 
 NEVER = (0, 1, 3)  # padding, <start>, <unk>: never sampled

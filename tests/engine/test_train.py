@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from rnncap.engine.train import train
 from rnncap.engine.train_config import TrainConfig
-from rnncap.models.captioner import list_cell_types
+from rnncap.models.captioning_rnn import list_cell_types
 from support.tinydata import WORDS, make_dataset, tiny_train_config, train_killed_after_first_epoch
 
 

@@ -14,7 +14,7 @@ from rnncap.cli import main
 from rnncap.decode.beam import DecodeOptions
 from rnncap.engine.train import train
 from rnncap.engine.train_config import TrainConfig
-from rnncap.models.captioner import CaptionerConfig
+from rnncap.models.captioning_rnn import CaptionerConfig
 from rnncap.models.folder import load_model
 from rnncap.utils.config import ConfigError
 from rnncap.utils.io import InvalidFileError

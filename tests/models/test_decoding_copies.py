@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from rnncap.models.captioner import list_cell_types
+from rnncap.models.captioning_rnn import list_cell_types
 from support.decoding import random_features, tiny_decoder
 
 

@@ -10,7 +10,7 @@ from safetensors import safe_open
 
 from rnncap.data.vocab import Vocabulary
 from rnncap.decode.beam import beam_search
-from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
+from rnncap.models.captioning_rnn import CaptionerConfig, CaptioningRNN
 from rnncap.models.folder import (
     CONFIG,
     DEFAULT_MODEL,

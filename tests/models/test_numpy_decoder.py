@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rnncap.data.vocab import Vocabulary
-from rnncap.models.captioner import CaptionerConfig, CaptioningRNN, list_cell_types
+from rnncap.models.captioning_rnn import CaptionerConfig, CaptioningRNN, list_cell_types
 from rnncap.models.folder import save_model
 from rnncap.models.numpy_decoder import NumpyDecoder, expected_shapes, read_numpy_weights
 from rnncap.utils.io import InvalidFileError

@@ -15,7 +15,7 @@ pytest.importorskip("onnx")
 
 from rnncap.data.images import open_image  # noqa: E402
 from rnncap.models import onnx_encoder  # noqa: E402
-from rnncap.models.captioner import CaptionerConfig, CaptioningRNN  # noqa: E402
+from rnncap.models.captioning_rnn import CaptionerConfig, CaptioningRNN  # noqa: E402
 from rnncap.models.encoders import Encoder  # noqa: E402
 from rnncap.models.onnx_encoder import (  # noqa: E402
     OnnxEncoder,

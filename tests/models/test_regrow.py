@@ -10,7 +10,7 @@ import torch
 
 from rnncap.data.vocab import Vocabulary
 from rnncap.engine.train import train
-from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
+from rnncap.models.captioning_rnn import CaptionerConfig, CaptioningRNN
 from rnncap.models.folder import load_model
 from rnncap.models.regrow import grown_vocabulary, with_vocabulary
 from rnncap.utils.config import ConfigError

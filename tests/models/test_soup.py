@@ -13,7 +13,7 @@ import torch
 from safetensors.numpy import load_file
 
 from rnncap.data.vocab import Vocabulary
-from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
+from rnncap.models.captioning_rnn import CaptionerConfig, CaptioningRNN
 from rnncap.models.folder import CONFIG, WEIGHTS, save_model
 from rnncap.models.soup import average_models
 

@@ -11,8 +11,8 @@ from safetensors.numpy import load_file, save_file
 
 from rnncap.data.vocab import Vocabulary
 from rnncap.decode.beam import beam_search
-from rnncap.models.captioner import CaptioningRNN
-from rnncap.models.config import CaptionerConfig
+from rnncap.models.captioner_config import CaptionerConfig
+from rnncap.models.captioning_rnn import CaptioningRNN
 from rnncap.models.folder import WEIGHTS, load_model, save_model
 from rnncap.models.numpy_decoder import read_numpy_weights
 from rnncap.models.weight_store import (

@@ -10,9 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rnncap.cli.serve import parse_size
+from rnncap.serving.api_error import ApiError
 from rnncap.serving.app import ServeConfig, create_app
 from rnncap.serving.batcher import MicroBatcher
-from rnncap.serving.errors import ApiError
 from support.inference import bomb_png, example_images, truncated_jpeg
 
 MAX_BYTES = 200_000

@@ -13,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rnncap.decode.captioner import CaptionError
+from rnncap.serving.api_error import ApiError
 from rnncap.serving.app import ServeConfig, create_app
 from rnncap.serving.bodies import FREE_BYTES, Body, BodyBudget
-from rnncap.serving.errors import ApiError
 from support.inference import ServerProcess, crafted_images, example_images, rss_bytes
 
 MB = 1024 * 1024

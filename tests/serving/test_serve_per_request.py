@@ -13,9 +13,9 @@ import torch
 from fastapi.testclient import TestClient
 
 from rnncap.decode.captioner import load
+from rnncap.serving.api_error import ApiError
 from rnncap.serving.app import ServeConfig, create_app
 from rnncap.serving.batcher import MicroBatcher
-from rnncap.serving.errors import ApiError
 from support.inference import example_images, make_tiny_model, shared_encoder
 
 

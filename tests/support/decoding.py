@@ -7,7 +7,7 @@ import itertools
 
 import torch
 
-from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
+from rnncap.models.captioning_rnn import CaptionerConfig, CaptioningRNN
 
 
 def tiny_decoder(

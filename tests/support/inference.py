@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from rnncap.data.vocab import Vocabulary
-from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
+from rnncap.models.captioning_rnn import CaptionerConfig, CaptioningRNN
 from rnncap.models.folder import save_model
 
 REPO = Path(__file__).resolve().parents[2]

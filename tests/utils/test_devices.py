@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from rnncap.decode.beam import beam_search
-from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
+from rnncap.models.captioning_rnn import CaptionerConfig, CaptioningRNN
 from rnncap.nn.loss import captioning_loss
 from rnncap.utils.device import cuda_math
 from support.cuda import assert_error_like, devices

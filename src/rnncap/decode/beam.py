@@ -14,7 +14,7 @@ from rnncap.decode import constrained, rules
 from rnncap.decode.arrays import backend, device
 from rnncap.decode.options import MAX_BEAM, MAX_FUSION_WEIGHT, DecodeOptions  # noqa: F401
 from rnncap.decode.rules import words_before_end  # noqa: F401 - part of this module's API
-from rnncap.models.config import MAX_LENGTH  # noqa: F401 - the command line's bound
+from rnncap.models.captioner_config import MAX_LENGTH  # noqa: F401 - the command line's bound
 
 INF = float("inf")
 

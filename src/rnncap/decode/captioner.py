@@ -91,7 +91,7 @@ def load(
     folder = resolve_model_dir(model)
     options = folder_options(folder)
     if is_show_tell(folder):
-        from rnncap.decode.showtell import show_tell_captioner
+        from rnncap.decode.showtell_captioner import show_tell_captioner
 
         return show_tell_captioner(folder, options, backend, device, str(model))
     network, vocab = load_model(folder, device)

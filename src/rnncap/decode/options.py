@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from rnncap.models.config import MAX_LENGTH
+from rnncap.models.captioner_config import MAX_LENGTH
 from rnncap.utils.config import ConfigError, check_range, check_types, config_from_dict
 
 MAX_BEAM = 100  # hypotheses per image at most: the search holds beam x images decoder states

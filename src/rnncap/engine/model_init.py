@@ -8,7 +8,7 @@ import torch
 from rnncap.data.vocab import Vocabulary
 from rnncap.engine.splits import train_vocabulary
 from rnncap.engine.train_config import TrainConfig
-from rnncap.models.captioner import CaptionerConfig, CaptioningRNN
+from rnncap.models.captioning_rnn import CaptionerConfig, CaptioningRNN
 from rnncap.models.folder import IncompatibleModelError, load_model
 
 

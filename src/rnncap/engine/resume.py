@@ -13,7 +13,7 @@ import torch
 
 from rnncap.data.vocab import Vocabulary
 from rnncap.engine.train_config import TrainConfig
-from rnncap.models.captioner import CaptionerConfig
+from rnncap.models.captioning_rnn import CaptionerConfig
 from rnncap.models.folder import (
     ModelNotFoundError,
     read_captioner_config,

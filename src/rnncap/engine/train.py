@@ -29,7 +29,7 @@ from rnncap.engine.cider import CiderD, cider_d
 from rnncap.engine.loop import train_epoch
 from rnncap.engine.model_init import build_model, init_model
 from rnncap.engine.objectives import OBJECTIVES, batch_loss
-from rnncap.engine.optim import dist_setup, lr_lambda, optimizer
+from rnncap.engine.optimizer import dist_setup, lr_lambda, optimizer
 from rnncap.engine.resume import TRAIN_STATE, Checkpoint, load_checkpoint, prepare_run_folder
 from rnncap.engine.scst import split_scorer
 from rnncap.engine.sources import TextBatches, epoch_order, expected_images
@@ -43,7 +43,7 @@ from rnncap.engine.splits import (
     mirror_masks,
 )
 from rnncap.engine.train_config import TrainConfig
-from rnncap.models.captioner import CaptioningRNN
+from rnncap.models.captioning_rnn import CaptioningRNN
 from rnncap.models.folder import save_model
 from rnncap.utils.io import atomic_write_text
 from rnncap.utils.plotting import plot_training_curves

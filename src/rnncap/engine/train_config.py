@@ -62,7 +62,7 @@ class TrainConfig:
         from rnncap.data.datasets import list_formats
         from rnncap.engine.objectives import OBJECTIVES
         from rnncap.engine.sources import parse_sources
-        from rnncap.models.captioner import list_cell_types
+        from rnncap.models.captioning_rnn import list_cell_types
 
         check_types(self)
         _check_choice("objective", self.objective, list(OBJECTIVES))

@@ -1,5 +1,5 @@
 """Models: image encoders, the captioner, the language model, Show and Tell, model folders.
 
-`rnncap.models.captioner`, `.encoders`, `.onnx_encoder`, `.lm`, `.showtell` and `.folder`; import
-the one you need.
+`rnncap.models.captioning_rnn`, `.encoders`, `.onnx_encoder`, `.lm`, `.showtell` and `.folder`;
+import the one you need.
 """

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rnncap.data.vocab import Vocabulary
-from rnncap.models.config import CaptionerConfig
+from rnncap.models.captioner_config import CaptionerConfig
 from rnncap.utils.config import ConfigError
 from rnncap.utils.errors import ModelError
 from rnncap.utils.io import MAX_CONFIG_BYTES, InvalidFileError, read_json_file

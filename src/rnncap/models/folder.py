@@ -14,7 +14,7 @@ import torch
 from safetensors.numpy import save
 
 from rnncap.data.vocab import Vocabulary
-from rnncap.models.captioner import CaptioningRNN
+from rnncap.models.captioning_rnn import CaptioningRNN
 from rnncap.models.files import (  # noqa: F401 - re-exported: the folder's plain files
     CONFIG,
     DEFAULT_MODEL,

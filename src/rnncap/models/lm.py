@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from rnncap.models.captioner import MAX_DIM, MAX_VOCAB
+from rnncap.models.captioning_rnn import MAX_DIM, MAX_VOCAB
 from rnncap.nn import LSTM, RNN
 from rnncap.utils.config import ConfigError, check_range, check_types
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnncap.models.config import CaptionerConfig
+from rnncap.models.captioner_config import CaptionerConfig
 from rnncap.models.files import WEIGHTS
 from rnncap.models.weight_store import read_arrays
 

@@ -11,7 +11,7 @@ from dataclasses import replace
 import torch
 
 from rnncap.data.vocab import SPECIALS, Vocabulary
-from rnncap.models.captioner import CaptioningRNN
+from rnncap.models.captioning_rnn import CaptioningRNN
 from rnncap.models.folder import IncompatibleModelError
 
 _VOCAB_ROWS = ("embed.weight", "vocab_proj.weight", "vocab_proj.bias")  # (V, ...) each

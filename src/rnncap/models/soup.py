@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rnncap.data.vocab import Vocabulary
-from rnncap.models.captioner import CaptioningRNN
+from rnncap.models.captioning_rnn import CaptioningRNN
 from rnncap.models.folder import (
     IncompatibleModelError,
     read_captioner_config,

@@ -27,10 +27,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from rnncap.decode.captioner import Caption, Captioner
+from rnncap.serving.api_error import ApiError
 from rnncap.serving.batcher import Arrival, MicroBatcher
 from rnncap.serving.bodies import FREE_BYTES, Body, BodyBudget, ClientGone
 from rnncap.serving.calls import batch_runner, image_encoder, request_encoder
-from rnncap.serving.errors import ApiError
 from rnncap.serving.uploads import MAX_FILES, Decoder, read_uploads
 
 log = logging.getLogger("rnncap.serve")

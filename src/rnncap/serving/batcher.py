@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from rnncap.decode.inputs import stack
-from rnncap.serving.errors import ApiError
+from rnncap.serving.api_error import ApiError
 
 
 def _model_error(error: Exception) -> ApiError:

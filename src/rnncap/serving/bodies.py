@@ -12,7 +12,7 @@ import tempfile
 
 from starlette.requests import ClientDisconnect, Request
 
-from rnncap.serving.errors import ApiError
+from rnncap.serving.api_error import ApiError
 
 DRAIN_FACTOR = 4  # an oversized body up to this many times the limit is read (and discarded)
 FREE_BYTES = 64 * 1024  # the first bytes of every body are held in memory outside the budget

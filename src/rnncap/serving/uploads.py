@@ -21,8 +21,8 @@ from starlette.formparsers import MultiPartParser
 from starlette.requests import Request
 
 from rnncap.data.images import ImageError, decode_image_bytes, decoded_pixels
+from rnncap.serving.api_error import ApiError
 from rnncap.serving.bodies import Body, read_body
-from rnncap.serving.errors import ApiError
 
 log = logging.getLogger("rnncap.serve")
 

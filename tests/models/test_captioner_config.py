@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rnncap.models.captioner import CaptioningRNN, list_cell_types
-from rnncap.models.config import CELL_TYPES, CaptionerConfig
+from rnncap.models.captioner_config import CELL_TYPES, CaptionerConfig
+from rnncap.models.captioning_rnn import CaptioningRNN, list_cell_types
 
 
 def test_cell_types_are_the_registered_cells():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rnncap.models.captioner import CaptionerConfig, CaptioningRNN, list_cell_types
+from rnncap.models.captioning_rnn import CaptionerConfig, CaptioningRNN, list_cell_types
 from rnncap.nn.loss import captioning_loss
 
 

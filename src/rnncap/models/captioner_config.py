@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 from rnncap.utils.config import ConfigError, check_range, check_types, config_from_dict
 
-CELL_TYPES = ("rnn", "lstm", "attn")  # the recurrent cells (rnncap.models.captioner.CELLS)
+CELL_TYPES = ("rnn", "lstm", "attn")  # the recurrent cells (rnncap.models.captioning_rnn.CELLS)
 
 # Upper bounds that no sensible model reaches: a config beyond them is a typo or a hostile file,
 # refused before anything is allocated.

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rnncap.models.config import (  # noqa: F401 - re-exported: the model's config and limits
+from rnncap.models.captioner_config import (  # noqa: F401 - re-exported: the model's config and limits
     CELL_TYPES,
     MAX_DIM,
     MAX_FEATURE_DIM,
