@@ -62,7 +62,7 @@ def _bundle(monkeypatch, *argv: str) -> None:
     script.main()
 
 
-def test_bundle_script_writes_a_float32_encoder(tmp_path, monkeypatch, capsys):
+def test_bundle_script_writes_float32_feature_layers(tmp_path, monkeypatch, capsys):
     import onnx
     from safetensors.numpy import load_file
 
@@ -119,3 +119,29 @@ def test_classifier_weights_stored_in_float16(tmp_path):
         expected = rounded(pooled).numpy()
     np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
     assert np.abs(logits - full.run_with_classes(pixels)[1]).max() > 0  # the rounding is there
+
+
+def test_bundle_script_stores_the_classifier_in_float16_unless_asked(tmp_path, monkeypatch):
+    import onnx
+    import torch
+
+    import rnncap.models.encoders as encoders
+    from rnncap.models.onnx_encoder import CLASSIFIER_WEIGHT
+
+    def with_classifier(*args, **kwargs):
+        torch.manual_seed(0)
+        encoder = tiny_encoder()
+        encoder.classifier = torch.nn.Linear(16, 1000)
+        return encoder
+
+    monkeypatch.setattr(encoders, "build_encoder", with_classifier)
+    source = make_tiny_encoder_model(tmp_path / "m")
+    stored = {}
+    for name, flags in (("half", []), ("full", ["--classifier-float32"])):
+        _bundle(monkeypatch, str(source), str(tmp_path / name), *flags)
+        graph = onnx.load(tmp_path / name / "encoder.onnx").graph
+        stored[name] = {w.name: w.data_type for w in graph.initializer}
+    assert stored["half"][CLASSIFIER_WEIGHT + "_fp16"] == onnx.TensorProto.FLOAT16
+    assert CLASSIFIER_WEIGHT not in stored["half"]
+    assert stored["full"][CLASSIFIER_WEIGHT] == onnx.TensorProto.FLOAT
+    assert CLASSIFIER_WEIGHT + "_fp16" not in stored["full"]

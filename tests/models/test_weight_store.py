@@ -101,6 +101,7 @@ def test_an_int8_folder_reads_the_same_in_torch_and_numpy(tmp_path, cell_type):
     assert stored["cell.b"].dtype == np.float16
     loaded, _ = load_model(folder)
     arrays = read_numpy_weights(folder, model.config)
+    by_hand = {}
     for name, weight in model.state_dict().items():
         original = weight.numpy()
         expected = nearest_levels(original, BLOCK) if name + SCALE_SUFFIX in stored else None
@@ -110,9 +111,10 @@ def test_an_int8_folder_reads_the_same_in_torch_and_numpy(tmp_path, cell_type):
         assert got.dtype == torch.float32
         np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6, atol=0)
         np.testing.assert_array_equal(arrays[name], got.numpy())
+        by_hand[name] = torch.from_numpy(expected.astype(np.float32))
     # The loaded model searches as the original with its weights put on the levels by hand.
     rounded, _ = _model(cell_type)
-    rounded.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()})
+    rounded.load_state_dict(by_hand)
     shape = (3, 64, 2, 2) if cell_type == "attn" else (3, 64)
     features = torch.randn(shape, generator=torch.Generator().manual_seed(1))
     assert beam_search(loaded, features, beam_size=2).tokens == (
@@ -140,6 +142,16 @@ def _damaged(tmp_path, change) -> tuple:
         (lambda t: t.update({"w": np.ones((2, 2 * BLOCK), np.float32)}), "not int8"),
         (lambda t: t.update({"v" + SCALE_SUFFIX: np.ones((2, 2), np.float16)}), "no tensor 'v'"),
         (lambda t: t.pop("w"), "missing tensor 'w'"),
+        (lambda t: t.pop("w" + SCALE_SUFFIX), "'w' is stored as I8"),  # codes read as weights
+        (lambda t: t.update({"w": np.ones((2, 2 * BLOCK), np.int32)}), r"not int8 \(I32\)"),
+        (
+            lambda t: (
+                t.update({"w": np.ones((2, 2 * BLOCK), np.int32)}) or t.pop("w" + SCALE_SUFFIX)
+            ),
+            "as I32",
+        ),
+        (lambda t: t.update({"w" + SCALE_SUFFIX: np.ones((2, 2), np.float32)}), "not F16"),
+        (lambda t: t["w" + SCALE_SUFFIX].__setitem__((0, 1), np.nan), "not finite"),
     ],
 )
 def test_a_damaged_int8_file_is_refused_naming_it(tmp_path, change, message):
@@ -153,3 +165,22 @@ def test_an_undamaged_file_reads(tmp_path):
     path, expected = _damaged(tmp_path, lambda t: None)
     ones = nearest_levels(np.ones((2, 2 * BLOCK)), BLOCK)  # 127 x (1 / 127 in float16)
     np.testing.assert_allclose(read_arrays(path, expected)["w"], ones, rtol=1e-6, atol=0)
+
+
+def test_a_bfloat16_weight_is_refused_naming_the_file(tmp_path):
+    """NumPy has no bfloat16: the file is refused in one line rather than failing inside NumPy."""
+    from safetensors.torch import save_file as save_torch
+
+    path = tmp_path / WEIGHTS
+    save_torch({"w": torch.ones(2, 2 * BLOCK, dtype=torch.bfloat16)}, str(path))
+    with pytest.raises(InvalidFileError, match="'w' is stored as BF16") as error:
+        read_arrays(path, {"w": (2, 2 * BLOCK)})
+    assert str(path) in str(error.value)
+
+
+def test_floating_weights_of_any_width_read_as_float32(tmp_path):
+    weights = {"a": np.full((2, 3), 0.5, np.float16), "b": np.full(3, 0.25, np.float64)}
+    save_file(weights, str(tmp_path / WEIGHTS))
+    arrays = read_arrays(tmp_path / WEIGHTS, {"a": (2, 3), "b": (3,)})
+    assert {k: v.dtype for k, v in arrays.items()} == {"a": np.float32, "b": np.float32}
+    assert arrays["a"][0, 0] == 0.5 and arrays["b"][0] == 0.25

@@ -69,36 +69,61 @@ def pack(state: dict[str, np.ndarray], storage: str = "float32") -> dict[str, np
     return packed
 
 
+FLOATS = ("F16", "F32", "F64")  # safetensors dtypes a weight may be stored in (or I8 + scales)
+
+
 def read_arrays(path: Path, expected: dict[str, tuple]) -> dict[str, np.ndarray]:
-    """model.safetensors at `path` as float32 arrays (integer tensors as stored), after checking
-    the names and shapes in its header against `expected` (name -> shape); InvalidFileError
-    naming the file when it cannot be used."""
+    """model.safetensors at `path` as float32 arrays, after checking the names, shapes and
+    dtypes in its header against `expected` (name -> shape): each weight floating (F16, F32,
+    F64), or int8 beside its float16 scales; InvalidFileError naming the file when it cannot
+    be used."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     try:
         with safe_open(str(path), framework="numpy") as f:
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            header = {k: f.get_slice(k) for k in f.keys()}
+            shapes = {k: tuple(s.get_shape()) for k, s in header.items()}
             scales = {k[: -len(SCALE_SUFFIX)]: k for k in shapes if k.endswith(SCALE_SUFFIX)}
             weights = {k: s for k, s in shapes.items() if not k.endswith(SCALE_SUFFIX)}
             check_weight_shapes(path, expected, weights)
             for name, key in scales.items():
                 _check_scale(path, name, weights.get(name), shapes[key])
+            for name in expected:
+                _check_dtype(path, name, header[name].get_dtype(), scales.get(name), header)
             out = {}
             for name in expected:
                 value = f.get_tensor(name)
                 if name in scales:
-                    if value.dtype != np.int8:
-                        raise InvalidFileError(path, f"tensor {name!r} has scales but is not int8")
-                    value = dequantize_int8(value, f.get_tensor(scales[name]))
-                elif value.dtype.kind == "f":
-                    value = value.astype(np.float32)
-                out[name] = value
+                    value = dequantize_int8(value, _read_scale(path, f, scales[name]))
+                out[name] = value.astype(np.float32)
             return out
     except (OSError, SafetensorError) as error:
         raise InvalidFileError(
             path, f"truncated or not a safetensors file ({first_line(error)})"
         ) from None
+
+
+def _check_dtype(path: Path, name: str, dtype: str, scale: str | None, header: dict) -> None:
+    if scale is not None:
+        scale_dtype = header[scale].get_dtype()
+        if dtype != "I8":
+            raise InvalidFileError(path, f"tensor {name!r} has scales but is not int8 ({dtype})")
+        if scale_dtype != "F16":
+            raise InvalidFileError(path, f"tensor {scale!r} is {scale_dtype}, not F16")
+    elif dtype not in FLOATS:
+        raise InvalidFileError(
+            path,
+            f"tensor {name!r} is stored as {dtype}: expected one of {', '.join(FLOATS)}, or I8 "
+            f"beside {name + SCALE_SUFFIX!r}",
+        )
+
+
+def _read_scale(path: Path, f, key: str) -> np.ndarray:
+    scale = f.get_tensor(key)
+    if not np.isfinite(scale).all():
+        raise InvalidFileError(path, f"tensor {key!r} holds values that are not finite")
+    return scale
 
 
 def _check_scale(path: Path, name: str, shape: tuple | None, scale_shape: tuple) -> None:
