@@ -1,0 +1,79 @@
+"""Two models on the same images: each one's CIDEr-D, their difference, and how far that
+difference would move on another set of images of the same kind (paired bootstrap over images,
+`rnncap.engine.bootstrap`). Each model decodes with its own settings (its config.json).
+
+    python scripts/compare_models.py runs/old src/rnncap/assets/default --features cache/features \\
+        --set flickr8k:../shared/data/flickr8k:dev --set coco:../shared/data/coco_dev:dev
+
+Prints one JSON line per set, then a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+
+from rnncap.data.datasets import load_dataset
+from rnncap.data.features import FeatureCache
+from rnncap.decode.beam import DecodeOptions
+from rnncap.decode.captioner import Captioner
+from rnncap.engine.bootstrap import paired_bootstrap
+from rnncap.engine.cider import CiderD
+from rnncap.models.folder import load_model, read_config, resolve_model_dir
+from rnncap.models.fusion import load_language_models
+
+
+def per_image_cider(spec: str, samples: list, features_dir: str) -> np.ndarray:
+    """CIDEr-D of each image's caption by the model at `spec`, in the order of `samples`."""
+    model, vocab = load_model(spec)
+    folder = resolve_model_dir(spec)
+    options = DecodeOptions.from_dict(read_config(folder).get("decoding", {}))
+    lms = load_language_models(folder, vocab, "cpu")
+    features, names = FeatureCache(features_dir, model.config.encoder).load_split(samples)
+    results = Captioner(model, vocab, options, language_models=lms).caption_feature_batches(
+        features
+    )
+    caption = dict(zip(names, (r.text for r in results), strict=True))
+    scorer = CiderD([list(s.captions) for s in samples])
+    return scorer.score(np.arange(len(samples)), [caption[s.name] for s in samples])  # (N,)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model_a", help="model folder A (the reference)")
+    parser.add_argument("model_b", help="model folder B (the candidate)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        required=True,
+        help="NAME:DATA_ROOT:SPLIT (format flickr8k, or coco when NAME starts with coco)",
+    )
+    parser.add_argument("--features", required=True, help="feature cache folder")
+    parser.add_argument("--samples", type=int, default=10_000, help="bootstrap resamples")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for name, root, split in (s.split(":") for s in args.set):
+        samples = list(load_dataset(root, "coco" if name.startswith("coco") else "flickr8k", split))
+        a, b = (per_image_cider(m, samples, args.features) for m in (args.model_a, args.model_b))
+        result = paired_bootstrap(a, b, samples=args.samples)
+        row = {"set": f"{name} {split}", "images": len(samples), **vars(result)}
+        rows.append(row)
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
+    print(f"\nA = {args.model_a}, B = {args.model_b}; CIDEr-D, +- one standard error\n")
+    print("| set | images | A | B | B - A | 95% of resamples | B ahead in |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['set']} | {r['images']} | {r['mean_a']:.3f} +- {r['stderr_a']:.3f} "
+            f"| {r['mean_b']:.3f} | {r['diff']:+.3f} +- {r['stderr']:.3f} "
+            f"| {r['low']:+.3f} .. {r['high']:+.3f} | {100 * r['b_better']:.0f}% |"
+        )
+
+
+if __name__ == "__main__":
+    main()

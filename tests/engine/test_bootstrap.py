@@ -1,0 +1,63 @@
+"""The paired bootstrap against its exact distribution, enumerated for a few images."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from rnncap.engine.bootstrap import paired_bootstrap
+
+
+def exact_resampled_differences(a: list[float], b: list[float]) -> np.ndarray:
+    """Every one of the N**N equally likely resamples of N images, its mean difference."""
+    n = len(a)
+    return np.array(
+        [sum(b[i] - a[i] for i in draw) / n for draw in itertools.product(range(n), repeat=n)]
+    )
+
+
+def test_matches_the_enumerated_bootstrap_distribution():
+    a = [0.2, 0.9, 0.4, 0.1, 0.6]
+    b = [0.5, 0.7, 0.8, 0.1, 0.9]
+    exact = exact_resampled_differences(a, b)  # (5**5,)
+    result = paired_bootstrap(a, b, samples=200_000, seed=1)
+    assert result.diff == pytest.approx(np.mean(b) - np.mean(a), abs=1e-12)
+    assert result.mean_a == pytest.approx(np.mean(a), abs=1e-12)
+    # Monte Carlo with 200,000 draws: the standard error of a std estimate is ~std / 630
+    assert result.stderr == pytest.approx(exact.std(), rel=0.01)
+    assert result.low == pytest.approx(np.percentile(exact, 2.5), abs=0.01)
+    assert result.high == pytest.approx(np.percentile(exact, 97.5), abs=0.01)
+    assert result.b_better == pytest.approx((exact > 0).mean(), abs=0.005)
+    exact_a = np.array([np.mean([a[i] for i in d]) for d in itertools.product(range(5), repeat=5)])
+    assert result.stderr_a == pytest.approx(exact_a.std(), rel=0.01)
+
+
+def test_standard_error_of_a_large_set_is_sigma_over_root_n():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 1, 4_000)
+    noise = rng.normal(0.0, 0.2, 4_000)
+    result = paired_bootstrap(a, a + noise, samples=4_000)
+    assert result.stderr == pytest.approx(noise.std() / np.sqrt(4_000), rel=0.05)
+    assert result.stderr_a == pytest.approx(a.std() / np.sqrt(4_000), rel=0.05)
+
+
+def test_identical_models_differ_by_nothing():
+    scores = [0.3, 0.1, 0.8]
+    result = paired_bootstrap(scores, scores, samples=100)
+    assert (result.diff, result.stderr, result.low, result.high) == (0.0, 0.0, 0.0, 0.0)
+    assert result.b_better == 0.0
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "samples", "message"),
+    [
+        ([0.1, 0.2], [0.1], 10, "2 scores for model A and 1 for model B"),
+        ([], [], 10, "no scores"),
+        ([0.1], [0.2], 1, "samples must be at least 2"),
+    ],
+)
+def test_bad_input_is_named(a, b, samples, message):
+    with pytest.raises(ValueError, match=message):
+        paired_bootstrap(a, b, samples=samples)
