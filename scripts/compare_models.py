@@ -24,6 +24,7 @@ from rnncap.engine.bootstrap import paired_bootstrap
 from rnncap.engine.cider import CiderD
 from rnncap.models.folder import load_model, read_config, resolve_model_dir
 from rnncap.models.fusion import load_language_models
+from rnncap.utils.errors import RnncapError
 
 
 def per_image_cider(spec: str, samples: list, features_dir: str) -> np.ndarray:
@@ -41,29 +42,51 @@ def per_image_cider(spec: str, samples: list, features_dir: str) -> np.ndarray:
     return scorer.score(np.arange(len(samples)), [caption[s.name] for s in samples])  # (N,)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model_a", help="model folder A (the reference)")
-    parser.add_argument("model_b", help="model folder B (the candidate)")
-    parser.add_argument(
-        "--set",
-        action="append",
-        required=True,
-        help="NAME:DATA_ROOT:SPLIT (format flickr8k, or coco when NAME starts with coco)",
-    )
-    parser.add_argument("--features", required=True, help="feature cache folder")
-    parser.add_argument("--samples", type=int, default=10_000, help="bootstrap resamples")
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+def data_split(spec: str) -> tuple[str, str, str]:
+    """--set NAME:DATA_ROOT:SPLIT -> (name, root, split), or a one-line argparse error."""
+    parts = spec.split(":")
+    if len(parts) != 3 or not all(parts) or parts[2] not in ("train", "dev", "test"):
+        raise argparse.ArgumentTypeError(
+            f"{spec!r} is not NAME:DATA_ROOT:SPLIT with SPLIT train, dev or test"
+        )
+    return parts[0], parts[1], parts[2]
+
+
+def compare(args) -> list[dict]:
+    """One row per --set: the paired bootstrap of model B against model A, printed as JSON."""
     rows = []
-    for name, root, split in (s.split(":") for s in args.set):
+    for name, root, split in args.sets:
         samples = list(load_dataset(root, "coco" if name.startswith("coco") else "flickr8k", split))
         a, b = (per_image_cider(m, samples, args.features) for m in (args.model_a, args.model_b))
         result = paired_bootstrap(a, b, samples=args.samples)
         row = {"set": f"{name} {split}", "images": len(samples), **vars(result)}
         rows.append(row)
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model_a", help="model folder A (the reference)")
+    parser.add_argument("model_b", help="model folder B (the candidate)")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        type=data_split,
+        action="append",
+        required=True,
+        metavar="NAME:DATA_ROOT:SPLIT",
+        help="a split to score on, repeatable (a NAME starting with coco reads COCO JSON)",
+    )
+    parser.add_argument("--features", required=True, help="feature cache folder")
+    parser.add_argument("--samples", type=int, default=10_000, help="bootstrap resamples")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    try:
+        rows = compare(args)
+    except (RnncapError, OSError) as error:  # a missing model, data set or feature: one line
+        parser.exit(2, f"compare_models.py: error: {error}\n")
     print(f"\nA = {args.model_a}, B = {args.model_b}; CIDEr-D, +- one standard error\n")
     print("| set | images | A | B | B - A | 95% of resamples | B ahead in |")
     print("|---|---|---|---|---|---|---|")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,3 +64,25 @@ def test_identical_models_differ_by_nothing():
 def test_bad_input_is_named(a, b, samples, message):
     with pytest.raises(ValueError, match=message):
         paired_bootstrap(a, b, samples=samples)
+
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "compare_models.py"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["a", "b", "--features", "f", "--set", "coco:root"], "'coco:root' is not NAME:DATA_ROOT"),
+        (["a", "b", "--features", "f", "--set", "f8k:root:val"], "with SPLIT train, dev or test"),
+        (["no-such-model", "default", "--features", "f", "--set", "f8k:no-such-root:dev"], "no-"),
+    ],
+)
+def test_compare_script_names_bad_input_in_one_line(args, message, tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("compare_models.py: error:") and message in last
+    assert "Traceback" not in done.stderr
