@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnncap.engine.bootstrap import paired_bootstrap
+from rnncap.engine.bootstrap import paired_bootstrap, standard_error
 
 
 def exact_resampled_differences(a: list[float], b: list[float]) -> np.ndarray:
@@ -35,6 +35,16 @@ def test_matches_the_enumerated_bootstrap_distribution():
     assert result.b_better == pytest.approx((exact > 0).mean(), abs=0.005)
     exact_a = np.array([np.mean([a[i] for i in d]) for d in itertools.product(range(5), repeat=5)])
     assert result.stderr_a == pytest.approx(exact_a.std(), rel=0.01)
+
+
+def test_standard_error_is_the_exact_bootstrap_one_with_n_minus_1():
+    scores = [0.2, 0.9, 0.4, 0.1, 0.6]
+    means = np.array(
+        [np.mean([scores[i] for i in d]) for d in itertools.product(range(5), repeat=5)]
+    )
+    # the bootstrap divides by N, the sample standard deviation by N - 1
+    assert standard_error(scores) == pytest.approx(means.std() * np.sqrt(5 / 4), rel=1e-9)
+    assert standard_error([0.4]) is None
 
 
 def test_standard_error_of_a_large_set_is_sigma_over_root_n():

@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if not scores:
         missing = missing_extra(ModuleNotFoundError(name=SCORER), "rnncap evaluate")
         return fail(f"{missing}; scores not computed, the predictions are in {args.json}")
-    print(format_table(result["scores"]))
+    print(format_table(result["scores"], result["cider_stderr"]))
     return 0
 
 

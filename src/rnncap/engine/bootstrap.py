@@ -1,4 +1,5 @@
-"""Is a difference between two models real? The paired bootstrap over images (Koehn 2004).
+"""Is a difference between two models real? The paired bootstrap over images (Koehn 2004), and
+the standard error of one model's score.
 
 Both models caption the same images; each caption gets its own score (CIDEr-D per image,
 `rnncap.engine.cider.CiderD.score`, whose mean is the corpus score). Resampling the images with
@@ -56,3 +57,12 @@ def paired_bootstrap(
         stderr_a=float(np.concatenate(means_a).std()),
         b_better=float((diff > 0).mean()),
     )
+
+
+def standard_error(per_image) -> float | None:
+    """The standard error of a mean score over images (sample std / sqrt(N)): how far the score
+    of one model would move on another set of images of the same kind. None for fewer than 2."""
+    scores = np.asarray(per_image, dtype=np.float64).reshape(-1)  # (N,)
+    if len(scores) < 2:
+        return None
+    return float(scores.std(ddof=1) / np.sqrt(len(scores)))

@@ -102,8 +102,9 @@ def _check_read(failed: list[str]) -> None:
 
 
 def evaluate(cfg: EvalConfig) -> dict:
-    """-> {"scores": {...} | None, "predictions": [{"image", "caption", "score"}], "config":
-    {...}}; "scores" is None when `cfg.score` is False."""
+    """-> {"scores": {...} | None, "cider_stderr": float | None, "predictions": [{"image",
+    "caption", "score"}], "config": {...}}; "scores" and "cider_stderr" (one standard error of
+    CIDEr over the images) are None when `cfg.score` is False."""
     from dataclasses import asdict
 
     from rnncap.data.datasets import load_dataset
@@ -137,11 +138,27 @@ def evaluate(cfg: EvalConfig) -> dict:
         "config": {**asdict(cfg), **_resolved(options)},
         "images": len(samples),
         "scores": metrics,
+        "cider_stderr": cider_stderr(references, predictions) if cfg.score else None,
         "predictions": [
             {"image": s.name, "caption": c, "score": v}
             for s, c, v in zip(samples, captions, scores, strict=True)
         ],
     }
+
+
+def cider_stderr(references: dict, predictions: dict) -> float | None:
+    """One standard error of the CIDEr score over the images (CIDEr-D per image, in-process;
+    its mean is pycocoevalcap's CIDEr)."""
+    import numpy as np
+
+    from rnncap.engine.bootstrap import standard_error
+    from rnncap.engine.cider import CiderD
+
+    ids = list(references)
+    per_image = CiderD([references[i] for i in ids]).score(
+        np.arange(len(ids)), [predictions[i] for i in ids]
+    )  # (N,)
+    return standard_error(per_image)
 
 
 def _resolved(options) -> dict:
@@ -153,7 +170,11 @@ def _resolved(options) -> dict:
     }
 
 
-def format_table(scores: dict) -> str:
+def format_table(scores: dict, cider_stderr: float | None = None) -> str:
+    """One line per metric; CIDEr with its standard error over the images when given."""
     names = list(scores)
     width = max(len(n) for n in names)
-    return "\n".join(f"{n:<{width}}  {scores[n]:.3f}" for n in names)
+    lines = [f"{n:<{width}}  {scores[n]:.3f}" for n in names]
+    if cider_stderr is not None and "CIDEr" in scores:
+        lines[names.index("CIDEr")] += f" +- {cider_stderr:.3f} (one standard error over images)"
+    return "\n".join(lines)
