@@ -170,11 +170,11 @@ def _resolved(options) -> dict:
     }
 
 
-def format_table(scores: dict, cider_stderr: float | None = None) -> str:
+def format_table(scores: dict, stderr: float | None = None) -> str:
     """One line per metric; CIDEr with its standard error over the images when given."""
     names = list(scores)
     width = max(len(n) for n in names)
     lines = [f"{n:<{width}}  {scores[n]:.3f}" for n in names]
-    if cider_stderr is not None and "CIDEr" in scores:
-        lines[names.index("CIDEr")] += f" +- {cider_stderr:.3f} (one standard error over images)"
+    if stderr is not None and "CIDEr" in scores:
+        lines[names.index("CIDEr")] += f" +- {stderr:.3f} (one standard error over images)"
     return "\n".join(lines)
