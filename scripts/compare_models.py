@@ -18,28 +18,22 @@ import torch
 
 from rnncap.data.datasets import load_dataset
 from rnncap.data.features import FeatureCache
-from rnncap.decode.beam import DecodeOptions
-from rnncap.decode.captioner import Captioner
+from rnncap.decode.captioner import load
 from rnncap.engine.bootstrap import paired_bootstrap
-from rnncap.engine.cider import CiderD
-from rnncap.models.folder import load_model, read_config, resolve_model_dir
-from rnncap.models.fusion import load_language_models
+from rnncap.engine.cider import cider_d_per_image
 from rnncap.utils.errors import RnncapError
 
 
 def per_image_cider(spec: str, samples: list, features_dir: str) -> np.ndarray:
-    """CIDEr-D of each image's caption by the model at `spec`, in the order of `samples`."""
-    model, vocab = load_model(spec)
-    folder = resolve_model_dir(spec)
-    options = DecodeOptions.from_dict(read_config(folder).get("decoding", {}))
-    lms = load_language_models(folder, vocab, "cpu")
-    features, names = FeatureCache(features_dir, model.config.encoder).load_split(samples)
-    results = Captioner(model, vocab, options, language_models=lms).caption_feature_batches(
-        features
-    )
+    """CIDEr-D of each image's caption by the model at `spec` (its own decoding settings and
+    language models), in the order of `samples`."""
+    captioner = load(spec, "cpu", backend="torch")
+    cache = FeatureCache(features_dir, captioner.model.config.encoder)
+    features, names = cache.load_split(samples)
+    results = captioner.caption_feature_batches(features)
     caption = dict(zip(names, (r.text for r in results), strict=True))
-    scorer = CiderD([list(s.captions) for s in samples])
-    return scorer.score(np.arange(len(samples)), [caption[s.name] for s in samples])  # (N,)
+    references = {s.name: list(s.captions) for s in samples}
+    return cider_d_per_image(references, caption)  # (N,)
 
 
 def data_split(spec: str) -> tuple[str, str, str]:

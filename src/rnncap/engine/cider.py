@@ -238,6 +238,20 @@ class CiderD:
         return per_ref.sum(axis=2).mean(axis=1) / self.refs_per_image[images] * 10.0
 
 
+def cider_d_per_image(
+    references: Mapping[Hashable, Sequence[Caption]],
+    predictions: Mapping[Hashable, Caption],
+    tokenize: bool = True,
+) -> np.ndarray:
+    """CIDEr-D of each image's prediction, shape (I,), in the order of `references`' ids; its
+    mean is the corpus score (`cider_d`). Document frequencies come from these references."""
+    if set(references) != set(predictions):
+        raise ValueError("references and predictions must have the same image ids")
+    ids = list(references)
+    scorer = CiderD([references[i] for i in ids], tokenize=tokenize)
+    return scorer.score(np.arange(len(ids)), [predictions[i] for i in ids])
+
+
 def cider_d(
     references: Mapping[Hashable, Sequence[Caption]],
     predictions: Mapping[Hashable, Caption],
@@ -248,8 +262,4 @@ def cider_d(
     Raw strings are PTB-tokenised like pycocoevalcap does (`tokenize=False`: already tokenised,
     split on spaces). Document frequencies come from these references.
     """
-    if set(references) != set(predictions):
-        raise ValueError("references and predictions must have the same image ids")
-    ids = list(references)
-    scorer = CiderD([references[i] for i in ids], tokenize=tokenize)
-    return float(scorer.score(np.arange(len(ids)), [predictions[i] for i in ids]).mean())
+    return float(cider_d_per_image(references, predictions, tokenize).mean())

@@ -149,16 +149,10 @@ def evaluate(cfg: EvalConfig) -> dict:
 def cider_stderr(references: dict, predictions: dict) -> float | None:
     """One standard error of the CIDEr score over the images (CIDEr-D per image, in-process;
     its mean is pycocoevalcap's CIDEr)."""
-    import numpy as np
-
     from rnncap.engine.bootstrap import standard_error
-    from rnncap.engine.cider import CiderD
+    from rnncap.engine.cider import cider_d_per_image
 
-    ids = list(references)
-    per_image = CiderD([references[i] for i in ids]).score(
-        np.arange(len(ids)), [predictions[i] for i in ids]
-    )  # (N,)
-    return standard_error(per_image)
+    return standard_error(cider_d_per_image(references, predictions))
 
 
 def _resolved(options) -> dict:
