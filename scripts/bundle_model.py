@@ -2,8 +2,8 @@
 its decoding settings and its image encoder as encoder.onnx (float32, the ImageNet classifier's
 weights float16).
 
-    python scripts/bundle_model.py runs/scst/best src/rnncap/assets/default \\
-        --decoding '{"beam_size": 3, "length_penalty": 0.5, "no_repeat_ngram": 2}'
+    python scripts/bundle_model.py runs/scst/best runs/my-model \\
+        --decoding '{"beam_size": 3, "length_penalty": 0.7, "no_repeat_ngram": 2}'
 
 Given several models (runs fine-tuned from the same starting model), it writes the mean of
 their weights (`rnncap.models.soup`), with each one's training record under "averaged":
