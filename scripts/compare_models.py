@@ -28,7 +28,7 @@ def per_image_cider(spec: str, samples: list, features_dir: str) -> np.ndarray:
     """CIDEr-D of each image's caption by the model at `spec` (its own decoding settings and
     language models), in the order of `samples`."""
     captioner = load(spec, "cpu", backend="torch")
-    cache = FeatureCache(features_dir, captioner.model.config.encoder)
+    cache = FeatureCache(features_dir, captioner.config.encoder)
     features, names = cache.load_split(samples)
     results = captioner.caption_feature_batches(features)
     caption = dict(zip(names, (r.text for r in results), strict=True))
